@@ -1,0 +1,3 @@
+"""nmisim: simulate aad-pod-identity's NMI for every pod."""
+
+__version__ = "0.1.0"

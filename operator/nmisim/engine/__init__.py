@@ -1,0 +1,1 @@
+"""The pure NMI engine: no I/O, no kopf, no kubernetes imports."""
