@@ -1,0 +1,232 @@
+"""SimulationConfig: NMI's flags and the IMDS model of the VMs behind the nodes (product.md §3).
+
+Defaults are NMI v1.8.17's flag defaults (nmi-semantics §4). ``from_k8s`` refuses what NMI itself would
+refuse to start with (nmi-semantics §2 managed mode, §4 ``--operation-mode``): an unknown operation mode,
+managed mode without forceNamespaced, and negative retry counts. Unknown fields are refused too, so that
+a typo (``forcenamespaced``) does not silently keep a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from nmisim.engine.models import (
+    ModelError,
+    get_bool,
+    get_int,
+    get_map,
+    get_str,
+    parse_metadata,
+)
+
+API_VERSION: Final = "nmisim.dev/v1alpha1"
+MODE_STANDARD: Final = "standard"
+MODE_MANAGED: Final = "managed"
+
+
+class ConfigError(ModelError):
+    """A SimulationConfig that NMI would refuse or that cannot be read."""
+
+
+class UserAssignedIdentity(BaseModel):
+    """A user-assigned managed identity on a VM (IMDS model, nmi-semantics §7)."""
+
+    model_config = ConfigDict(frozen=True)
+    client_id: str = ""
+    resource_id: str = ""
+    object_id: str = ""
+
+
+class VMIdentities(BaseModel):
+    """The managed identities one VM carries."""
+
+    model_config = ConfigDict(frozen=True)
+    system_assigned: bool = False
+    user_assigned: tuple[UserAssignedIdentity, ...] = ()
+
+
+class NodeOverride(BaseModel):
+    """Per-node override; a field left out keeps the cluster-wide value."""
+
+    model_config = ConfigDict(frozen=True)
+    system_assigned: bool | None = None
+    user_assigned: tuple[UserAssignedIdentity, ...] | None = None
+
+
+class IMDSConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    system_assigned: bool = False
+    user_assigned: tuple[UserAssignedIdentity, ...] = ()
+    nodes: dict[str, NodeOverride] = {}
+
+    def vm_for(self, node: str) -> VMIdentities:
+        """The VM behind ``node``: cluster-wide identities with the node's override applied."""
+        ov = self.nodes.get(node)
+        sa = self.system_assigned if ov is None or ov.system_assigned is None else ov.system_assigned
+        ua = self.user_assigned if ov is None or ov.user_assigned is None else ov.user_assigned
+        return VMIdentities(system_assigned=sa, user_assigned=ua)
+
+
+class NMIConfig(BaseModel):
+    """NMI flags (nmi-semantics §4), same defaults as upstream."""
+
+    model_config = ConfigDict(frozen=True)
+    operation_mode: str = MODE_STANDARD
+    force_namespaced: bool = False
+    mic_namespace: str = "default"
+    metadata_header_required: bool = True
+    block_instance_metadata: bool = False
+    set_retry_after_header: bool = False
+    retry_attempts_for_created: int = 16
+    retry_attempts_for_assigned: int = 4
+    find_identity_retry_interval_seconds: int = 5
+
+
+class SimulationConfig(BaseModel):
+    """The cluster-scoped SimulationConfig (product.md §3)."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: str = "SimulationConfig"
+    name: str = "default"
+    nmi: NMIConfig = NMIConfig()
+    imds: IMDSConfig = IMDSConfig()
+
+    @classmethod
+    def default(cls) -> Self:
+        return cls()
+
+    @property
+    def managed(self) -> bool:
+        return self.nmi.operation_mode == MODE_MANAGED
+
+    @classmethod
+    def from_k8s(cls, obj: Mapping[str, Any]) -> Self:
+        try:
+            return cls._parse(obj)
+        except ConfigError:
+            raise
+        except ModelError as exc:
+            raise ConfigError(exc.path, exc.problem) from None
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Self:
+        if not isinstance(obj, Mapping):
+            raise ConfigError("", "expected a SimulationConfig map")
+        kind = obj.get("kind")
+        if kind != "SimulationConfig":
+            raise ConfigError("kind", f"expected SimulationConfig, got {kind!r}")
+        api = obj.get("apiVersion")
+        if api != API_VERSION:
+            raise ConfigError("apiVersion", f"expected {API_VERSION}, got {api!r}")
+        meta = parse_metadata(obj, namespaced=False) if obj.get("metadata") else None
+        spec = get_map(obj, "spec", "")
+        _no_unknown(spec, {"nmi", "imds"}, "spec")
+        return cls(
+            name=meta.name if meta else "default",
+            nmi=_parse_nmi(get_map(spec, "nmi", "spec")),
+            imds=_parse_imds(get_map(spec, "imds", "spec")),
+        )
+
+
+_NMI_FIELDS: Final = {
+    "operationMode",
+    "forceNamespaced",
+    "micNamespace",
+    "metadataHeaderRequired",
+    "blockInstanceMetadata",
+    "setRetryAfterHeader",
+    "retryAttemptsForCreated",
+    "retryAttemptsForAssigned",
+    "findIdentityRetryIntervalSeconds",
+}
+
+
+def _no_unknown(obj: Mapping[str, Any], known: set[str], prefix: str) -> None:
+    for key in obj:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def _parse_nmi(spec: Mapping[str, Any]) -> NMIConfig:
+    p = "spec.nmi"
+    _no_unknown(spec, _NMI_FIELDS, p)
+    d = NMIConfig()
+    # NMI lower-cases --operation-mode and refuses anything else (nmi-semantics §4)
+    mode_raw = get_str(spec, "operationMode", p, d.operation_mode)
+    mode = mode_raw.lower()
+    if mode not in (MODE_STANDARD, MODE_MANAGED):
+        raise ConfigError(f"{p}.operationMode", f"operation mode {mode_raw} not supported")
+    force = get_bool(spec, "forceNamespaced", p, d.force_namespaced)
+    if mode == MODE_MANAGED and not force:
+        # nmi-semantics §2 managed mode: NMI exits fatally (message verbatim, sic)
+        raise ConfigError(
+            f"{p}.forceNamespaced",
+            "managed mode not intialized in force namespaced mode (managed mode needs forceNamespaced: true)",
+        )
+    ints: dict[str, int] = {}
+    for key in ("retryAttemptsForCreated", "retryAttemptsForAssigned", "findIdentityRetryIntervalSeconds"):
+        value = get_int(spec, key, p, getattr(d, _snake(key)))
+        if value < 0:
+            raise ConfigError(f"{p}.{key}", f"must not be negative, got {value}")
+        ints[_snake(key)] = value
+    return NMIConfig(
+        operation_mode=mode,
+        force_namespaced=force,
+        mic_namespace=get_str(spec, "micNamespace", p, d.mic_namespace),
+        metadata_header_required=get_bool(spec, "metadataHeaderRequired", p, d.metadata_header_required),
+        block_instance_metadata=get_bool(spec, "blockInstanceMetadata", p, d.block_instance_metadata),
+        set_retry_after_header=get_bool(spec, "setRetryAfterHeader", p, d.set_retry_after_header),
+        **ints,
+    )
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+def _parse_user_assigned(spec: Mapping[str, Any], key: str, prefix: str) -> tuple[UserAssignedIdentity, ...]:
+    value = spec.get(key)
+    path = f"{prefix}.{key}"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(path, "expected a list of {clientID, resourceID}")
+    out = []
+    for i, item in enumerate(value):
+        ip = f"{path}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(ip, "expected a map with clientID and/or resourceID")
+        _no_unknown(item, {"clientID", "resourceID", "objectID"}, ip)
+        ua = UserAssignedIdentity(
+            client_id=get_str(item, "clientID", ip),
+            resource_id=get_str(item, "resourceID", ip),
+            object_id=get_str(item, "objectID", ip),
+        )
+        if not (ua.client_id or ua.resource_id):
+            raise ConfigError(ip, "needs clientID or resourceID")
+        out.append(ua)
+    return tuple(out)
+
+
+def _parse_imds(spec: Mapping[str, Any]) -> IMDSConfig:
+    p = "spec.imds"
+    _no_unknown(spec, {"systemAssigned", "userAssigned", "nodes"}, p)
+    nodes_raw = get_map(spec, "nodes", p)
+    nodes: dict[str, NodeOverride] = {}
+    for node, ov in nodes_raw.items():
+        np = f"{p}.nodes.{node}"
+        if not isinstance(ov, Mapping):
+            raise ConfigError(np, "expected a map with systemAssigned and/or userAssigned")
+        _no_unknown(ov, {"systemAssigned", "userAssigned"}, np)
+        nodes[str(node)] = NodeOverride(
+            system_assigned=get_bool(ov, "systemAssigned", np) if "systemAssigned" in ov else None,
+            user_assigned=_parse_user_assigned(ov, "userAssigned", np) if "userAssigned" in ov else None,
+        )
+    return IMDSConfig(
+        system_assigned=get_bool(spec, "systemAssigned", p),
+        user_assigned=_parse_user_assigned(spec, "userAssigned", p),
+        nodes=nodes,
+    )

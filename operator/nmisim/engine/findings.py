@@ -1,0 +1,80 @@
+"""Audit findings with stable codes.
+
+Codes are part of nmisim's public interface (verdict status, metrics labels, CI checks): never rename one.
+Each finding is a single actionable line. Messages are deterministic (no timestamps, sorted names) so
+that a result only changes when the world changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# Exempt pod carrying `aadpodidbinding`: NMI ignores the binding (nmi-semantics §1, §2 step 6).
+EXEMPT_POD_HAS_BINDING: Final = "ExemptPodHasBinding"
+# kube-system pod labelled kubernetes.azure.com/managedby=aks that is intercepted (§5, §6.1).
+AKS_ADDON_NOT_EXEMPT: Final = "AKSAddonNotExempt"
+# hostNetwork pod: never reaches NMI, IMDS answers directly (§3, §6.5).
+HOST_NETWORK_BYPASS: Final = "HostNetworkBypass"
+# More than one candidate identity; NMI's pick is not deterministic (§2 standard mode, §6.9).
+AMBIGUOUS_IDENTITY: Final = "AmbiguousIdentity"
+# Intercepted pod without any identity: token requests fail after NMI's retries (§2, §6.6).
+NO_IDENTITY: Final = "NoIdentity"
+# The pod uses a binding or identity from another namespace (§1 cross-namespace default, §6.13).
+CROSS_NAMESPACE_BINDING: Final = "CrossNamespaceBinding"
+# Pre-1.6 capitalised fields (PodLabels, Selector, AzureIdentity, ClientID, ...) are ignored (§1, §6.15).
+CAPITALISED_FIELDS: Final = "CapitalisedFields"
+# AzureIdentity spec.type outside 0/1/2 (§1 AzureIdentity).
+UNSUPPORTED_IDENTITY_TYPE: Final = "UnsupportedIdentityType"
+# AzureAssignedIdentity stuck in Created: ~100 s wait then 404 (§1 lifecycle, §2 standard mode).
+ASSIGNED_IDENTITY_STUCK_CREATED: Final = "AssignedIdentityStuckCreated"
+# A binding names an AzureIdentity that does not exist in the binding's namespace (§1 binding).
+BINDING_IDENTITY_MISSING: Final = "BindingIdentityMissing"
+# A binding matched by label but dropped by forceNamespaced / the namespaced annotation (§1).
+NAMESPACED_BINDING_IGNORED: Final = "NamespacedBindingIgnored"
+# Managed mode: a binding with an empty selector matches every unlabelled pod (§1 managed quirk).
+EMPTY_SELECTOR_BINDING: Final = "EmptySelectorBinding"
+# Exempt pod whose default token request fails at IMDS (no client_id forwarded; §6.3, §7).
+EXEMPT_POD_IMDS_ERROR: Final = "ExemptPodIMDSError"
+# hostNetwork pod whose default token request fails at IMDS (§6.4, §7).
+BYPASS_POD_IMDS_ERROR: Final = "BypassPodIMDSError"
+# Identity chosen by NMI is not assigned to the node's VM in managed mode (§2 managed mode, §7).
+IDENTITY_NOT_ON_NODE: Final = "IdentityNotOnNode"
+# The pod's label has the right value only case-insensitively; selectors are case-sensitive (§1).
+SELECTOR_CASE_MISMATCH: Final = "SelectorCaseMismatch"
+# AzureAssignedIdentity for this pod is labelled for another node; NMI there cannot see it (§2).
+ASSIGNED_IDENTITY_OTHER_NODE: Final = "AssignedIdentityOtherNode"
+# Two identities with the same name collide on MIC's assigned-identity name (issue #1065, §1).
+ASSIGNED_IDENTITY_NAME_COLLISION: Final = "AssignedIdentityNameCollision"
+
+ALL_CODES: Final = (
+    EXEMPT_POD_HAS_BINDING,
+    AKS_ADDON_NOT_EXEMPT,
+    HOST_NETWORK_BYPASS,
+    AMBIGUOUS_IDENTITY,
+    NO_IDENTITY,
+    CROSS_NAMESPACE_BINDING,
+    CAPITALISED_FIELDS,
+    UNSUPPORTED_IDENTITY_TYPE,
+    ASSIGNED_IDENTITY_STUCK_CREATED,
+    BINDING_IDENTITY_MISSING,
+    NAMESPACED_BINDING_IGNORED,
+    EMPTY_SELECTOR_BINDING,
+    EXEMPT_POD_IMDS_ERROR,
+    BYPASS_POD_IMDS_ERROR,
+    IDENTITY_NOT_ON_NODE,
+    SELECTOR_CASE_MISMATCH,
+    ASSIGNED_IDENTITY_OTHER_NODE,
+    ASSIGNED_IDENTITY_NAME_COLLISION,
+)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Finding:
+    """One audit note: a stable `code` and a one-line actionable `message`."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}

@@ -1,0 +1,534 @@
+"""One HTTP request to ``169.254.169.254:80`` through NMI's routes (nmi-semantics §2, §3, §7).
+
+The request either never reaches NMI (a hostNetwork caller: route ``direct``, IMDS answers; §3) or is
+DNATed to NMI, whose router checks, in order (§2 "Routes"):
+
+1. ``/{metadata}/identity/oauth2/token`` prefix, ``metadata`` case-insensitive -> token handler;
+2. ``/(?i:metadata)/identity(.*?)oauth2(.*?)token`` anywhere -> 400 ``Invalid request``;
+3. ``/host/token`` prefix -> host handler;
+4. with ``--block-instance-metadata``, ``/{metadata}/instance`` prefix -> 403;
+5. everything else -> transparent proxy to IMDS (after the Metadata header check).
+
+The result carries the chain of decisions in plain words, each naming the object or flag that decided.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+from urllib.parse import urlencode
+
+from nmisim.engine.config import SimulationConfig, VMIdentities
+from nmisim.engine.identities import Selection, identity_is_namespaced, redact_client_id
+from nmisim.engine.imds import (
+    ERR_METADATA_HEADER,
+    IMDS_HOST,
+    TOKEN_PATH,
+    fake_token,
+    imds_http,
+    imds_token,
+)
+from nmisim.engine.models import (
+    TYPE_SERVICE_PRINCIPAL,
+    TYPE_SERVICE_PRINCIPAL_CERTIFICATE,
+    TYPE_USER_ASSIGNED_MSI,
+    AzureIdentity,
+    Pod,
+)
+
+ROUTE_TOKEN: Final = "token"
+ROUTE_INVALID: Final = "invalid-path"
+ROUTE_HOST_TOKEN: Final = "host-token"
+ROUTE_BLOCKED: Final = "instance-blocked"
+ROUTE_PROXY: Final = "proxy"
+ROUTE_DIRECT: Final = "direct"
+
+DEFAULT_QUERY: Final = (("api-version", "2018-02-01"), ("resource", "https://management.azure.com/"))
+DEFAULT_HEADERS: Final = (("Metadata", "true"),)
+
+_TOKEN_RE: Final = re.compile(r"^/(?i:metadata)/identity/oauth2/token")
+_INVALID_RE: Final = re.compile(r"/(?i:metadata)/identity(.*?)oauth2(.*?)token")
+_INSTANCE_RE: Final = re.compile(r"^/(?i:metadata)/instance")
+
+#: pod lookup retries (nmi-semantics §2 "Finding the pod"): 4 more attempts, 300 ms apart
+POD_LOOKUP_WAIT_SECONDS: Final = 1.2
+RETRY_AFTER_SECONDS: Final = "20"
+
+TEXT_CT: Final = "text/plain; charset=utf-8"
+JSON_UTF8_CT: Final = "application/json; charset=utf-8"
+
+SERVED_BY_NMI: Final = "nmi"
+SERVED_BY_IMDS: Final = "imds"
+
+
+def canonical_header(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey`` for ASCII names: ``metadata`` -> ``Metadata``."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A request as the caller sends it. ``query`` and ``headers`` keep order and repeats."""
+
+    method: str = "GET"
+    path: str = TOKEN_PATH
+    query: tuple[tuple[str, str], ...] = DEFAULT_QUERY
+    headers: tuple[tuple[str, str], ...] = DEFAULT_HEADERS
+
+    def query_values(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k, v in self.query:
+            out.setdefault(k, []).append(v)
+        return out
+
+    def q(self, key: str) -> str:
+        """``r.URL.Query().Get(key)``: the first value or ``""``."""
+        for k, v in self.query:
+            if k == key:
+                return v
+        return ""
+
+    def header(self, name: str) -> str:
+        """``r.Header.Get(name)``: names compare canonically, first value wins."""
+        want = canonical_header(name)
+        for k, v in self.headers:
+            if canonical_header(k) == want:
+                return v
+        return ""
+
+    def canonical_headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in self.headers:
+            out.setdefault(canonical_header(k), v)
+        return out
+
+    def url(self) -> str:
+        qs = urlencode(list(self.query))
+        return f"http://{IMDS_HOST}{self.path}" + (f"?{qs}" if qs else "")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """What the caller gets back (product.md §4 ``nmisim request``)."""
+
+    route: str
+    status: int | None
+    headers: dict[str, str]
+    body: str
+    served_by: str | None
+    identity: str | None
+    wait_seconds: float
+    explanation: tuple[str, ...]
+    #: the error text the caller sees, if any (plain text without the trailing newline)
+    error: str | None = None
+    #: the AzureIdentity NMI chose, if any (for findings)
+    azure_identity: AzureIdentity | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "status": self.status,
+            "headers": dict(sorted(self.headers.items())),
+            "body": self.body,
+            "servedBy": self.served_by,
+            "identity": self.identity,
+            "waitSeconds": json_number(self.wait_seconds),
+            "explanation": list(self.explanation),
+        }
+
+
+def json_number(value: float) -> int | float:
+    """Integral seconds print as integers (80, not 80.0)."""
+    return int(value) if float(value).is_integer() else round(value, 3)
+
+
+class Cluster(Protocol):
+    """What route simulation needs from the world (implemented by :class:`nmisim.engine.world.World`)."""
+
+    @property
+    def config(self) -> SimulationConfig: ...
+
+    def pods_at(self, node: str, ip: str) -> list[Pod]: ...
+
+    def get_pod(self, namespace: str, name: str) -> Pod | None: ...
+
+    def matching_exceptions(self, pod: Pod) -> list[str]: ...
+
+    def is_mic(self, pod: Pod) -> bool: ...
+
+    def select_identity(self, pod: Pod, client_id: str, res_id: str) -> Selection: ...
+
+
+class _Trace:
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.wait = 0.0
+
+    def add(self, step: str) -> None:
+        self.steps.append(step)
+
+    def result(
+        self,
+        route: str,
+        status: int,
+        headers: Mapping[str, str],
+        body: str,
+        served_by: str | None,
+        identity: str | None = None,
+        error: str | None = None,
+        azure_identity: AzureIdentity | None = None,
+    ) -> RequestResult:
+        return RequestResult(
+            route,
+            status,
+            dict(headers),
+            body,
+            served_by,
+            identity,
+            self.wait,
+            tuple(self.steps),
+            error,
+            azure_identity,
+        )
+
+    def http_error(
+        self,
+        route: str,
+        status: int,
+        message: str,
+        extra: Mapping[str, str] | None = None,
+        served_by: str = SERVED_BY_NMI,
+    ) -> RequestResult:
+        """Go ``http.Error``: plain-text body = message + newline."""
+        headers = {"Content-Type": TEXT_CT, "X-Content-Type-Options": "nosniff", **(extra or {})}
+        return self.result(route, status, headers, message + "\n", served_by, error=message)
+
+
+def _metadata_header_error(t: _Trace, route: str) -> RequestResult:
+    body = json.dumps(
+        {"error": "invalid_request", "error_description": ERR_METADATA_HEADER}, separators=(",", ":")
+    )
+    return t.result(
+        route, 400, {"Content-Type": JSON_UTF8_CT}, body, SERVED_BY_NMI, error=ERR_METADATA_HEADER
+    )
+
+
+def _metadata_ok(req: HttpRequest, cfg: SimulationConfig, t: _Trace) -> bool:
+    if not cfg.nmi.metadata_header_required:
+        t.add("metadataHeaderRequired is false: NMI does not check the Metadata header")
+        return True
+    value = req.header("Metadata")
+    if value == "true":
+        t.add("header Metadata is exactly 'true' (metadataHeaderRequired)")
+        return True
+    shown = repr(value) if value else "missing"
+    t.add(f"header Metadata is {shown}, not exactly 'true' (case-sensitive; metadataHeaderRequired) -> 400")
+    return False
+
+
+def adal_error(status: int, body: str, client_id: str, resource: str) -> str:
+    """The go-autorest adal error text for a non-200 IMDS answer (approximation of its format)."""
+    params = {"api-version": "2018-02-01", "resource": resource}
+    if client_id:
+        params["client_id"] = client_id
+    endpoint = f"http://{IMDS_HOST}{TOKEN_PATH}?{urlencode(sorted(params.items()))}"
+    return (
+        f"adal: Refresh request failed. Status Code = '{status}'. Response body: {body} Endpoint {endpoint}"
+    )
+
+
+def _ok_json(payload: object) -> tuple[dict[str, str], str]:
+    body = json.dumps(payload, separators=(",", ":"))
+    return {"Content-Type": "application/json", "Content-Length": str(len(body.encode()))}, body
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    tokens: list[dict[str, str]]
+    error: str | None
+    status: int
+
+
+def get_tokens(identity: AzureIdentity, resource: str, vm: VMIdentities, managed: bool, t: _Trace) -> _Tokens:
+    """NMI's ``GetTokens`` (nmi-semantics §2 "GetTokens", step 8).
+
+    Type 0 asks IMDS for the identity's own clientID. In standard mode MIC has put the identity on the VM
+    when it became Assigned, so nmisim adds it to the node's IMDS model; in managed mode the admin must have
+    assigned it (``spec.imds``), else IMDS says ``Identity not found`` -> 403. Types 1/2 get an AAD token
+    (Kubernetes secrets are not simulated: they are assumed to exist and be valid); type 1 with
+    ``auxiliaryTenantIDs`` gives one token per tenant, primary first. Other types: ``unsupported identity
+    type N`` -> 503 (not an adal TokenRefreshError).
+    """
+    if identity.type == TYPE_USER_ASSIGNED_MSI:
+        if not managed and identity.client_id:
+            from nmisim.engine.config import UserAssignedIdentity
+
+            extra = UserAssignedIdentity(client_id=identity.client_id, resource_id=identity.resource_id)
+            vm = VMIdentities(system_assigned=vm.system_assigned, user_assigned=(*vm.user_assigned, extra))
+            t.add(
+                f"type 0 (user-assigned MSI): MIC assigned clientID {redact_client_id(identity.client_id)} to the node's VM"
+            )
+        ans = imds_token(vm, resource=resource, client_id=identity.client_id)
+        if not ans.ok:
+            t.add(
+                f"IMDS answered {ans.status} for clientID {redact_client_id(identity.client_id)}: {ans.error} -> 403"
+            )
+            return _Tokens([], adal_error(ans.status, ans.error_body(), identity.client_id, resource), 403)
+        t.add(f"IMDS issued a token for clientID {redact_client_id(identity.client_id)}")
+        return _Tokens([fake_token(resource, identity.key)], None, 200)
+    if identity.type == TYPE_SERVICE_PRINCIPAL:
+        tenants = [identity.tenant_id, *identity.auxiliary_tenant_ids]
+        if identity.auxiliary_tenant_ids:
+            t.add(f"type 1 (service principal) with auxiliaryTenantIDs: {len(tenants)} tokens, primary first")
+        else:
+            t.add("type 1 (service principal): AAD client-credentials token (secret assumed valid)")
+        return _Tokens(
+            [fake_token(resource, f"{identity.key}.{tenant or 'tenant'}") for tenant in tenants], None, 200
+        )
+    if identity.type == TYPE_SERVICE_PRINCIPAL_CERTIFICATE:
+        t.add("type 2 (service principal certificate): AAD token (certificate assumed valid)")
+        return _Tokens([fake_token(resource, identity.key)], None, 200)
+    t.add(f"AzureIdentity {identity.key} has spec.type {identity.type}: NMI cannot fetch a token -> 503")
+    return _Tokens([], f"unsupported identity type {identity.type}", 503)
+
+
+def simulate_request(
+    cluster: Cluster,
+    req: HttpRequest,
+    *,
+    pod: Pod | None = None,
+    ip: str | None = None,
+    node: str | None = None,
+    assume_found: bool = False,
+) -> RequestResult:
+    """Simulate ``req`` from ``pod`` (its IP, to the NMI on its node) or from ``ip`` on ``node``.
+
+    ``assume_found`` skips NMI's pod lookup by IP (used for a pod's own verdict, so that one pod's result
+    does not depend on which other pods share its IP); ``--pod`` requests do the real lookup when the pod
+    has an IP, and assume the pod is found when it has none (a manifest).
+    """
+    cfg = cluster.config
+    t = _Trace()
+    if pod is not None:
+        node = pod.node_name
+        ip = pod.pod_ip
+        where = f"node {node}" if node else "its node (not scheduled yet)"
+        t.add(f"request from Pod {pod.namespace}/{pod.name} ({ip or 'no pod IP yet'}) on {where}")
+    else:
+        node = node or ""
+        ip = ip or ""
+        t.add(f"request from {ip or 'an empty address'} on node {node}")
+    vm = cfg.imds.vm_for(node)
+
+    host_caller = (
+        pod.host_network if pod is not None else any(p.host_network for p in cluster.pods_at(node, ip))
+    )
+    if host_caller and ip != "127.0.0.1":
+        who = f"Pod {pod.namespace}/{pod.name}" if pod is not None else f"a hostNetwork pod with IP {ip}"
+        t.add(
+            f"{who} uses spec.hostNetwork: its traffic leaves through OUTPUT, not PREROUTING, so NMI's "
+            "aad-metadata DNAT rule never sees it and IMDS answers directly"
+        )
+        ans = imds_http(vm, path=req.path, query=req.query_values(), headers=req.canonical_headers())
+        t.add(ans.explanation)
+        return t.result(
+            ROUTE_DIRECT, ans.status, ans.headers, ans.body, SERVED_BY_IMDS, ans.identity, ans.error
+        )
+    if ip == "127.0.0.1":
+        t.add("source 127.0.0.1: a host process talking to NMI's listen address 127.0.0.1:2579 directly")
+    else:
+        t.add("iptables nat chain aad-metadata DNATs 169.254.169.254:80 to NMI at 127.0.0.1:2579")
+
+    path = req.path
+    if _TOKEN_RE.match(path):
+        t.add(f"path {path} matches NMI's token route /{{metadata}}/identity/oauth2/token")
+        return _token_route(cluster, req, t, pod, ip, node, vm, assume_found)
+    if _INVALID_RE.search(path):
+        t.add(f"path {path} looks like a token path but is not the token route -> 400 (NMI #1325)")
+        return t.http_error(ROUTE_INVALID, 400, "Invalid request")
+    if path.startswith("/host/token"):
+        t.add(f"path {path} matches NMI's /host/token route")
+        return _host_route(cluster, req, t, ip, vm)
+    if cfg.nmi.block_instance_metadata and _INSTANCE_RE.match(path):
+        t.add(f"path {path} is instance metadata and blockInstanceMetadata is true -> 403")
+        return t.http_error(ROUTE_BLOCKED, 403, "Request blocked by AAD Pod Identity NMI")
+    t.add(f"path {path} goes to NMI's default route: transparent proxy to IMDS")
+    if not _metadata_ok(req, cfg, t):
+        return _metadata_header_error(t, ROUTE_PROXY)
+    ans = imds_http(vm, path=req.path, query=req.query_values(), headers=req.canonical_headers())
+    t.add(ans.explanation)
+    return t.result(ROUTE_PROXY, ans.status, ans.headers, ans.body, SERVED_BY_IMDS, ans.identity, ans.error)
+
+
+def _remote_ip(ip: str) -> str:
+    # NMI takes the text before the first ':' of RemoteAddr; IPv6 remotes end up empty (§2).
+    return "" if ":" in ip else ip
+
+
+def _lookup_pod(
+    cluster: Cluster, t: _Trace, pod: Pod | None, ip: str, node: str, assume_found: bool
+) -> Pod | RequestResult:
+    if pod is not None and (assume_found or not pod.pod_ip):
+        t.add(
+            f"NMI finds Pod {pod.namespace}/{pod.name} by its IP (assumed: {'no pod IP yet' if not pod.pod_ip else 'verdict'})"
+        )
+        return pod
+    matches = cluster.pods_at(node, ip)
+    if not matches:
+        t.wait += POD_LOOKUP_WAIT_SECONDS
+        t.add(
+            f"no Pending/Running pod on node {node} has IP {ip}: NMI retries 4 times 300 ms apart, then 500"
+        )
+        return t.http_error(ROUTE_TOKEN, 500, "pod list is empty")
+    if len(matches) > 1:
+        names = " ".join(f"{p.namespace}/{p.name}" for p in matches)
+        t.add(
+            f"{len(matches)} Pending/Running pods on node {node} share IP {ip}: NMI cannot tell them apart -> 500"
+        )
+        return t.http_error(ROUTE_TOKEN, 500, f"failed to match pod IP {ip} with [{names}]")
+    found = matches[0]
+    t.add(f"NMI finds Pod {found.namespace}/{found.name} by IP {ip} on node {node}")
+    return found
+
+
+def _token_route(
+    cluster: Cluster,
+    req: HttpRequest,
+    t: _Trace,
+    pod: Pod | None,
+    ip: str,
+    node: str,
+    vm: VMIdentities,
+    assume_found: bool,
+) -> RequestResult:
+    """``msiHandler`` in its exact order of checks (nmi-semantics §2 steps 1-9)."""
+    cfg = cluster.config
+    if not _metadata_ok(req, cfg, t):
+        return _metadata_header_error(t, ROUTE_TOKEN)
+    remote = _remote_ip(ip)
+    if pod is not None and not pod.pod_ip:
+        remote = "<pod IP>"  # a manifest: it will have an IP once running
+    if not remote:
+        t.add("the remote address gives no IPv4 address -> 500")
+        return t.http_error(ROUTE_TOKEN, 500, "request remote address is empty")
+    resource = req.q("resource")
+    client_id = req.q("client_id")
+    res_id = req.q("msi_res_id") or req.q("mi_res_id")
+    if not resource:
+        t.add("query parameter resource is missing or empty -> 400")
+        return t.http_error(ROUTE_TOKEN, 400, "parameter resource cannot be empty")
+    if req.q("object_id") and not client_id and not res_id:
+        t.add("object_id is not supported by NMI: the request counts as naming no identity")
+    found = _lookup_pod(cluster, t, pod, remote, node, assume_found)
+    if isinstance(found, RequestResult):
+        return found
+    caller = found
+    excs = cluster.matching_exceptions(caller)
+    mic = cluster.is_mic(caller)
+    if excs or mic:
+        if excs:
+            t.add(
+                f"AzurePodIdentityException {caller.namespace}/{excs[0]} matches a pod label: "
+                "NMI fetches the token from IMDS itself"
+            )
+        else:
+            t.add(
+                f"MIC shortcut: namespace {caller.namespace} is micNamespace and ReplicaSet "
+                f"{caller.owner_replicaset} starts with 'mic': NMI fetches the token from IMDS itself"
+            )
+        dropped = [k for k in ("msi_res_id", "mi_res_id", "object_id") if req.q(k)]
+        if dropped:
+            t.add(f"NMI forwards only resource and client_id: {', '.join(dropped)} dropped")
+        if client_id:
+            t.add(f"IMDS is asked for client_id {redact_client_id(client_id)}")
+        else:
+            t.add("no client_id: IMDS applies its own default-identity rules")
+        ans = imds_token(vm, resource=resource, client_id=client_id)
+        if ans.ok:
+            t.add(f"IMDS on node {node or '(any)'} issued a token for {ans.identity}")
+            headers, body = _ok_json(ans.token)
+            return t.result(ROUTE_TOKEN, 200, headers, body, SERVED_BY_IMDS, ans.identity)
+        t.add(f"IMDS on node {node or '(any)'} answered 400 ({ans.error}); NMI turns it into 403")
+        msg = f"failed to get service principal token, error: {adal_error(400, ans.error_body(), client_id, resource)}"
+        return t.http_error(ROUTE_TOKEN, 403, msg, served_by=SERVED_BY_IMDS)
+    t.add(
+        f"no AzurePodIdentityException in namespace {caller.namespace} matches and the MIC shortcut does not apply"
+    )
+    return _serve_identity(cluster, t, caller, ROUTE_TOKEN, client_id, res_id, resource, vm, host=False)
+
+
+def _serve_identity(
+    cluster: Cluster,
+    t: _Trace,
+    pod: Pod,
+    route: str,
+    client_id: str,
+    res_id: str,
+    resource: str,
+    vm: VMIdentities,
+    host: bool,
+) -> RequestResult:
+    cfg = cluster.config
+    sel = cluster.select_identity(pod, client_id, res_id)
+    for step in sel.steps:
+        t.add(step)
+    t.wait += sel.wait_seconds
+    if sel.identity is None:
+        assert sel.error is not None
+        if sel.status == 500:
+            return t.http_error(route, 500, sel.error)
+        if sel.wait_seconds:
+            t.add(f"NMI kept the caller waiting {json_number(sel.wait_seconds)} s before answering")
+        if cfg.nmi.set_retry_after_header and not host:
+            t.add("setRetryAfterHeader is true: 503 with Retry-After: 20 instead of 404")
+            return t.http_error(route, 503, sel.error, {"Retry-After": RETRY_AFTER_SECONDS})
+        return t.http_error(route, 404, sel.error)
+    ident = sel.identity
+    if (
+        identity_is_namespaced(ident, cfg.nmi) and ident.namespace != pod.namespace
+    ):  # pragma: no cover - guarded
+        t.add("identity from another namespace despite namespaced mode")
+    toks = get_tokens(ident, resource, vm, cfg.managed, t)
+    if toks.error is not None:
+        res = t.http_error(route, toks.status, toks.error)
+        return RequestResult(
+            res.route, res.status, res.headers, res.body, res.served_by, ident.key, res.wait_seconds,
+            res.explanation, res.error, ident,
+        )  # fmt: skip
+    payload: object
+    if host:
+        payload = {"token": toks.tokens[0], "clientid": ident.client_id}
+    else:
+        payload = toks.tokens[0] if len(toks.tokens) == 1 else toks.tokens
+    headers, body = _ok_json(payload)
+    return t.result(route, 200, headers, body, SERVED_BY_NMI, ident.key, azure_identity=ident)
+
+
+def _host_route(cluster: Cluster, req: HttpRequest, t: _Trace, ip: str, vm: VMIdentities) -> RequestResult:
+    """``hostHandler`` (nmi-semantics §2 "/host/token"): no Metadata or exception checks."""
+    podns, podname = req.header("podns"), req.header("podname")
+    if not podns or not podname:
+        t.add("headers podns and podname are required on /host/token -> 400")
+        return t.http_error(ROUTE_HOST_TOKEN, 400, "missing 'podname' and 'podns' from request header")
+    if _remote_ip(ip) != "127.0.0.1":
+        t.add(f"/host/token only serves 127.0.0.1, the request came from {ip or 'an empty address'} -> 500")
+        return t.http_error(ROUTE_HOST_TOKEN, 500, "request remote address is not from a host")
+    resource = req.q("resource")
+    if not resource:
+        t.add("query parameter resource is missing or empty -> 400")
+        return t.http_error(ROUTE_HOST_TOKEN, 400, "parameter resource cannot be empty")
+    target = cluster.get_pod(podns, podname)
+    t.add(f"NMI trusts the headers and acts for pod {podns}/{podname}")
+    if target is None:
+        target = Pod(namespace=podns, name=podname)
+        t.add(f"Pod {podns}/{podname} is not in the input: it has no assigned identities")
+        if cluster.config.managed:
+            msg = f'failed to get pod {podns}/{podname}, err: pods "{podname}" not found'
+            return t.http_error(ROUTE_HOST_TOKEN, 404, msg)
+    res_id = req.q("msi_res_id") or req.q("mi_res_id")
+    return _serve_identity(
+        cluster, t, target, ROUTE_HOST_TOKEN, req.q("client_id"), res_id, resource, vm, host=True
+    )

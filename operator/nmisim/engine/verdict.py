@@ -1,0 +1,80 @@
+"""The result for one pod (product.md §2): verdict, matching exceptions, candidate identities, the outcome
+of the default token request, and findings.
+
+Results are frozen dataclasses of tuples and strings: cheap to compare (``==``), deterministic (all lists
+sorted) and JSON-serialisable through :meth:`PodResult.to_json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from nmisim.engine.findings import Finding
+from nmisim.engine.routes import json_number
+
+VERDICT_INTERCEPTED: Final = "intercepted"
+VERDICT_EXEMPT: Final = "exempt"
+VERDICT_BYPASS: Final = "bypass"
+VERDICT_INACTIVE: Final = "inactive"
+VERDICTS: Final = (VERDICT_INTERCEPTED, VERDICT_EXEMPT, VERDICT_BYPASS, VERDICT_INACTIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequestOutcome:
+    """The default token request's outcome (product.md §2 ``tokenRequest``). All None for inactive pods."""
+
+    status: int | None = None
+    served_by: str | None = None
+    identity: str | None = None
+    error: str | None = None
+    wait_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "servedBy": self.served_by,
+            "identity": self.identity,
+            "error": self.error,
+            "waitSeconds": json_number(self.wait_seconds),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PodResult:
+    namespace: str
+    name: str
+    verdict: str
+    exceptions: tuple[str, ...] = ()
+    mic_shortcut: bool = False
+    identities: tuple[str, ...] = ()
+    token_request: TokenRequestOutcome = TokenRequestOutcome()
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def exception(self) -> str | None:
+        """The first matching exception (by name) or None."""
+        return self.exceptions[0] if self.exceptions else None
+
+    @property
+    def ambiguous(self) -> bool:
+        return len(self.identities) > 1
+
+    @property
+    def finding_codes(self) -> tuple[str, ...]:
+        return tuple(f.code for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        """Exactly product.md §4's per-result shape (camelCase)."""
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "verdict": self.verdict,
+            "exception": self.exception,
+            "exceptions": list(self.exceptions),
+            "micShortcut": self.mic_shortcut,
+            "identities": list(self.identities),
+            "ambiguous": self.ambiguous,
+            "tokenRequest": self.token_request.to_json(),
+            "findings": [f.to_json() for f in self.findings],
+        }

@@ -1,0 +1,549 @@
+"""The world: every object NMI can see plus the SimulationConfig, indexed for fast per-pod evaluation.
+
+``World.evaluate(pod)`` is a pure function of the world's state. Its cost depends on the pod's own labels,
+bindings and assigned identities, never on the total number of exceptions or bindings (all lookups are
+through indexes kept up to date by ``upsert``/``remove``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from nmisim.engine import findings as F
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.exceptions import ExceptionIndex, equal_fold, fold
+from nmisim.engine.findings import Finding
+from nmisim.engine.identities import (
+    AssignedEntry,
+    MicOutcome,
+    Selection,
+    entries_from_assigned,
+    select_managed,
+    select_standard,
+    simulate_mic,
+)
+from nmisim.engine.imds import ERR_IDENTITY_NOT_FOUND
+from nmisim.engine.models import (
+    ASSIGNED_ASSIGNED,
+    ASSIGNED_CREATED,
+    KIND_ASSIGNED,
+    KIND_BINDING,
+    KIND_EXCEPTION,
+    KIND_IDENTITY,
+    KIND_POD,
+    AzureAssignedIdentity,
+    AzureIdentity,
+    AzureIdentityBinding,
+    Model,
+    Pod,
+    PodIdentityException,
+)
+from nmisim.engine.routes import HttpRequest, RequestResult, json_number, simulate_request
+from nmisim.engine.verdict import (
+    VERDICT_BYPASS,
+    VERDICT_EXEMPT,
+    VERDICT_INACTIVE,
+    VERDICT_INTERCEPTED,
+    PodResult,
+    TokenRequestOutcome,
+)
+
+Key = tuple[str, str]
+FINISHED_PHASES: Final = frozenset({"Succeeded", "Failed"})
+LOOKUP_PHASES: Final = frozenset({"Pending", "Running"})
+AKS_MANAGED_LABEL: Final = "kubernetes.azure.com/managedby"
+DEFAULT_REQUEST: Final = HttpRequest()
+
+
+@dataclass(slots=True)
+class _StandardInfo:
+    entries: list[AssignedEntry] = field(default_factory=list)
+    mic: MicOutcome | None = None
+    hidden: list[AzureAssignedIdentity] = field(default_factory=list)
+    aai: list[AzureAssignedIdentity] = field(default_factory=list)
+
+
+def _add(index: dict[Key, set[Key]] | dict[str, set[Key]], k: object, v: Key) -> None:
+    index.setdefault(k, set()).add(v)  # type: ignore[arg-type]
+
+
+def _discard(index: dict[Key, set[Key]] | dict[str, set[Key]], k: object, v: Key) -> None:
+    s = index.get(k)  # type: ignore[call-overload]
+    if s is not None:
+        s.discard(v)
+        if not s:
+            del index[k]  # type: ignore[arg-type]
+
+
+class World:
+    """All pods and aad-pod-identity objects, plus the SimulationConfig."""
+
+    def __init__(self, config: SimulationConfig | None = None) -> None:
+        self._config = config if config is not None else SimulationConfig.default()
+        self._pods: dict[Key, Pod] = {}
+        self._pods_by_addr: dict[Key, set[Key]] = {}
+        self._exceptions: dict[Key, PodIdentityException] = {}
+        self._exc_index = ExceptionIndex()
+        self._exc_ignored_index = ExceptionIndex(ignored=True)
+        self._identities: dict[Key, AzureIdentity] = {}
+        self._bindings: dict[Key, AzureIdentityBinding] = {}
+        self._bindings_by_selector: dict[str, set[Key]] = {}
+        self._bindings_by_folded_selector: dict[str, set[Key]] = {}
+        self._bindings_by_ignored_selector: dict[str, set[Key]] = {}
+        self._assigned: dict[Key, AzureAssignedIdentity] = {}
+        self._assigned_by_pod: dict[Key, set[Key]] = {}
+
+    # ----------------------------------------------------------------- state
+    @property
+    def config(self) -> SimulationConfig:
+        return self._config
+
+    def set_config(self, config: SimulationConfig) -> None:
+        self._config = config
+
+    def upsert(self, obj: Model) -> None:
+        """Add or replace an object, keyed by (kind, namespace, name)."""
+        self.remove(obj.kind, obj.namespace, obj.name)
+        key = (obj.namespace, obj.name)
+        if isinstance(obj, Pod):
+            self._pods[key] = obj
+            if obj.pod_ip:
+                _add(self._pods_by_addr, (obj.node_name, obj.pod_ip), key)
+        elif isinstance(obj, PodIdentityException):
+            self._exceptions[key] = obj
+            self._exc_index.add(obj)
+            self._exc_ignored_index.add(obj)
+        elif isinstance(obj, AzureIdentity):
+            self._identities[key] = obj
+        elif isinstance(obj, AzureIdentityBinding):
+            self._bindings[key] = obj
+            _add(self._bindings_by_selector, obj.selector, key)
+            _add(self._bindings_by_folded_selector, fold(obj.selector), key)
+            if obj.ignored_selector is not None:
+                _add(self._bindings_by_ignored_selector, obj.ignored_selector, key)
+        elif isinstance(obj, AzureAssignedIdentity):
+            self._assigned[key] = obj
+            _add(self._assigned_by_pod, (obj.pod_namespace, obj.pod), key)
+        else:  # pragma: no cover - the Model union is exhaustive
+            raise TypeError(f"cannot store {type(obj).__name__}")
+
+    def remove(self, kind: str, namespace: str, name: str) -> bool:
+        """Remove an object by Kubernetes kind, namespace and name; True if it existed."""
+        key = (namespace, name)
+        if kind == KIND_POD:
+            pod = self._pods.pop(key, None)
+            if pod is not None and pod.pod_ip:
+                _discard(self._pods_by_addr, (pod.node_name, pod.pod_ip), key)
+            return pod is not None
+        if kind == KIND_EXCEPTION:
+            exc = self._exceptions.pop(key, None)
+            self._exc_index.remove(namespace, name)
+            self._exc_ignored_index.remove(namespace, name)
+            return exc is not None
+        if kind == KIND_IDENTITY:
+            return self._identities.pop(key, None) is not None
+        if kind == KIND_BINDING:
+            b = self._bindings.pop(key, None)
+            if b is not None:
+                _discard(self._bindings_by_selector, b.selector, key)
+                _discard(self._bindings_by_folded_selector, fold(b.selector), key)
+                if b.ignored_selector is not None:
+                    _discard(self._bindings_by_ignored_selector, b.ignored_selector, key)
+            return b is not None
+        if kind == KIND_ASSIGNED:
+            a = self._assigned.pop(key, None)
+            if a is not None:
+                _discard(self._assigned_by_pod, (a.pod_namespace, a.pod), key)
+            return a is not None
+        return False
+
+    def get_pod(self, namespace: str, name: str) -> Pod | None:
+        return self._pods.get((namespace, name))
+
+    def pods(self) -> Iterator[Pod]:
+        return iter(list(self._pods.values()))
+
+    def get_exception(self, namespace: str, name: str) -> PodIdentityException | None:
+        return self._exceptions.get((namespace, name))
+
+    def exceptions(self, namespace: str | None = None) -> list[PodIdentityException]:
+        """Exceptions (of one namespace, or all), sorted by (namespace, name)."""
+        return [
+            self._exceptions[k] for k in sorted(self._exceptions) if namespace is None or k[0] == namespace
+        ]
+
+    def identities(self) -> list[AzureIdentity]:
+        return [self._identities[k] for k in sorted(self._identities)]
+
+    def bindings(self) -> list[AzureIdentityBinding]:
+        return [self._bindings[k] for k in sorted(self._bindings)]
+
+    def assigned_identities(self) -> list[AzureAssignedIdentity]:
+        return [self._assigned[k] for k in sorted(self._assigned)]
+
+    def __len__(self) -> int:
+        return (
+            len(self._pods)
+            + len(self._exceptions)
+            + len(self._identities)
+            + len(self._bindings)
+            + len(self._assigned)
+        )
+
+    # ------------------------------------------------- what routes.Cluster needs
+    def pods_at(self, node: str, ip: str) -> list[Pod]:
+        """Pods NMI on ``node`` finds for remote ``ip``: Pending/Running only (nmi-semantics §2)."""
+        keys = self._pods_by_addr.get((node, ip), set())
+        out = [self._pods[k] for k in sorted(keys)]
+        return [p for p in out if p.phase is None or p.phase in LOOKUP_PHASES]
+
+    def matching_exceptions(self, pod: Pod) -> list[str]:
+        """Names of the exceptions in the pod's namespace that match it (nmi-semantics §1), sorted."""
+        return self._exc_index.match(pod.namespace, pod.labels)
+
+    def is_mic(self, pod: Pod) -> bool:
+        """NMI's ``isMIC`` (nmi-semantics §2 step 6): namespace EqualFold ``micNamespace`` and the owning
+        ReplicaSet's name matches ``^mic-*`` (i.e. starts with ``mic``)."""
+        rs = pod.owner_replicaset
+        return (
+            bool(rs)
+            and rs is not None
+            and rs.startswith("mic")
+            and equal_fold(pod.namespace, self._config.nmi.mic_namespace)
+        )
+
+    def _bindings_for(self, selector: str) -> list[AzureIdentityBinding]:
+        return [self._bindings[k] for k in sorted(self._bindings_by_selector.get(selector, ()))]
+
+    def _get_identity(self, namespace: str, name: str) -> AzureIdentity | None:
+        return self._identities.get((namespace, name))
+
+    def _standard_info(self, pod: Pod) -> _StandardInfo:
+        """Assigned identities for a pod in standard mode (product.md §3).
+
+        Where AzureAssignedIdentity objects exist for the pod (``spec.pod``/``spec.podNamespace``), they decide,
+        but only those NMI on the pod's node can see (label ``nodename=<node>``, ``--enableScaleFeatures``).
+        Otherwise nmisim simulates MIC and every binding match counts as Assigned.
+        """
+        info = _StandardInfo()
+        keys = self._assigned_by_pod.get((pod.namespace, pod.name))
+        if keys:
+            info.aai = [self._assigned[k] for k in sorted(keys)]
+            visible = []
+            for a in info.aai:
+                if pod.node_name and a.node_label != pod.node_name:
+                    info.hidden.append(a)
+                else:
+                    visible.append(a)
+            info.entries = entries_from_assigned(visible)
+            return info
+        info.mic = simulate_mic(
+            pod, self._bindings_for(pod.binding_label), self._get_identity, self._config.nmi
+        )
+        info.entries = info.mic.entries
+        return info
+
+    def _managed_bindings(self, pod: Pod) -> list[AzureIdentityBinding]:
+        return [b for b in self._bindings_for(pod.binding_label) if b.namespace == pod.namespace]
+
+    def select_identity(self, pod: Pod, client_id: str = "", res_id: str = "") -> Selection:
+        """NMI's ``GetIdentities`` for the configured operation mode."""
+        if self._config.managed:
+            idents = []
+            for b in self._managed_bindings(pod):
+                ident = self._get_identity(pod.namespace, b.azure_identity)
+                if ident is not None:
+                    idents.append(ident)
+            return select_managed(idents, pod, client_id, res_id)
+        return select_standard(self._standard_info(pod).entries, pod, self._config.nmi, client_id, res_id)
+
+    # ------------------------------------------------------------- evaluation
+    def request(
+        self,
+        request: HttpRequest | None = None,
+        *,
+        pod: Pod | None = None,
+        ip: str | None = None,
+        node: str | None = None,
+    ) -> RequestResult:
+        """Simulate one HTTP request from ``pod`` or from ``ip`` on ``node`` (product.md §4 ``request``)."""
+        if pod is None and (ip is None or node is None):
+            raise ValueError("request needs a pod, or an ip and a node")
+        return simulate_request(self, request or DEFAULT_REQUEST, pod=pod, ip=ip, node=node)
+
+    def evaluate_all(self) -> list[PodResult]:
+        return [self.evaluate(self._pods[k]) for k in sorted(self._pods)]
+
+    def evaluate(self, pod: Pod) -> PodResult:
+        """The verdict of one pod (product.md §2; precedence bypass > inactive > exempt > intercepted).
+
+        A pod with no status (``phase is None``) is evaluated as running.
+        """
+        excs = tuple(self.matching_exceptions(pod))
+        mic = self.is_mic(pod)
+        if pod.host_network:
+            verdict = VERDICT_BYPASS
+        elif pod.phase in FINISHED_PHASES:
+            verdict = VERDICT_INACTIVE
+        elif excs or mic:
+            verdict = VERDICT_EXEMPT
+        else:
+            verdict = VERDICT_INTERCEPTED
+        out: list[Finding] = []
+        identities: tuple[str, ...] = ()
+        token = TokenRequestOutcome()
+        if verdict != VERDICT_INACTIVE:
+            res = simulate_request(self, DEFAULT_REQUEST, pod=pod, assume_found=True)
+            token = TokenRequestOutcome(res.status, res.served_by, res.identity, res.error, res.wait_seconds)
+            self._capitalised_exception_findings(pod, out)
+            if verdict == VERDICT_BYPASS:
+                self._bypass_findings(pod, res, out)
+            elif verdict == VERDICT_EXEMPT:
+                self._exempt_findings(pod, excs, mic, res, out)
+            else:
+                identities = self._intercepted_findings(pod, res, out)
+        return PodResult(
+            namespace=pod.namespace,
+            name=pod.name,
+            verdict=verdict,
+            exceptions=excs,
+            mic_shortcut=mic,
+            identities=identities,
+            token_request=token,
+            findings=tuple(sorted(set(out))),
+        )
+
+    # --------------------------------------------------------------- findings
+    def _capitalised_exception_findings(self, pod: Pod, out: list[Finding]) -> None:
+        for name in self._exc_ignored_index.match(pod.namespace, pod.labels):
+            out.append(
+                Finding(
+                    F.CAPITALISED_FIELDS,
+                    f"AzurePodIdentityException {pod.namespace}/{name} uses spec.PodLabels, ignored since "
+                    "aad-pod-identity v1.6.0: rename it to spec.podLabels",
+                )
+            )
+
+    def _bypass_findings(self, pod: Pod, res: RequestResult, out: list[Finding]) -> None:
+        out.append(
+            Finding(
+                F.HOST_NETWORK_BYPASS,
+                "hostNetwork pod: NMI never sees its IMDS traffic and it can use any identity on the node's VM; "
+                "drop hostNetwork if it must be restricted to its binding",
+            )
+        )
+        if res.status != 200:
+            out.append(
+                Finding(
+                    F.BYPASS_POD_IMDS_ERROR,
+                    f"default token request fails at IMDS ({res.status}: {_imds_error(res.body)}); "
+                    "send client_id or fix spec.imds for the node",
+                )
+            )
+
+    def _exempt_findings(
+        self, pod: Pod, excs: tuple[str, ...], mic: bool, res: RequestResult, out: list[Finding]
+    ) -> None:
+        if pod.binding_label:
+            by = f"AzurePodIdentityException {pod.namespace}/{excs[0]}" if excs else "the MIC shortcut"
+            out.append(
+                Finding(
+                    F.EXEMPT_POD_HAS_BINDING,
+                    f"pod is exempt through {by}, so NMI ignores its aadpodidbinding={pod.binding_label} label; "
+                    "remove the label or the matching exception",
+                )
+            )
+        if res.status != 200:
+            out.append(
+                Finding(
+                    F.EXEMPT_POD_IMDS_ERROR,
+                    f"exempt pod's default token request gets {res.status}: IMDS said "
+                    f"'{_imds_error(res.error or '')}' because NMI forwards no identity; pass client_id",
+                )
+            )
+
+    def _intercepted_findings(self, pod: Pod, res: RequestResult, out: list[Finding]) -> tuple[str, ...]:
+        cfg = self._config
+        sel = self.select_identity(pod)
+        identities = tuple(i.key for i in sel.candidates)
+        if pod.namespace == "kube-system" and pod.labels.get(AKS_MANAGED_LABEL) == "aks":
+            out.append(
+                Finding(
+                    F.AKS_ADDON_NOT_EXEMPT,
+                    "AKS add-on pod (kubernetes.azure.com/managedby=aks) is intercepted: create aks-addon-exception "
+                    "in kube-system with podLabels {kubernetes.azure.com/managedby: aks}",
+                )
+            )
+        if len(identities) > 1:
+            out.append(
+                Finding(
+                    F.AMBIGUOUS_IDENTITY,
+                    f"{len(identities)} identities match ({', '.join(identities)}) and NMI picks one at random "
+                    "when no client_id is sent; send client_id or keep one binding per selector",
+                )
+            )
+        for ident in sel.candidates:
+            if ident.namespace != pod.namespace:
+                out.append(
+                    Finding(
+                        F.CROSS_NAMESPACE_BINDING,
+                        f"pod uses AzureIdentity {ident.key} from another namespace; set forceNamespaced or "
+                        "annotate the identity aadpodidentity.k8s.io/Behavior: namespaced to forbid this",
+                    )
+                )
+            if ident.type not in (0, 1, 2):
+                out.append(
+                    Finding(
+                        F.UNSUPPORTED_IDENTITY_TYPE,
+                        f"AzureIdentity {ident.key} has spec.type {ident.type}; NMI answers 503 'unsupported "
+                        "identity type': use 0 (user-assigned MSI), 1 (SP secret) or 2 (SP certificate)",
+                    )
+                )
+            if ident.ignored_fields:
+                out.append(
+                    Finding(
+                        F.CAPITALISED_FIELDS,
+                        f"AzureIdentity {ident.key} uses {', '.join(ident.ignored_fields)}, ignored since "
+                        "v1.6.0: use the lower-camel names (clientID, resourceID, type, ...)",
+                    )
+                )
+        if cfg.managed:
+            self._managed_findings(pod, out)
+        else:
+            self._standard_findings(pod, out)
+        label = pod.binding_label
+        if label:
+            for k in sorted(self._bindings_by_ignored_selector.get(label, ())):
+                b = self._bindings[k]
+                out.append(
+                    Finding(
+                        F.CAPITALISED_FIELDS,
+                        f"AzureIdentityBinding {b.key} uses spec.Selector, ignored since v1.6.0: rename it to "
+                        "spec.selector",
+                    )
+                )
+            if not self._bindings_by_selector.get(label):
+                for k in sorted(self._bindings_by_folded_selector.get(fold(label), ())):
+                    b = self._bindings[k]
+                    if cfg.managed and b.namespace != pod.namespace:
+                        continue
+                    out.append(
+                        Finding(
+                            F.SELECTOR_CASE_MISMATCH,
+                            f"AzureIdentityBinding {b.key} has selector '{b.selector}' but the pod's "
+                            f"aadpodidbinding is '{label}'; selectors compare case-sensitively",
+                        )
+                    )
+        if sel.identity is None and res.status in (404, 503) and res.azure_identity is None:
+            if not label and not (cfg.managed and self._bindings_by_selector.get("")):
+                hint = (
+                    "label the pod aadpodidbinding=<selector> or exempt it with an AzurePodIdentityException"
+                )
+            else:
+                hint = f"create an AzureIdentityBinding with selector '{label}' and its AzureIdentity"
+            wait = f" after {json_number(res.wait_seconds)} s" if res.wait_seconds else ""
+            out.append(
+                Finding(F.NO_IDENTITY, f"token requests fail with {res.status}{wait}: no identity; {hint}")
+            )
+        if (
+            cfg.managed
+            and res.azure_identity is not None
+            and res.status == 403
+            and ERR_IDENTITY_NOT_FOUND in (res.error or "")
+        ):
+            ident = res.azure_identity
+            out.append(
+                Finding(
+                    F.IDENTITY_NOT_ON_NODE,
+                    f"AzureIdentity {ident.key} (clientID {ident.client_id}) is not on node "
+                    f"{pod.node_name or '(unscheduled)'}'s VM in spec.imds: managed mode needs "
+                    "'az vmss identity assign'",
+                )
+            )
+        return identities
+
+    def _managed_findings(self, pod: Pod, out: list[Finding]) -> None:
+        for b in self._managed_bindings(pod):
+            if self._get_identity(pod.namespace, b.azure_identity) is None:
+                out.append(_missing_identity(b))
+            if b.selector == "" and not pod.binding_label:
+                out.append(
+                    Finding(
+                        F.EMPTY_SELECTOR_BINDING,
+                        f"AzureIdentityBinding {b.key} has an empty selector and matches every pod without an "
+                        "aadpodidbinding label in managed mode; set spec.selector",
+                    )
+                )
+
+    def _standard_findings(self, pod: Pod, out: list[Finding]) -> None:
+        info = self._standard_info(pod)
+        if info.mic is not None:
+            for b in info.mic.missing_identity:
+                out.append(_missing_identity(b))
+            for b, ident in info.mic.namespaced_skipped:
+                out.append(
+                    Finding(
+                        F.NAMESPACED_BINDING_IGNORED,
+                        f"AzureIdentityBinding {b.key} -> AzureIdentity {ident.key} is ignored: namespaced mode "
+                        f"needs identity, binding and pod all in namespace {pod.namespace}",
+                    )
+                )
+            for b, ident in info.mic.name_collisions:
+                out.append(
+                    Finding(
+                        F.ASSIGNED_IDENTITY_NAME_COLLISION,
+                        f"AzureIdentity {ident.key} (via {b.key}) has the same name as an earlier identity; MIC's "
+                        "assigned-identity name collides and only the first is assigned: rename one",
+                    )
+                )
+        for a in info.hidden:
+            out.append(
+                Finding(
+                    F.ASSIGNED_IDENTITY_OTHER_NODE,
+                    f"AzureAssignedIdentity {a.namespace}/{a.name} is labelled nodename={a.node_label or ''} but "
+                    f"the pod runs on {pod.node_name}; NMI there cannot see it",
+                )
+            )
+        visible = [a for a in info.aai if a not in info.hidden]
+        if any(a.status == ASSIGNED_CREATED for a in visible) and not any(
+            a.status in (ASSIGNED_ASSIGNED, "") for a in visible
+        ):
+            stuck = ", ".join(f"{a.namespace}/{a.name}" for a in visible if a.status == ASSIGNED_CREATED)
+            n = self._config.nmi
+            wait = (
+                n.retry_attempts_for_created + n.retry_attempts_for_assigned
+            ) * n.find_identity_retry_interval_seconds
+            out.append(
+                Finding(
+                    F.ASSIGNED_IDENTITY_STUCK_CREATED,
+                    f"AzureAssignedIdentity {stuck} is stuck in Created: requests wait {wait} s then 404; "
+                    "check MIC logs for the VM/VMSS identity assignment error",
+                )
+            )
+
+
+def _missing_identity(b: AzureIdentityBinding) -> Finding:
+    return Finding(
+        F.BINDING_IDENTITY_MISSING,
+        f"AzureIdentityBinding {b.key} names AzureIdentity '{b.azure_identity}', which does not exist in "
+        f"namespace {b.namespace}; create it or fix spec.azureIdentity",
+    )
+
+
+def _imds_error(text: str) -> str:
+    for marker in ('"error_description":"', 'error_description": "'):
+        i = text.find(marker)
+        if i >= 0:
+            rest = text[i + len(marker) :]
+            return rest.split('"', 1)[0]
+    return text.strip()
+
+
+def load(objs: Iterable[Model], config: SimulationConfig | None = None) -> World:
+    """A world holding ``objs`` (later objects replace earlier ones with the same kind/namespace/name)."""
+    w = World(config)
+    for obj in objs:
+        w.upsert(obj)
+    return w
