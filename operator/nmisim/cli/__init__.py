@@ -1,0 +1,1 @@
+"""nmisim command line: ``evaluate`` and ``request`` (offline); ``run`` and ``explain`` register here too."""

@@ -1,0 +1,84 @@
+"""``nmisim`` / ``kubectl-nmisim`` entry point.
+
+Subcommands live in their own modules, each exposing ``register(subparsers)`` which adds its parser and
+sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning the exit code). To add a
+subcommand, append its module name to :data:`SUBCOMMAND_MODULES`; a module that cannot be imported (e.g.
+an optional dependency is missing) is skipped.
+
+Exit codes (product.md §4): 0 success, 2 bad input (one line on stderr, no traceback), 1 other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from nmisim import __version__
+from nmisim.cli.common import UsageError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+#: modules under nmisim.cli that provide ``register(subparsers)``, in help order
+SUBCOMMAND_MODULES: tuple[str, ...] = ("run", "evaluate", "request", "explain")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, no usage dump: keeps exit 2 and the "nmisim: error:" prefix
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="nmisim",
+        description="Simulate aad-pod-identity's NMI (v1.8.17): what happens to every pod's IMDS requests.",
+    )
+    parser.add_argument("--version", action="version", version=f"nmisim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"nmisim.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name in (f"nmisim.cli.{name}",):
+                continue  # not (yet) provided
+            raise
+        register: Callable[[Any], None] = module.register
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return func(args)
+    except (UsageError, ValueError) as exc:
+        print(f"nmisim: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, exit 1, never a traceback
+        print(f"nmisim: failed: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""``nmisim request``: one simulated HTTP request to 169.254.169.254 through NMI (product.md §4)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nmisim.cli.common import UsageError, add_input_options, build_world
+from nmisim.cli.output import render_data, request_table
+from nmisim.engine.imds import TOKEN_PATH
+from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, HttpRequest
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    p = subparsers.add_parser(
+        "request",
+        help="simulate one IMDS request from a pod (or an IP on a node) through NMI",
+        description="Simulate one HTTP request to 169.254.169.254:80 and print what the caller gets, with "
+        "the chain of decisions. Default: the token request for https://management.azure.com/.",
+    )
+    add_input_options(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--pod", metavar="NS/NAME", help="the calling pod (its IP, to the NMI on its node)")
+    who.add_argument("--ip", metavar="IP", help="the caller's source IP (needs --node)")
+    p.add_argument("--node", metavar="NODE", help="the node whose NMI receives the request (with --ip)")
+    p.add_argument("--path", default=TOKEN_PATH, help=f"request path (default {TOKEN_PATH})")
+    p.add_argument(
+        "--query", action="append", default=[], metavar="K=V", help="add/override a query parameter"
+    )
+    p.add_argument("--header", action="append", default=[], metavar="K:V", help="add/override a header")
+    p.add_argument("--method", default="GET", help="HTTP method (default GET)")
+    p.add_argument("--no-default-query", action="store_true", help="start from an empty query")
+    p.add_argument("--no-default-headers", action="store_true", help="start without the Metadata header")
+    p.set_defaults(func=run)
+
+
+def _merge(
+    defaults: tuple[tuple[str, str], ...], extra: list[tuple[str, str]], fold: bool
+) -> tuple[tuple[str, str], ...]:
+    """Defaults, with each extra key overriding a default of the same key (header names ignore case)."""
+
+    def norm(k: str) -> str:
+        return k.lower() if fold else k
+
+    override = {norm(k) for k, _ in extra}
+    kept = [(k, v) for k, v in defaults if norm(k) not in override]
+    return (*kept, *extra)
+
+
+def build_request(args: argparse.Namespace) -> HttpRequest:
+    query: list[tuple[str, str]] = []
+    for item in args.query:
+        if "=" not in item:
+            raise UsageError(f"--query {item}: expected K=V")
+        k, v = item.split("=", 1)
+        query.append((k, v))
+    headers: list[tuple[str, str]] = []
+    for item in args.header:
+        if ":" not in item:
+            raise UsageError(f"--header {item}: expected K:V")
+        k, v = item.split(":", 1)
+        if not k.strip():
+            raise UsageError(f"--header {item}: empty header name")
+        headers.append((k.strip(), v.strip()))
+    path = args.path if args.path.startswith("/") else "/" + args.path
+    return HttpRequest(
+        method=args.method.upper(),
+        path=path,
+        query=_merge(() if args.no_default_query else DEFAULT_QUERY, query, fold=False),
+        headers=_merge(() if args.no_default_headers else DEFAULT_HEADERS, headers, fold=True),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.ip is not None and not args.node:
+        raise UsageError("--ip needs --node (the node whose NMI receives the request)")
+    if args.pod is not None and args.node:
+        raise UsageError("--node goes with --ip; with --pod the pod's own node is used")
+    req = build_request(args)
+    world = build_world(args)
+    if args.pod is not None:
+        ns, sep, name = args.pod.partition("/")
+        if not sep or not ns or not name:
+            raise UsageError(f"--pod {args.pod}: expected NAMESPACE/NAME")
+        pod = world.get_pod(ns, name)
+        if pod is None:
+            raise UsageError(f"--pod {args.pod}: no such pod in the input")
+        result = world.request(req, pod=pod)
+    else:
+        result = world.request(req, ip=args.ip, node=args.node)
+    if args.output == "table":
+        sys.stdout.write(request_table(result))
+    else:
+        sys.stdout.write(render_data(result.to_json(), args.output))
+    return 0
