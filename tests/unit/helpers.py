@@ -1,0 +1,124 @@
+"""Small builders of k8s dicts for unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.models import (
+    AzureAssignedIdentity,
+    AzureIdentity,
+    AzureIdentityBinding,
+    Pod,
+    PodIdentityException,
+)
+from nmisim.engine.world import World
+
+CID1 = "11111111-aaaa-bbbb-cccc-000000000001"
+CID2 = "22222222-aaaa-bbbb-cccc-000000000002"
+
+
+def pod(
+    name: str = "p",
+    ns: str = "default",
+    labels: dict[str, str] | None = None,
+    *,
+    node: str = "node-1",
+    ip: str | None = "10.0.0.1",
+    phase: str | None = "Running",
+    host_network: bool = False,
+    rs: str | None = None,
+) -> Pod:
+    obj: dict[str, Any] = {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": {"nodeName": node, "hostNetwork": host_network},
+    }
+    if rs is not None:
+        obj["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": rs}]
+    if phase is not None:
+        obj["status"] = {"phase": phase, **({"podIP": ip} if ip else {})}
+    return Pod.from_k8s(obj)
+
+
+def exc(name: str, ns: str, pod_labels: dict[str, str]) -> PodIdentityException:
+    return PodIdentityException.from_k8s(
+        {"kind": "AzurePodIdentityException", "metadata": {"name": name, "namespace": ns}, "spec": {"podLabels": pod_labels}}
+    )
+
+
+def ident(
+    name: str,
+    ns: str,
+    client_id: str = CID1,
+    *,
+    type_: int = 0,
+    resource_id: str = "",
+    namespaced: bool = False,
+    aux: list[str] | None = None,
+) -> AzureIdentity:
+    md: dict[str, Any] = {"name": name, "namespace": ns}
+    if namespaced:
+        md["annotations"] = {"aadpodidentity.k8s.io/Behavior": "namespaced"}
+    spec: dict[str, Any] = {"type": type_, "clientID": client_id, "resourceID": resource_id or f"/sub/{name}"}
+    if aux:
+        spec["auxiliaryTenantIDs"] = aux
+        spec["tenantID"] = "tenant-0"
+    return AzureIdentity.from_k8s({"kind": "AzureIdentity", "metadata": md, "spec": spec})
+
+
+def binding(name: str, ns: str, identity: str, selector: str) -> AzureIdentityBinding:
+    return AzureIdentityBinding.from_k8s(
+        {
+            "kind": "AzureIdentityBinding",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"azureIdentity": identity, "selector": selector},
+        }
+    )
+
+
+def assigned(
+    name: str,
+    pod_name: str,
+    pod_ns: str,
+    identity: AzureIdentity,
+    status: str,
+    *,
+    node: str = "node-1",
+) -> AzureAssignedIdentity:
+    return AzureAssignedIdentity.from_k8s(
+        {
+            "kind": "AzureAssignedIdentity",
+            "metadata": {"name": name, "namespace": "default", "labels": {"nodename": node}},
+            "spec": {
+                "pod": pod_name,
+                "podNamespace": pod_ns,
+                "nodename": node,
+                "azureIdentityRef": {
+                    "metadata": {
+                        "name": identity.name,
+                        "namespace": identity.namespace,
+                        "annotations": {"aadpodidentity.k8s.io/Behavior": "namespaced"} if identity.namespaced else {},
+                    },
+                    "spec": {"type": identity.type, "clientID": identity.client_id, "resourceID": identity.resource_id},
+                },
+            },
+            "status": {"status": status},
+        }
+    )
+
+
+def config(nmi: dict[str, Any] | None = None, imds: dict[str, Any] | None = None) -> SimulationConfig:
+    spec: dict[str, Any] = {}
+    if nmi is not None:
+        spec["nmi"] = nmi
+    if imds is not None:
+        spec["imds"] = imds
+    return SimulationConfig.from_k8s({"apiVersion": "nmisim.dev/v1alpha1", "kind": "SimulationConfig", "spec": spec})
+
+
+def world(*objs: Any, cfg: SimulationConfig | None = None) -> World:
+    w = World(cfg)
+    for o in objs:
+        w.upsert(o)
+    return w
