@@ -8,7 +8,7 @@
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
-KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CACHE_ROOT=${NMISIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nmisim}
 OUT="$CACHE_ROOT/k8s/$KUBE_VERSION/bin"
 SRC="$CACHE_ROOT/k8s/$KUBE_VERSION/src"
@@ -26,7 +26,7 @@ have() { # have NAME: the binary exists and reports the wanted version
   [[ -x "$bin" ]] || return 1
   case "$1" in
     etcd) [[ -s "$OUT/.etcd-version" ]] && "$bin" --version >/dev/null 2>&1 ;;
-    kwok) "$bin" --version 2>/dev/null | grep -q "$KWOK_VERSION" ;;
+    kwok) [[ -s "$OUT/kwok-stages.yaml" ]] && "$bin" --version 2>/dev/null | grep -q "$KWOK_VERSION" ;;
     *) "$bin" --version 2>/dev/null | grep -q "Kubernetes $KUBE_VERSION" ;;
   esac
 }
@@ -100,6 +100,12 @@ for b in "${missing[@]}"; do
         && with_progress kwok go build -trimpath \
              -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
              -o "$OUT/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok)
+      # kwok ships its default "fast" Stage definitions as data in the module; kwokctl feeds them to
+      # kwok through --config, and so do we (hack/cluster.sh).
+      kwok_dir=$(cd "$SRC/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+      for f in "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml "$kwok_dir"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml; do
+        echo "---"; cat "$f"
+      done > "$OUT/kwok-stages.yaml"
       mv "$OUT/kwok.tmp" "$OUT/kwok" ;;
     *)
       say "building $b"

@@ -1,0 +1,50 @@
+# nmisim: every target sets itself up; `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: help install binaries cluster-up cluster-down cluster-status test test-unit test-cluster lint bench bench-engine demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv with nmisim, test tools and kubectl (quick when nothing changed)
+
+binaries: ## build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok into ~/.cache/nmisim
+	@hack/k8s-bins.sh >/dev/null
+
+cluster-up: install binaries ## start the local cluster on 127.0.0.1 (state in .cluster/)
+	@PATH=$(CURDIR)/$(BIN):$$PATH hack/cluster.sh up
+
+cluster-down: ## stop every process cluster-up started
+	@hack/cluster.sh down
+
+cluster-status: ## show what runs
+	@hack/cluster.sh status
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+test-unit: install ## unit tests of the engine and CLI (no cluster)
+	$(BIN)/pytest tests/unit -q
+
+test: install binaries ## all tests, starting the local cluster if none runs
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+bench-engine: install ## engine throughput, indexed vs naive
+	$(PY) hack/bench_engine.py
+
+clean: cluster-down ## remove .venv, .cluster, .bench
+	rm -rf $(VENV) .cluster .bench

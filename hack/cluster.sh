@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# The embedded local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+# (fake nodes that run pods without containers), all on 127.0.0.1, all state in .cluster/.
+#
+#   hack/cluster.sh up                 start (a no-op when already up)
+#   hack/cluster.sh down               stop exactly the processes `up` started, by pid
+#   hack/cluster.sh status             what runs, where
+#   hack/cluster.sh restart COMPONENT  stop and start one component, keeping its data and port
+#   hack/cluster.sh stop COMPONENT     stop one component (fault tests)
+#   hack/cluster.sh start COMPONENT    start one stopped component
+#   hack/cluster.sh env                print `export KUBECONFIG=…`
+#
+# Components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+# Environment: NMISIM_CLUSTER_DIR (default <repo>/.cluster), NMISIM_NODES (default 2).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+D=${NMISIM_CLUSTER_DIR:-$ROOT/.cluster}
+NODES=${NMISIM_NODES:-2}
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+START_TIMEOUT=${NMISIM_START_TIMEOUT:-120}
+
+say() { printf '\033[1m[cluster]\033[0m %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+kubectl_bin() {
+  if [[ -x "$ROOT/.venv/bin/kubectl" ]]; then echo "$ROOT/.venv/bin/kubectl"; else command -v kubectl; fi
+}
+kc() { "$(kubectl_bin)" --kubeconfig "$D/kubeconfig" "$@"; }
+
+pidfile() { echo "$D/pids/$1.pid"; }
+running() { # running COMPONENT: its recorded pid is alive and is the binary we started
+  local f; f=$(pidfile "$1")
+  [[ -s "$f" ]] || return 1
+  local pid; pid=$(<"$f")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$BIN/$1" ]]
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+ensure_ports() {
+  if [[ ! -s "$D/ports.env" ]]; then
+    {
+      echo "ETCD_PORT=$(free_port)"
+      echo "ETCD_PEER_PORT=$(free_port)"
+      echo "API_PORT=$(free_port)"
+    } > "$D/ports.env"
+  fi
+  # shellcheck disable=SC1091
+  source "$D/ports.env"
+}
+
+ensure_pki() {
+  local p="$D/pki"
+  [[ -s "$p/admin.crt" ]] && return 0
+  mkdir -p "$p"
+  say "creating a CA, serving and client certificates, service-account keys"
+  (
+    cd "$p"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=nmisim-local-ca" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' > san.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
+      -extfile san.ext -out apiserver.crt 2>/dev/null
+    client() { # client NAME SUBJECT
+      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+      printf 'extendedKeyUsage=clientAuth\n' > client.ext
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
+        -extfile client.ext -out "$1.crt" 2>/dev/null
+    }
+    client admin "/O=system:masters/CN=nmisim-admin"
+    # One identity for all of KCM's controllers (no per-controller service accounts here).
+    client kube-controller-manager "/O=system:masters/CN=system:kube-controller-manager"
+    client kube-scheduler "/CN=system:kube-scheduler"
+    client kwok "/O=system:masters/CN=kwok"
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    rm -f ./*.csr ./*.ext
+  )
+}
+
+write_kubeconfig() { # write_kubeconfig FILE USER
+  local b64; b64() { base64 -w0 < "$1"; }
+  cat > "$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: nmisim-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(b64 "$D/pki/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(b64 "$D/pki/$2.crt")
+    client-key-data: $(b64 "$D/pki/$2.key")
+contexts:
+- name: nmisim-local
+  context: {cluster: nmisim-local, user: $2, namespace: default}
+current-context: nmisim-local
+EOF
+}
+
+args_for() {
+  case "$1" in
+    etcd) echo "--name=nmisim --data-dir=$D/etcd \
+      --listen-client-urls=http://127.0.0.1:$ETCD_PORT --advertise-client-urls=http://127.0.0.1:$ETCD_PORT \
+      --listen-peer-urls=http://127.0.0.1:$ETCD_PEER_PORT --initial-advertise-peer-urls=http://127.0.0.1:$ETCD_PEER_PORT \
+      --initial-cluster=nmisim=http://127.0.0.1:$ETCD_PEER_PORT --unsafe-no-fsync=true --log-level=warn" ;;
+    kube-apiserver) echo "--etcd-servers=http://127.0.0.1:$ETCD_PORT \
+      --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=$API_PORT \
+      --tls-cert-file=$D/pki/apiserver.crt --tls-private-key-file=$D/pki/apiserver.key --cert-dir=$D/pki \
+      --client-ca-file=$D/pki/ca.crt \
+      --service-account-issuer=https://kubernetes.default.svc --service-account-key-file=$D/pki/sa.pub \
+      --service-account-signing-key-file=$D/pki/sa.key \
+      --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --authorization-mode=Node,RBAC \
+      --endpoint-reconciler-type=none --profiling=false --v=0 ${NMISIM_APISERVER_EXTRA_ARGS:-}" ;;
+    kube-controller-manager) echo "--kubeconfig=$D/kube-controller-manager.kubeconfig \
+      --authentication-kubeconfig=$D/kube-controller-manager.kubeconfig \
+      --authorization-kubeconfig=$D/kube-controller-manager.kubeconfig \
+      --leader-elect=false --use-service-account-credentials=false \
+      --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller,daemonset-controller,statefulset-controller,job-controller,cronjob-controller,ttl-after-finished-controller,pod-garbage-collector-controller,endpointslice-controller,node-lifecycle-controller \
+      --service-account-private-key-file=$D/pki/sa.key --root-ca-file=$D/pki/ca.crt \
+      --bind-address=127.0.0.1 --secure-port=0 --v=0" ;;
+    kube-scheduler) echo "--kubeconfig=$D/kube-scheduler.kubeconfig \
+      --authentication-kubeconfig=$D/kube-scheduler.kubeconfig \
+      --authorization-kubeconfig=$D/kube-scheduler.kubeconfig \
+      --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 --v=0" ;;
+    kwok) echo "--kubeconfig=$D/kwok.kubeconfig --config=$BIN/kwok-stages.yaml \
+      --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+      --node-lease-duration-seconds=40 --cidr=10.244.0.1/16" ;;
+    *) die "unknown component $1 (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+start_one() {
+  local c=$1
+  running "$c" && return 0
+  mkdir -p "$D/logs" "$D/pids"
+  # shellcheck disable=SC2046
+  setsid "$BIN/$c" $(args_for "$c") >>"$D/logs/$c.log" 2>&1 < /dev/null &
+  echo $! > "$(pidfile "$c")"
+  wait_ready "$c"
+}
+
+wait_ready() {
+  local c=$1 deadline=$((SECONDS + START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    running "$c" || die "$c exited; last lines of $D/logs/$c.log:
+$(tail -n 15 "$D/logs/$c.log")"
+    case "$c" in
+      etcd) curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null && return 0 ;;
+      kube-apiserver) [[ "$(curl -sk "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null)" == ok ]] && return 0 ;;
+      *) sleep 0.5; return 0 ;;
+    esac
+    sleep 0.2
+  done
+  die "$c not ready after ${START_TIMEOUT}s; see $D/logs/$c.log"
+}
+
+stop_one() {
+  local c=$1 f pid
+  f=$(pidfile "$c")
+  [[ -s "$f" ]] || return 0
+  pid=$(<"$f")
+  if running "$c"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$f"
+}
+
+ensure_nodes() {
+  local i manifest=""
+  for i in $(seq 1 "$NODES"); do
+    manifest+="---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: \"0\"}
+  labels:
+    type: kwok
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    node-role.kubernetes.io/agent: \"\"
+spec:
+  podCIDR: 10.244.$i.0/24
+  podCIDRs: [10.244.$i.0/24]
+status:
+  addresses:
+  - {type: InternalIP, address: 10.240.0.$((3 + i))}
+  - {type: Hostname, address: kwok-node-$i}
+  allocatable: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
+  capacity: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
+"
+  done
+  # Create only: a node's status (its addresses) is set at creation, as a kubelet does it.
+  printf '%s' "$manifest" | kc create -f - >/dev/null 2>&1 || true
+}
+
+wait_cluster() {
+  local deadline=$((SECONDS + START_TIMEOUT)) ready sa
+  while ((SECONDS < deadline)); do
+    # Ready, and untainted: the node lifecycle controller lifts node.kubernetes.io/not-ready.
+    ready=$(kc get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}{"\n"}{end}' 2>/dev/null | grep -c '^True/$' || true)
+    sa=$(kc get serviceaccount default -n default -o name 2>/dev/null || true)
+    if ((ready >= NODES)) && [[ -n "$sa" ]]; then return 0; fi
+    sleep 0.5
+  done
+  die "nodes or the default ServiceAccount not ready after ${START_TIMEOUT}s (logs in $D/logs)"
+}
+
+up() {
+  local t0=$SECONDS all=1 c
+  for c in "${COMPONENTS[@]}"; do running "$c" || all=0; done
+  if ((all)) && [[ -s "$D/kubeconfig" ]] && kc get --raw /readyz >/dev/null 2>&1; then
+    say "already up: export KUBECONFIG=$D/kubeconfig"
+    return 0
+  fi
+  mkdir -p "$D"
+  ensure_ports
+  ensure_pki
+  write_kubeconfig "$D/kubeconfig" admin
+  write_kubeconfig "$D/kube-controller-manager.kubeconfig" kube-controller-manager
+  write_kubeconfig "$D/kube-scheduler.kubeconfig" kube-scheduler
+  write_kubeconfig "$D/kwok.kubeconfig" kwok
+  for c in etcd kube-apiserver; do
+    say "starting $c"
+    start_one "$c"
+  done
+  ensure_nodes
+  for c in kube-controller-manager kube-scheduler kwok; do
+    say "starting $c"
+    start_one "$c"
+  done
+  wait_cluster
+  say "up in $((SECONDS - t0)) s: $NODES Ready nodes, API at https://127.0.0.1:$API_PORT"
+  say "export KUBECONFIG=$D/kubeconfig"
+}
+
+down() {
+  local i
+  [[ -d "$D/pids" ]] || { say "nothing to stop"; return 0; }
+  # The operator and anything else hack/ started in the background record their pids here too.
+  for f in "$D"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    local name; name=$(basename "$f" .pid)
+    [[ " ${COMPONENTS[*]} " == *" $name "* ]] && continue
+    local pid; pid=$(<"$f")
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_one "${COMPONENTS[$i]}"; done
+  say "stopped"
+}
+
+status() {
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
+    else printf '  %-24s stopped\n' "$c"; fi
+  done
+  [[ -s "$D/ports.env" ]] && { source "$D/ports.env"; printf '  %-24s https://127.0.0.1:%s\n' api "$API_PORT"; }
+  return 0
+}
+
+BIN=$(NMISIM_QUIET=1 "$ROOT/hack/k8s-bins.sh" --print)
+cmd=${1:-status}
+case "$cmd" in
+  up)
+    [[ -x "$BIN/kwok" ]] || BIN=$("$ROOT/hack/k8s-bins.sh" | tail -n 1)
+    up ;;
+  down) down ;;
+  status) status ;;
+  env) echo "export KUBECONFIG=$D/kubeconfig" ;;
+  restart|stop|start)
+    c=${2:-}; [[ -n "$c" ]] || die "usage: $0 $cmd COMPONENT"
+    ensure_ports
+    args_for "$c" >/dev/null
+    [[ "$cmd" != start ]] && { say "stopping $c"; stop_one "$c"; }
+    [[ "$cmd" != stop ]] && { say "starting $c"; start_one "$c"; }
+    ;;
+  *) die "usage: $0 up|down|status|restart C|stop C|start C|env" ;;
+esac
