@@ -80,7 +80,9 @@ def _items(doc: Any, name: str, n: int) -> Iterator[tuple[str, Mapping[str, Any]
             yield from _one(item, f"[{i}]", name, n, None)
         return
     if not isinstance(doc, Mapping):
-        raise LoadError(f"{name}: document {n}: expected a Kubernetes object (a map), got {type(doc).__name__}")
+        raise LoadError(
+            f"{name}: document {n}: expected a Kubernetes object (a map), got {type(doc).__name__}"
+        )
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         items = doc.get("items") or []

@@ -43,7 +43,11 @@ def pod(
 
 def exc(name: str, ns: str, pod_labels: dict[str, str]) -> PodIdentityException:
     return PodIdentityException.from_k8s(
-        {"kind": "AzurePodIdentityException", "metadata": {"name": name, "namespace": ns}, "spec": {"podLabels": pod_labels}}
+        {
+            "kind": "AzurePodIdentityException",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"podLabels": pod_labels},
+        }
     )
 
 
@@ -98,9 +102,15 @@ def assigned(
                     "metadata": {
                         "name": identity.name,
                         "namespace": identity.namespace,
-                        "annotations": {"aadpodidentity.k8s.io/Behavior": "namespaced"} if identity.namespaced else {},
+                        "annotations": {"aadpodidentity.k8s.io/Behavior": "namespaced"}
+                        if identity.namespaced
+                        else {},
                     },
-                    "spec": {"type": identity.type, "clientID": identity.client_id, "resourceID": identity.resource_id},
+                    "spec": {
+                        "type": identity.type,
+                        "clientID": identity.client_id,
+                        "resourceID": identity.resource_id,
+                    },
                 },
             },
             "status": {"status": status},
@@ -114,7 +124,9 @@ def config(nmi: dict[str, Any] | None = None, imds: dict[str, Any] | None = None
         spec["nmi"] = nmi
     if imds is not None:
         spec["imds"] = imds
-    return SimulationConfig.from_k8s({"apiVersion": "nmisim.dev/v1alpha1", "kind": "SimulationConfig", "spec": spec})
+    return SimulationConfig.from_k8s(
+        {"apiVersion": "nmisim.dev/v1alpha1", "kind": "SimulationConfig", "spec": spec}
+    )
 
 
 def world(*objs: Any, cfg: SimulationConfig | None = None) -> World:

@@ -16,7 +16,14 @@ from nmisim import __version__
 from nmisim.cli.main import main
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
-ALL = ["-f", str(FIX / "default-exceptions.yaml"), "-f", str(FIX / "identities.yaml"), "-f", str(FIX / "pods.yaml")]
+ALL = [
+    "-f",
+    str(FIX / "default-exceptions.yaml"),
+    "-f",
+    str(FIX / "identities.yaml"),
+    "-f",
+    str(FIX / "pods.yaml"),
+]
 NMISIM = Path(sys.executable).parent / "nmisim"
 
 
@@ -61,21 +68,31 @@ def test_evaluate_table(capsys: pytest.CaptureFixture[str]) -> None:
     header = lines[0].split()
     assert header == ["NAMESPACE", "NAME", "VERDICT", "EXCEPTION", "IDENTITY", "TOKEN", "WAIT"]
     col = lines[0].index("VERDICT")
-    assert all(line[col:].split()[0] in {"intercepted", "exempt", "bypass", "inactive"} for line in lines[1:8])
+    assert all(
+        line[col:].split()[0] in {"intercepted", "exempt", "bypass", "inactive"} for line in lines[1:8]
+    )
     assert "7 pods: 3 intercepted, 2 exempt, 1 bypass, 1 inactive" in out
     assert "NoIdentity" in out and "HostNetworkBypass" in out
 
 
-def test_evaluate_with_config_and_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_with_config_and_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO((FIX / "pods.yaml").read_text()))
-    code, out, err = run(["evaluate", "-f", "-", "--config", str(FIX / "simulation-config.yaml"), "-o", "json"], capsys)
+    code, out, err = run(
+        ["evaluate", "-f", "-", "--config", str(FIX / "simulation-config.yaml"), "-o", "json"], capsys
+    )
     assert code == 0, err
     by = {r["name"]: r for r in json.loads(out)["results"]}
     assert by["node-exporter-abcde"]["tokenRequest"]["identity"] == "system-assigned"  # node-2 override
 
 
-@pytest.mark.parametrize("content", ["", "---\n---\n", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"])
-def test_empty_and_irrelevant_input_exit_0(tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "content", ["", "---\n---\n", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"]
+)
+def test_empty_and_irrelevant_input_exit_0(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     f = tmp_path / "in.yaml"
     f.write_text(content)
     code, out, _ = run(["evaluate", "-f", str(f), "-o", "json"], capsys)
@@ -95,12 +112,12 @@ BAD = [
     ("malformed.json", '{"kind": "Pod", ', "document 1: invalid YAML/JSON"),
     ("labels-list.yaml", "kind: Pod\nmetadata: {name: p, labels: [a, b]}\n",
      "document 1: metadata.labels: expected a map of strings"),
-    ("podlabels.yaml", "---\nkind: AzurePodIdentityException\nmetadata: {name: e}\nspec: {podLabels: {app: 1}}\n",
+    ("podlabels.yaml", "---\nkind: AzurePodIdentityException\nmetadata: {name: e}\nspec: {podLabels: {app: 1}}\n",  # noqa: E501
      "document 1: spec.podLabels.app: expected a string"),
-    ("type.yaml", "kind: Pod\nmetadata: {name: p}\n---\nkind: AzureIdentity\nmetadata: {name: i}\nspec: {type: zero}\n",
+    ("type.yaml", "kind: Pod\nmetadata: {name: p}\n---\nkind: AzureIdentity\nmetadata: {name: i}\nspec: {type: zero}\n",  # noqa: E501
      "document 2: spec.type: expected an integer"),
     ("noname.yaml", "kind: Pod\nmetadata: {namespace: x}\n", "document 1: metadata.name: required"),
-    ("list-item.yaml", "kind: List\nitems:\n- {kind: Pod, metadata: {name: a}}\n- {kind: Pod, metadata: {}}\n",
+    ("list-item.yaml", "kind: List\nitems:\n- {kind: Pod, metadata: {name: a}}\n- {kind: Pod, metadata: {}}\n",  # noqa: E501
      "document 1: items[1].metadata.name: required"),
     ("scalar.yaml", "just a string\n", "document 1: expected a Kubernetes object"),
 ]  # fmt: skip
@@ -161,8 +178,22 @@ def test_request_json_default_token(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["request", *ALL, "--pod", "shop/web-6c9f8d7b5-q2w3e", "-o", "json"], capsys)
     assert code == 0, err
     doc = json.loads(out)
-    assert list(doc) == ["route", "status", "headers", "body", "servedBy", "identity", "waitSeconds", "explanation"]
-    assert (doc["route"], doc["status"], doc["servedBy"], doc["identity"]) == ("token", 200, "nmi", "shop/web-identity")
+    assert list(doc) == [
+        "route",
+        "status",
+        "headers",
+        "body",
+        "servedBy",
+        "identity",
+        "waitSeconds",
+        "explanation",
+    ]
+    assert (doc["route"], doc["status"], doc["servedBy"], doc["identity"]) == (
+        "token",
+        200,
+        "nmi",
+        "shop/web-identity",
+    )
     assert "NOT-A-REAL-CREDENTIAL" in doc["body"]
 
 
@@ -204,12 +235,16 @@ def test_bad_query_syntax(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_subprocess_evaluate_and_bad_input(tmp_path: Path) -> None:
-    proc = subprocess.run([str(NMISIM), "evaluate", *ALL, "-o", "json"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(NMISIM), "evaluate", *ALL, "-o", "json"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["pods"] == 7
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: AzureIdentity\nmetadata: {name: i}\nspec: {type: [1]}\n")
-    proc = subprocess.run([str(NMISIM), "evaluate", "-f", str(bad)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(NMISIM), "evaluate", "-f", str(bad)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2
     assert proc.stderr == f"nmisim: error: {bad}: document 1: spec.type: expected an integer, got list\n"
 

@@ -13,7 +13,14 @@ from nmisim.engine.models import PodIdentityException
 CASES = [
     # (name, exception ns, podLabels, pod ns, pod labels, expected match)
     ("same namespace, one label", "ns", {"app": "mic"}, "ns", {"app": "mic"}, True),
-    ("other namespace never matches (§1 same namespace only)", "other", {"app": "mic"}, "ns", {"app": "mic"}, False),
+    (
+        "other namespace never matches (§1 same namespace only)",
+        "other",
+        {"app": "mic"},
+        "ns",
+        {"app": "mic"},
+        False,
+    ),
     ("any one label is enough (OR)", "ns", {"app": "mic", "component": "x"}, "ns", {"app": "mic"}, True),
     ("value compared case-insensitively", "ns", {"app": "MIC"}, "ns", {"app": "mic"}, True),
     ("key compared exactly", "ns", {"App": "mic"}, "ns", {"app": "mic"}, False),
@@ -26,8 +33,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "ens", "plabels", "pns", "labels", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_exception_matching_rules_nmi_semantics_1(
+@pytest.mark.parametrize(
+    ("case", "ens", "plabels", "pns", "labels", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_exception_matching_rules_nmi_semantics_1(  # noqa: PLR0917
     case: str, ens: str, plabels: dict[str, str], pns: str, labels: dict[str, str], expected: bool
 ) -> None:
     w = world(exc("e", ens, plabels))
@@ -57,7 +66,13 @@ def test_index_follows_upsert_and_remove() -> None:
 
 @pytest.mark.parametrize(
     ("a", "b", "equal"),
-    [("mic", "MIC", True), ("Mic", "mIC", True), ("k", "\u212a", True), ("s", "\u017f", True), ("ab", "abc", False)],
+    [
+        ("mic", "MIC", True),
+        ("Mic", "mIC", True),
+        ("k", "\u212a", True),
+        ("s", "\u017f", True),
+        ("ab", "abc", False),
+    ],
 )
 def test_equal_fold_like_go(a: str, b: str, equal: bool) -> None:
     assert equal_fold(a, b) is equal

@@ -142,8 +142,8 @@ def test_assigned_identity_states_drive_wait(
     [(16, 4, 5, False, 80, 16), (16, 4, 5, True, 100, 20), (1, 1, 1, False, 1, 1), (1, 1, 1, True, 2, 2),
      (3, 0, 2, False, 6, 3), (0, 0, 5, False, 0, 0), (2, 3, 0, True, 0, 5)],
 )  # fmt: skip
-def test_retry_schedule_from_config(c: int, a: int, i: int, created: bool, wait: int, attempts: int) -> None:
-    from nmisim.engine.identities import AssignedEntry
+def test_retry_schedule_from_config(c: int, a: int, i: int, created: bool, wait: int, attempts: int) -> None:  # noqa: PLR0917
+    from nmisim.engine.identities import AssignedEntry  # noqa: PLC0415
 
     nmi = config({"retryAttemptsForCreated": c, "retryAttemptsForAssigned": a,
                   "findIdentityRetryIntervalSeconds": i}).nmi  # fmt: skip
@@ -164,7 +164,7 @@ def test_assigned_identity_on_other_node_is_invisible() -> None:
 
 def test_client_id_matching_polling_ignores_case_selection_does_not() -> None:
     """§2: polling compares case-insensitively, the final pick case-sensitively -> 404 (inference)."""
-    from nmisim.engine.routes import HttpRequest
+    from nmisim.engine.routes import HttpRequest  # noqa: PLC0415
 
     p = pod("p", "ns", {"aadpodidbinding": "s"})
     w = world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p)
@@ -178,7 +178,7 @@ def test_client_id_matching_polling_ignores_case_selection_does_not() -> None:
 
 
 def test_unbound_client_id_waits_80s() -> None:
-    from nmisim.engine.routes import HttpRequest
+    from nmisim.engine.routes import HttpRequest  # noqa: PLC0415
 
     p = pod("p", "ns", {"aadpodidbinding": "s"})
     w = world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p)

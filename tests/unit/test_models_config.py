@@ -20,15 +20,15 @@ from nmisim.engine.models import (
 @pytest.mark.parametrize(
     ("cls", "obj", "message"),
     [
-        (Pod, {"metadata": {"name": "p", "labels": ["a", "b"]}}, "metadata.labels: expected a map of strings"),
-        (Pod, {"metadata": {"name": "p", "labels": {"a": 1}}}, "metadata.labels.a: expected a string, got integer"),
+        (Pod, {"metadata": {"name": "p", "labels": ["a", "b"]}}, "metadata.labels: expected a map of strings"),  # noqa: E501
+        (Pod, {"metadata": {"name": "p", "labels": {"a": 1}}}, "metadata.labels.a: expected a string, got integer"),  # noqa: E501
         (Pod, {"metadata": {"namespace": "x"}}, "metadata.name: required"),
-        (Pod, {"metadata": {"name": "p"}, "spec": {"hostNetwork": "yes"}}, "spec.hostNetwork: expected a boolean"),
+        (Pod, {"metadata": {"name": "p"}, "spec": {"hostNetwork": "yes"}}, "spec.hostNetwork: expected a boolean"),  # noqa: E501
         (PodIdentityException, {"metadata": {"name": "e"}, "spec": {"podLabels": {"app": True}}},
          "spec.podLabels.app: expected a string, got boolean"),
-        (AzureIdentity, {"metadata": {"name": "i"}, "spec": {"type": "0"}}, "spec.type: expected an integer, got string"),
-        (AzureIdentity, {"metadata": {"name": "i"}, "spec": {"type": True}}, "spec.type: expected an integer"),
-        (AzureIdentityBinding, {"metadata": {"name": "b"}, "spec": {"selector": 5}}, "spec.selector: expected a string"),
+        (AzureIdentity, {"metadata": {"name": "i"}, "spec": {"type": "0"}}, "spec.type: expected an integer, got string"),  # noqa: E501
+        (AzureIdentity, {"metadata": {"name": "i"}, "spec": {"type": True}}, "spec.type: expected an integer"),  # noqa: E501
+        (AzureIdentityBinding, {"metadata": {"name": "b"}, "spec": {"selector": 5}}, "spec.selector: expected a string"),  # noqa: E501
         (AzureAssignedIdentity, {"metadata": {"name": "a"}, "spec": {"azureIdentityRef": {"spec": {}}}},
          "spec.azureIdentityRef.metadata.name: required"),
     ],
@@ -49,7 +49,13 @@ def test_pod_fields() -> None:
         }
     )
     assert (p.namespace, p.name, p.uid, p.resource_version) == ("default", "p", "u1", "42")
-    assert (p.host_network, p.node_name, p.pod_ip, p.phase, p.owner_replicaset) == (True, "n", "10.1.1.1", "Running", None)
+    assert (p.host_network, p.node_name, p.pod_ip, p.phase, p.owner_replicaset) == (
+        True,
+        "n",
+        "10.1.1.1",
+        "Running",
+        None,
+    )
     assert Pod.from_k8s({"metadata": {"name": "q"}}).phase is None
 
 
@@ -62,9 +68,11 @@ def test_capitalised_fields_are_ignored_6_15() -> None:
 
 
 def test_capitalised_exception_finding() -> None:
-    from helpers import pod, world
+    from helpers import pod, world  # noqa: PLC0415
 
-    e = PodIdentityException.from_k8s({"metadata": {"name": "old", "namespace": "ns"}, "spec": {"PodLabels": {"app": "x"}}})
+    e = PodIdentityException.from_k8s(
+        {"metadata": {"name": "old", "namespace": "ns"}, "spec": {"PodLabels": {"app": "x"}}}
+    )
     p = pod("p", "ns", {"app": "x"})
     r = world(e, p).evaluate(p)
     assert r.verdict == "intercepted"
@@ -72,14 +80,27 @@ def test_capitalised_exception_finding() -> None:
 
 
 def _cfg(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "nmisim.dev/v1alpha1", "kind": "SimulationConfig", "metadata": {"name": "default"}, "spec": spec}
+    return {
+        "apiVersion": "nmisim.dev/v1alpha1",
+        "kind": "SimulationConfig",
+        "metadata": {"name": "default"},
+        "spec": spec,
+    }
 
 
 def test_config_defaults_are_nmi_flag_defaults_4() -> None:
     n = SimulationConfig.default().nmi
     assert (n.operation_mode, n.force_namespaced, n.mic_namespace) == ("standard", False, "default")
-    assert (n.metadata_header_required, n.block_instance_metadata, n.set_retry_after_header) == (True, False, False)
-    assert (n.retry_attempts_for_created, n.retry_attempts_for_assigned, n.find_identity_retry_interval_seconds) == (16, 4, 5)
+    assert (n.metadata_header_required, n.block_instance_metadata, n.set_retry_after_header) == (
+        True,
+        False,
+        False,
+    )
+    assert (
+        n.retry_attempts_for_created,
+        n.retry_attempts_for_assigned,
+        n.find_identity_retry_interval_seconds,
+    ) == (16, 4, 5)
     assert SimulationConfig.from_k8s(_cfg({})) == SimulationConfig.default()
 
 
@@ -89,11 +110,17 @@ def test_config_defaults_are_nmi_flag_defaults_4() -> None:
         ({"nmi": {"operationMode": "hybrid"}}, "spec.nmi.operationMode: operation mode hybrid not supported"),
         ({"nmi": {"operationMode": "managed"}}, "spec.nmi.forceNamespaced: managed mode not intialized"),
         ({"nmi": {"retryAttemptsForCreated": -1}}, "spec.nmi.retryAttemptsForCreated: must not be negative"),
-        ({"nmi": {"retryAttemptsForAssigned": -2}}, "spec.nmi.retryAttemptsForAssigned: must not be negative"),
+        (
+            {"nmi": {"retryAttemptsForAssigned": -2}},
+            "spec.nmi.retryAttemptsForAssigned: must not be negative",
+        ),
         ({"nmi": {"forcenamespaced": True}}, "spec.nmi.forcenamespaced: unknown field"),
         ({"nmi": {"forceNamespaced": "yes"}}, "spec.nmi.forceNamespaced: expected a boolean"),
         ({"imds": {"userAssigned": [{}]}}, "spec.imds.userAssigned[0]: needs clientID or resourceID"),
-        ({"imds": {"nodes": {"n1": {"systemAssigned": 1}}}}, "spec.imds.nodes.n1.systemAssigned: expected a boolean"),
+        (
+            {"imds": {"nodes": {"n1": {"systemAssigned": 1}}}},
+            "spec.imds.nodes.n1.systemAssigned: expected a boolean",
+        ),
     ],
 )
 def test_config_refused_like_nmi(spec: dict[str, Any], message: str) -> None:
@@ -116,7 +143,15 @@ def test_config_wrong_kind_or_version() -> None:
 
 def test_node_override_keeps_unset_fields() -> None:
     cfg = SimulationConfig.from_k8s(
-        _cfg({"imds": {"systemAssigned": True, "userAssigned": [{"clientID": "c"}], "nodes": {"n2": {"systemAssigned": False}}}})
+        _cfg(
+            {
+                "imds": {
+                    "systemAssigned": True,
+                    "userAssigned": [{"clientID": "c"}],
+                    "nodes": {"n2": {"systemAssigned": False}},
+                }
+            }
+        )
     )
     vm = cfg.imds.vm_for("n2")
     assert vm.system_assigned is False and [u.client_id for u in vm.user_assigned] == ["c"]
@@ -124,7 +159,7 @@ def test_node_override_keeps_unset_fields() -> None:
 
 
 def test_world_set_config_changes_results() -> None:
-    from helpers import pod, world
+    from helpers import pod, world  # noqa: PLC0415
 
     p = pod("p", "ns", {})
     w = world(p)

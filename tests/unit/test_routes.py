@@ -18,7 +18,9 @@ MD = (("Metadata", "true"),)
 
 def bound_world(**cfg: object) -> tuple[World, object]:
     p = pod("app", "ns", {"aadpodidbinding": "s"})
-    w = world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p, cfg=config(dict(cfg)) if cfg else None)
+    w = world(
+        ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p, cfg=config(dict(cfg)) if cfg else None
+    )
     return w, p
 
 
@@ -57,7 +59,11 @@ def test_block_instance_metadata_2_route4(block: bool) -> None:
     w, p = bound_world(blockInstanceMetadata=block)
     res = w.request(HttpRequest(path="/Metadata/instance/compute", query=R, headers=()), pod=p)  # type: ignore[arg-type]
     if block:  # no header check, 403
-        assert (res.route, res.status, res.body) == ("instance-blocked", 403, "Request blocked by AAD Pod Identity NMI\n")
+        assert (res.route, res.status, res.body) == (
+            "instance-blocked",
+            403,
+            "Request blocked by AAD Pod Identity NMI\n",
+        )
     else:  # default proxy: Metadata header check first -> 400 JSON
         assert (res.route, res.status) == ("proxy", 400)
 
@@ -80,7 +86,9 @@ def test_block_instance_metadata_applies_to_exempt_pods_too() -> None:
         ((), False, 200),
     ],
 )
-def test_metadata_header_rule_2_step1(headers: tuple[tuple[str, str], ...], required: bool, status: int) -> None:
+def test_metadata_header_rule_2_step1(
+    headers: tuple[tuple[str, str], ...], required: bool, status: int
+) -> None:
     w, p = bound_world(metadataHeaderRequired=required)
     res = w.request(HttpRequest(query=R, headers=headers), pod=p)  # type: ignore[arg-type]
     assert res.status == status
@@ -108,10 +116,20 @@ def test_success_token_is_obviously_fake() -> None:
     w, p = bound_world()
     res = w.request(pod=p)  # type: ignore[arg-type]
     body = json.loads(res.body)
-    assert set(body) == {"access_token", "refresh_token", "expires_in", "expires_on", "not_before", "resource", "token_type"}
+    assert set(body) == {
+        "access_token",
+        "refresh_token",
+        "expires_in",
+        "expires_on",
+        "not_before",
+        "resource",
+        "token_type",
+    }
     assert all(isinstance(v, str) for v in body.values())
     assert body["access_token"].startswith(FAKE_TOKEN_PREFIX)
-    assert body["access_token"].count(".") < 2 or not body["access_token"].startswith("ey")  # never JWT-shaped
+    assert body["access_token"].count(".") < 2 or not body["access_token"].startswith(
+        "ey"
+    )  # never JWT-shaped
     assert res.headers["Content-Type"] == "application/json"
     assert (res.served_by, res.identity, res.route) == ("nmi", "ns/id", "token")
 
@@ -164,7 +182,9 @@ def test_service_principal_with_aux_tenants_returns_array() -> None:
 
 # --- exempt pods (§2 step 6, §7) ----------------------------------------------------------------------
 
-IMDS_TWO_UA = {"userAssigned": [{"clientID": CID1, "resourceID": "/res/1"}, {"clientID": CID2, "resourceID": "/res/2"}]}
+IMDS_TWO_UA = {
+    "userAssigned": [{"clientID": CID1, "resourceID": "/res/1"}, {"clientID": CID2, "resourceID": "/res/2"}]
+}
 
 
 @pytest.mark.parametrize(
@@ -174,14 +194,24 @@ IMDS_TWO_UA = {"userAssigned": [{"clientID": CID1, "resourceID": "/res/1"}, {"cl
         ({"userAssigned": [{"clientID": CID1}]}, (), 200, CID1, None),
         (IMDS_TWO_UA, (), 403, None, ERR_MULTIPLE_USER_ASSIGNED),
         (IMDS_TWO_UA, (("client_id", CID2),), 200, CID2, None),
-        (IMDS_TWO_UA, (("client_id", "33333333-0000-0000-0000-000000000000"),), 403, None, "Identity not found"),
+        (
+            IMDS_TWO_UA,
+            (("client_id", "33333333-0000-0000-0000-000000000000"),),
+            403,
+            None,
+            "Identity not found",
+        ),
         # msi_res_id is dropped by NMI for exempt pods -> IMDS default rules -> multiple
         (IMDS_TWO_UA, (("msi_res_id", "/res/2"),), 403, None, ERR_MULTIPLE_USER_ASSIGNED),
         ({}, (), 403, None, "Identity not found"),
     ],
 )
 def test_exempt_pod_token_via_imds(
-    imds: dict[str, object], query: tuple[tuple[str, str], ...], status: int, identity: str | None, error: str | None
+    imds: dict[str, object],
+    query: tuple[tuple[str, str], ...],
+    status: int,
+    identity: str | None,
+    error: str | None,
 ) -> None:
     p = pod("x", "ns", {"app": "x", "aadpodidbinding": "s"})
     w = world(exc("e", "ns", {"app": "X"}), ident("id", "ns"), binding("b", "ns", "id", "s"), p,
@@ -191,7 +221,9 @@ def test_exempt_pod_token_via_imds(
     assert res.identity == identity
     assert res.served_by == "imds"
     if error:
-        assert res.body.startswith("failed to get service principal token, error: adal: Refresh request failed.")
+        assert res.body.startswith(
+            "failed to get service principal token, error: adal: Refresh request failed."
+        )
         assert error in res.body
     r = w.evaluate(p)
     assert "ExemptPodHasBinding" in r.finding_codes
@@ -244,7 +276,13 @@ def test_host_network_caller_goes_direct_to_imds() -> None:
 
 
 def test_per_node_imds_override() -> None:
-    cfg = config(None, {"userAssigned": [{"clientID": CID1}, {"clientID": CID2}], "nodes": {"node-2": {"userAssigned": [{"clientID": CID2}]}}})
+    cfg = config(
+        None,
+        {
+            "userAssigned": [{"clientID": CID1}, {"clientID": CID2}],
+            "nodes": {"node-2": {"userAssigned": [{"clientID": CID2}]}},
+        },
+    )
     p1 = pod("a", "ns", {}, host_network=True, node="node-1")
     p2 = pod("b", "ns", {}, host_network=True, node="node-2", ip="10.0.0.2")
     w = world(p1, p2, cfg=cfg)

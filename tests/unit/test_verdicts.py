@@ -45,7 +45,7 @@ def test_verdict_precedence(kwargs: dict[str, object], with_exception: bool, exp
     ],
 )
 def test_mic_shortcut_nmi_semantics_2_step6(ns: str, rs: str | None, mic_ns: str, expected: bool) -> None:
-    from helpers import config
+    from helpers import config  # noqa: PLC0415
 
     p = pod("mic-pod", ns, {}, rs=rs)
     w = world(p, cfg=config({"micNamespace": mic_ns}))
@@ -60,7 +60,10 @@ def test_owner_replicaset_only_from_replicaset_kind() -> None:
         {
             "metadata": {
                 "name": "x",
-                "ownerReferences": [{"kind": "StatefulSet", "name": "mic-a"}, {"kind": "ReplicaSet", "name": "rs-1"}],
+                "ownerReferences": [
+                    {"kind": "StatefulSet", "name": "mic-a"},
+                    {"kind": "ReplicaSet", "name": "rs-1"},
+                ],
             }
         }
     )

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, exit 1, never a traceback
+    except Exception as exc:
         print(f"nmisim: failed: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -23,7 +23,8 @@ from nmisim.engine.models import PodIdentityException
 @lru_cache(maxsize=4096)
 def _fold_char(c: str) -> str:
     # Smallest member of the character's simple case orbit, built from Python's single-character case
-    # mappings: close to Go's unicode.SimpleFold orbits (e.g. 'ſ', 's', 'S' and 'K' (Kelvin), 'k', 'K').
+    # mappings: close to Go's unicode.SimpleFold orbits
+    # (e.g. long s U+017F, 's', 'S'; Kelvin sign U+212A, 'k', 'K').
     orbit = {c}
     todo = [c]
     while todo:

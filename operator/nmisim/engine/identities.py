@@ -136,7 +136,7 @@ def _present(entries: Sequence[AssignedEntry], client_id: str, res_id: str) -> l
     return out
 
 
-def poll_assigned(
+def poll_assigned(  # noqa: PLR0917
     entries: Sequence[AssignedEntry],
     pod_namespace: str,
     pod_name: str,
@@ -248,7 +248,8 @@ def select_standard(
             else "annotation aadpodidentity.k8s.io/Behavior: namespaced"
         )
         steps.append(
-            f"dropped identities from other namespaces ({why}): {', '.join(i.key for i in _dedupe_sorted(dropped))}"
+            f"dropped identities from other namespaces ({why}): "
+            + ", ".join(i.key for i in _dedupe_sorted(dropped))
         )
     candidates = _dedupe_sorted(kept)
     if not client_id and not res_id:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode
@@ -170,7 +170,7 @@ class _Trace:
     def add(self, step: str) -> None:
         self.steps.append(step)
 
-    def result(
+    def result(  # noqa: PLR0917
         self,
         route: str,
         status: int,
@@ -264,17 +264,19 @@ def get_tokens(identity: AzureIdentity, resource: str, vm: VMIdentities, managed
     """
     if identity.type == TYPE_USER_ASSIGNED_MSI:
         if not managed and identity.client_id:
-            from nmisim.engine.config import UserAssignedIdentity
+            from nmisim.engine.config import UserAssignedIdentity  # noqa: PLC0415
 
             extra = UserAssignedIdentity(client_id=identity.client_id, resource_id=identity.resource_id)
             vm = VMIdentities(system_assigned=vm.system_assigned, user_assigned=(*vm.user_assigned, extra))
             t.add(
-                f"type 0 (user-assigned MSI): MIC assigned clientID {redact_client_id(identity.client_id)} to the node's VM"
+                "type 0 (user-assigned MSI): MIC assigned clientID "
+                f"{redact_client_id(identity.client_id)} to the node's VM"
             )
         ans = imds_token(vm, resource=resource, client_id=identity.client_id)
         if not ans.ok:
             t.add(
-                f"IMDS answered {ans.status} for clientID {redact_client_id(identity.client_id)}: {ans.error} -> 403"
+                f"IMDS answered {ans.status} for clientID "
+                f"{redact_client_id(identity.client_id)}: {ans.error} -> 403"
             )
             return _Tokens([], adal_error(ans.status, ans.error_body(), identity.client_id, resource), 403)
         t.add(f"IMDS issued a token for clientID {redact_client_id(identity.client_id)}")
@@ -368,12 +370,13 @@ def _remote_ip(ip: str) -> str:
     return "" if ":" in ip else ip
 
 
-def _lookup_pod(
+def _lookup_pod(  # noqa: PLR0917
     cluster: Cluster, t: _Trace, pod: Pod | None, ip: str, node: str, assume_found: bool
 ) -> Pod | RequestResult:
     if pod is not None and (assume_found or not pod.pod_ip):
         t.add(
-            f"NMI finds Pod {pod.namespace}/{pod.name} by its IP (assumed: {'no pod IP yet' if not pod.pod_ip else 'verdict'})"
+            f"NMI finds Pod {pod.namespace}/{pod.name} by its IP "
+            f"(assumed: {'no pod IP yet' if not pod.pod_ip else 'verdict'})"
         )
         return pod
     matches = cluster.pods_at(node, ip)
@@ -386,7 +389,8 @@ def _lookup_pod(
     if len(matches) > 1:
         names = " ".join(f"{p.namespace}/{p.name}" for p in matches)
         t.add(
-            f"{len(matches)} Pending/Running pods on node {node} share IP {ip}: NMI cannot tell them apart -> 500"
+            f"{len(matches)} Pending/Running pods on node {node} share "
+            f"IP {ip}: NMI cannot tell them apart -> 500"
         )
         return t.http_error(ROUTE_TOKEN, 500, f"failed to match pod IP {ip} with [{names}]")
     found = matches[0]
@@ -394,7 +398,7 @@ def _lookup_pod(
     return found
 
 
-def _token_route(
+def _token_route(  # noqa: PLR0917
     cluster: Cluster,
     req: HttpRequest,
     t: _Trace,
@@ -452,15 +456,16 @@ def _token_route(
             headers, body = _ok_json(ans.token)
             return t.result(ROUTE_TOKEN, 200, headers, body, SERVED_BY_IMDS, ans.identity)
         t.add(f"IMDS on node {node or '(any)'} answered 400 ({ans.error}); NMI turns it into 403")
-        msg = f"failed to get service principal token, error: {adal_error(400, ans.error_body(), client_id, resource)}"
+        msg = f"failed to get service principal token, error: {adal_error(400, ans.error_body(), client_id, resource)}"  # noqa: E501
         return t.http_error(ROUTE_TOKEN, 403, msg, served_by=SERVED_BY_IMDS)
     t.add(
-        f"no AzurePodIdentityException in namespace {caller.namespace} matches and the MIC shortcut does not apply"
+        f"no AzurePodIdentityException in namespace {caller.namespace} "
+        "matches and the MIC shortcut does not apply"
     )
     return _serve_identity(cluster, t, caller, ROUTE_TOKEN, client_id, res_id, resource, vm, host=False)
 
 
-def _serve_identity(
+def _serve_identity(  # noqa: PLR0917
     cluster: Cluster,
     t: _Trace,
     pod: Pod,

@@ -223,7 +223,8 @@ class World:
     def _standard_info(self, pod: Pod) -> _StandardInfo:
         """Assigned identities for a pod in standard mode (product.md §3).
 
-        Where AzureAssignedIdentity objects exist for the pod (``spec.pod``/``spec.podNamespace``), they decide,
+        Where AzureAssignedIdentity objects exist for the pod (``spec.pod``/``spec.podNamespace``), they
+        decide,
         but only those NMI on the pod's node can see (label ``nodename=<node>``, ``--enableScaleFeatures``).
         Otherwise nmisim simulates MIC and every binding match counts as Assigned.
         """
@@ -330,7 +331,8 @@ class World:
         out.append(
             Finding(
                 F.HOST_NETWORK_BYPASS,
-                "hostNetwork pod: NMI never sees its IMDS traffic and it can use any identity on the node's VM; "
+                "hostNetwork pod: NMI never sees its IMDS traffic and it "
+                "can use any identity on the node's VM; "
                 "drop hostNetwork if it must be restricted to its binding",
             )
         )
@@ -351,7 +353,8 @@ class World:
             out.append(
                 Finding(
                     F.EXEMPT_POD_HAS_BINDING,
-                    f"pod is exempt through {by}, so NMI ignores its aadpodidbinding={pod.binding_label} label; "
+                    f"pod is exempt through {by}, so NMI ignores its "
+                    f"aadpodidbinding={pod.binding_label} label; "
                     "remove the label or the matching exception",
                 )
             )
@@ -372,7 +375,8 @@ class World:
             out.append(
                 Finding(
                     F.AKS_ADDON_NOT_EXEMPT,
-                    "AKS add-on pod (kubernetes.azure.com/managedby=aks) is intercepted: create aks-addon-exception "
+                    "AKS add-on pod (kubernetes.azure.com/managedby=aks) is "
+                    "intercepted: create aks-addon-exception "
                     "in kube-system with podLabels {kubernetes.azure.com/managedby: aks}",
                 )
             )
@@ -380,8 +384,8 @@ class World:
             out.append(
                 Finding(
                     F.AMBIGUOUS_IDENTITY,
-                    f"{len(identities)} identities match ({', '.join(identities)}) and NMI picks one at random "
-                    "when no client_id is sent; send client_id or keep one binding per selector",
+                    f"{len(identities)} identities match ({', '.join(identities)}) and NMI picks one at "
+                    "random when no client_id is sent; send client_id or keep one binding per selector",
                 )
             )
         for ident in sel.candidates:
@@ -420,7 +424,8 @@ class World:
                 out.append(
                     Finding(
                         F.CAPITALISED_FIELDS,
-                        f"AzureIdentityBinding {b.key} uses spec.Selector, ignored since v1.6.0: rename it to "
+                        f"AzureIdentityBinding {b.key} uses spec.Selector, "
+                        "ignored since v1.6.0: rename it to "
                         "spec.selector",
                     )
                 )
@@ -472,7 +477,8 @@ class World:
                 out.append(
                     Finding(
                         F.EMPTY_SELECTOR_BINDING,
-                        f"AzureIdentityBinding {b.key} has an empty selector and matches every pod without an "
+                        f"AzureIdentityBinding {b.key} has an empty selector "
+                        "and matches every pod without an "
                         "aadpodidbinding label in managed mode; set spec.selector",
                     )
                 )
@@ -486,7 +492,8 @@ class World:
                 out.append(
                     Finding(
                         F.NAMESPACED_BINDING_IGNORED,
-                        f"AzureIdentityBinding {b.key} -> AzureIdentity {ident.key} is ignored: namespaced mode "
+                        f"AzureIdentityBinding {b.key} -> AzureIdentity "
+                        f"{ident.key} is ignored: namespaced mode "
                         f"needs identity, binding and pod all in namespace {pod.namespace}",
                     )
                 )
@@ -494,7 +501,8 @@ class World:
                 out.append(
                     Finding(
                         F.ASSIGNED_IDENTITY_NAME_COLLISION,
-                        f"AzureIdentity {ident.key} (via {b.key}) has the same name as an earlier identity; MIC's "
+                        f"AzureIdentity {ident.key} (via {b.key}) has the same "
+                        "name as an earlier identity; MIC's "
                         "assigned-identity name collides and only the first is assigned: rename one",
                     )
                 )
@@ -502,7 +510,8 @@ class World:
             out.append(
                 Finding(
                     F.ASSIGNED_IDENTITY_OTHER_NODE,
-                    f"AzureAssignedIdentity {a.namespace}/{a.name} is labelled nodename={a.node_label or ''} but "
+                    f"AzureAssignedIdentity {a.namespace}/{a.name} is "
+                    f"labelled nodename={a.node_label or ''} but "
                     f"the pod runs on {pod.node_name}; NMI there cannot see it",
                 )
             )
