@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
-from nmisim.engine.config import SimulationConfig, VMIdentities
+from nmisim.engine.config import SimulationConfig, UserAssignedIdentity, VMIdentities
 from nmisim.engine.identities import Selection, identity_is_namespaced, redact_client_id
 from nmisim.engine.imds import (
     ERR_METADATA_HEADER,
@@ -264,8 +264,6 @@ def get_tokens(identity: AzureIdentity, resource: str, vm: VMIdentities, managed
     """
     if identity.type == TYPE_USER_ASSIGNED_MSI:
         if not managed and identity.client_id:
-            from nmisim.engine.config import UserAssignedIdentity  # noqa: PLC0415
-
             extra = UserAssignedIdentity(client_id=identity.client_id, resource_id=identity.resource_id)
             vm = VMIdentities(system_assigned=vm.system_assigned, user_assigned=(*vm.user_assigned, extra))
             t.add(
@@ -456,7 +454,8 @@ def _token_route(  # noqa: PLR0917
             headers, body = _ok_json(ans.token)
             return t.result(ROUTE_TOKEN, 200, headers, body, SERVED_BY_IMDS, ans.identity)
         t.add(f"IMDS on node {node or '(any)'} answered 400 ({ans.error}); NMI turns it into 403")
-        msg = f"failed to get service principal token, error: {adal_error(400, ans.error_body(), client_id, resource)}"  # noqa: E501
+        detail = adal_error(400, ans.error_body(), client_id, resource)
+        msg = f"failed to get service principal token, error: {detail}"
         return t.http_error(ROUTE_TOKEN, 403, msg, served_by=SERVED_BY_IMDS)
     t.add(
         f"no AzurePodIdentityException in namespace {caller.namespace} "
