@@ -107,3 +107,45 @@ def test_evaluate_all_sorted_and_remove_pod() -> None:
     assert w.remove("Pod", "ns2", "a")
     assert w.get_pod("ns2", "a") is None
     assert w.pods_at("node-1", "10.0.0.2") == []
+
+
+AKS = {"kubernetes.azure.com/managedby": "aks"}
+AKS_EXC = exc("aks-addon-exception", "kube-system", AKS)
+
+
+@pytest.mark.parametrize(
+    ("ns", "labels", "expected_verdict", "flagged"),
+    [
+        ("kube-system", AKS, "exempt", False),  # the default exception covers it
+        ("kube-system", {"kubernetes.azure.com/managedby": "AKS"}, "exempt", False),  # values EqualFold
+        ("gatekeeper-system", AKS, "intercepted", True),  # exceptions are per namespace (§5)
+        ("calico-system", {"kubernetes.azure.com/managedby": "Aks"}, "intercepted", True),
+        ("gatekeeper-system", {"kubernetes.azure.com/managedby": "helm"}, "intercepted", False),
+        ("shop", {"app": "web"}, "intercepted", False),
+    ],
+)
+def test_aks_addon_not_exempt_in_any_namespace(
+    ns: str, labels: dict[str, str], expected_verdict: str, flagged: bool
+) -> None:
+    p = pod("addon-1", ns, labels)
+    r = world(AKS_EXC, p).evaluate(p)
+    assert r.verdict == expected_verdict
+    assert ("AKSAddonNotExempt" in r.finding_codes) is flagged
+    if flagged:
+        msg = next(f.message for f in r.findings if f.code == "AKSAddonNotExempt")
+        assert f"namespace {ns}" in msg and "pod's own namespace" in msg
+        assert f"AzurePodIdentityException in {ns}" in msg
+
+
+def test_aks_addon_not_exempt_in_kube_system_without_exception() -> None:
+    p = pod("omsagent-abc", "kube-system", AKS)
+    r = world(p).evaluate(p)
+    assert r.verdict == "intercepted"
+    msg = next(f.message for f in r.findings if f.code == "AKSAddonNotExempt")
+    assert "create aks-addon-exception in kube-system" in msg
+
+
+def test_aks_addon_hostnetwork_is_bypass_not_flagged() -> None:
+    p = pod("azure-cni", "calico-system", AKS, host_network=True)
+    r = world(AKS_EXC, p).evaluate(p)
+    assert r.verdict == "bypass" and "AKSAddonNotExempt" not in r.finding_codes

@@ -12,7 +12,8 @@ from typing import Final
 
 # Exempt pod carrying `aadpodidbinding`: NMI ignores the binding (nmi-semantics §1, §2 step 6).
 EXEMPT_POD_HAS_BINDING: Final = "ExemptPodHasBinding"
-# kube-system pod labelled kubernetes.azure.com/managedby=aks that is intercepted (§5, §6.1).
+# Pod labelled kubernetes.azure.com/managedby=aks that is intercepted, in kube-system or in any other
+# namespace, where kube-system's aks-addon-exception does not reach (§5, §6.1).
 AKS_ADDON_NOT_EXEMPT: Final = "AKSAddonNotExempt"
 # hostNetwork pod: never reaches NMI, IMDS answers directly (§3, §6.5).
 HOST_NETWORK_BYPASS: Final = "HostNetworkBypass"

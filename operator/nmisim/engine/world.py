@@ -54,6 +54,7 @@ Key = tuple[str, str]
 FINISHED_PHASES: Final = frozenset({"Succeeded", "Failed"})
 LOOKUP_PHASES: Final = frozenset({"Pending", "Running"})
 AKS_MANAGED_LABEL: Final = "kubernetes.azure.com/managedby"
+KUBE_SYSTEM: Final = "kube-system"
 DEFAULT_REQUEST: Final = HttpRequest()
 
 
@@ -371,15 +372,8 @@ class World:
         cfg = self._config
         sel = self.select_identity(pod)
         identities = tuple(i.key for i in sel.candidates)
-        if pod.namespace == "kube-system" and pod.labels.get(AKS_MANAGED_LABEL) == "aks":
-            out.append(
-                Finding(
-                    F.AKS_ADDON_NOT_EXEMPT,
-                    "AKS add-on pod (kubernetes.azure.com/managedby=aks) is "
-                    "intercepted: create aks-addon-exception "
-                    "in kube-system with podLabels {kubernetes.azure.com/managedby: aks}",
-                )
-            )
+        if equal_fold(pod.labels.get(AKS_MANAGED_LABEL, ""), "aks"):
+            out.append(_aks_addon_not_exempt(pod.namespace))
         if len(identities) > 1:
             out.append(
                 Finding(
@@ -531,6 +525,27 @@ class World:
                     "check MIC logs for the VM/VMSS identity assignment error",
                 )
             )
+
+
+def _aks_addon_not_exempt(namespace: str) -> Finding:
+    """An intercepted pod labelled ``kubernetes.azure.com/managedby: aks`` (nmi-semantics §5, §6.1).
+
+    Upstream's ``aks-addon-exception`` lives in ``kube-system`` and NMI looks for exceptions only in the
+    pod's own namespace, so add-ons elsewhere (e.g. ``gatekeeper-system``) need their own exception.
+    """
+    if namespace == KUBE_SYSTEM:
+        return Finding(
+            F.AKS_ADDON_NOT_EXEMPT,
+            "AKS add-on pod (kubernetes.azure.com/managedby=aks) is intercepted: create aks-addon-exception "
+            "in kube-system with podLabels {kubernetes.azure.com/managedby: aks}",
+        )
+    return Finding(
+        F.AKS_ADDON_NOT_EXEMPT,
+        f"AKS add-on pod (kubernetes.azure.com/managedby=aks) in namespace {namespace} is intercepted: NMI "
+        "only honours exceptions in the pod's own namespace, so kube-system's aks-addon-exception does not "
+        f"cover it; create an AzurePodIdentityException in {namespace} with podLabels "
+        "{kubernetes.azure.com/managedby: aks}",
+    )
 
 
 def _missing_identity(b: AzureIdentityBinding) -> Finding:
