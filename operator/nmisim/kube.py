@@ -24,6 +24,14 @@ class LoadError(ValueError):
     """Bad input; ``str()`` is the one-line message for the user."""
 
 
+class ClusterError(Exception):
+    """A live cluster cannot be read (unreachable, bad kubeconfig, not authorised): exit 1.
+
+    ``str()`` is the one-line message for the user. Raised by :mod:`nmisim.live`; defined here so that
+    callers can catch it without importing the kubernetes client.
+    """
+
+
 @dataclass(slots=True)
 class Loaded:
     objects: list[Model] = field(default_factory=list)

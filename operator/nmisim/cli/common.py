@@ -4,26 +4,49 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from nmisim.cli.output import FORMATS
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.models import Model
 from nmisim.engine.world import World
-from nmisim.kube import LoadError, load_config, load_files
+from nmisim.kube import ClusterError, LoadError, load_config, load_files
+
+if TYPE_CHECKING:
+    from nmisim.live import Target
 
 
 class UsageError(Exception):
     """Bad input: printed as ``nmisim: error: <message>``, exit 2."""
 
 
-def add_input_options(p: argparse.ArgumentParser) -> None:
+def add_input_options(p: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+    """``-f``/``--config``/``-o``; with ``cluster``, also ``--cluster`` and its options (``-f`` optional)."""
     p.add_argument(
         "-f",
         "--filename",
         dest="files",
         action="append",
-        required=True,
+        required=not cluster,
+        default=[] if cluster else None,
         metavar="FILE",
-        help="YAML/JSON file with Kubernetes objects (repeatable; '-' reads stdin)",
+        help="YAML/JSON file with Kubernetes objects (repeatable; '-' reads stdin)"
+        + ("; with --cluster, its objects add to (and replace) the live ones" if cluster else ""),
     )
+    if cluster:
+        p.add_argument(
+            "--cluster",
+            action="store_true",
+            help="read Pods, the aad-pod-identity objects and SimulationConfig/default from the cluster of "
+            "the current kubeconfig",
+        )
+        p.add_argument(
+            "-n",
+            "--namespace",
+            metavar="NS",
+            help="with --cluster: read Pods and exceptions of this namespace only (default: all namespaces)",
+        )
+        add_kubeconfig_options(p)
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -37,21 +60,63 @@ def add_output_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
 
 
+def add_kubeconfig_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current context)")
+
+
+def target_of(args: argparse.Namespace) -> Target:
+    from nmisim.live import Target  # noqa: PLC0415 - the kubernetes client loads only for live commands
+
+    return Target(kubeconfig=args.kubeconfig, context=args.context)
+
+
+def cluster_failure(exc: ClusterError) -> int:
+    """Report a cluster that cannot be read as one line on stderr; the exit code (1)."""
+    print(f"nmisim: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def warn(message: str) -> None:
+    print(f"nmisim: warning: {message}", file=sys.stderr)
+
+
 def build_world(args: argparse.Namespace) -> World:
-    """Load ``-f`` files and ``--config`` into a World; raises LoadError (exit 2) on bad input."""
-    files: list[str] = args.files
+    """Load the live cluster (``--cluster``), then ``-f`` files and ``--config``, into a World.
+
+    Files add to (and replace) live objects. The config is ``--config``, else the last SimulationConfig among
+    the files, else the cluster's ``SimulationConfig/default``, else NMI's defaults. Raises LoadError (exit 2)
+    on bad input and ``nmisim.live.ClusterError`` (exit 1) when the cluster cannot be read.
+    """
+    files: list[str] = args.files or []
+    live = bool(getattr(args, "cluster", False))
+    if not files and not live:
+        raise UsageError("no input: pass -f FILE and/or --cluster")
+    if not live and (getattr(args, "namespace", None) or getattr(args, "kubeconfig", None)):
+        raise UsageError("-n/--namespace and --kubeconfig go with --cluster")
+    if not live and getattr(args, "context", None):
+        raise UsageError("--context goes with --cluster")
     if files.count("-") > 1:
         raise LoadError("-f -: stdin can be read only once")
     if args.config == "-" and "-" in files:
         raise LoadError("--config -: stdin is already used by -f -")
+    objects: list[Model] = []
+    config: SimulationConfig | None = None
+    if live:
+        from nmisim.live import load_live  # noqa: PLC0415
+
+        cluster = load_live(target_of(args), args.namespace, warn)
+        objects.extend(cluster.objects)
+        config = cluster.config
     loaded = load_files(files, sys.stdin)
+    objects.extend(loaded.objects)
     if args.config:
         config = load_config(args.config, sys.stdin)
     elif loaded.configs:
         config = loaded.configs[-1]
-    else:
-        config = None
     world = World(config)
-    for obj in loaded.objects:
+    for obj in objects:
         world.upsert(obj)
     return world

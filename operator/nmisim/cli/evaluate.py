@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from nmisim.cli.common import add_input_options, build_world
+from nmisim.cli.common import add_input_options, build_world, cluster_failure
 from nmisim.cli.output import evaluation_document, evaluation_table, render_data
+from nmisim.kube import ClusterError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -15,14 +16,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "evaluate",
         help="print what NMI would do with every pod in the input",
         description="Read Kubernetes objects and print one verdict per pod: intercepted, exempt, bypass "
-        "or inactive, with the default token request's outcome and findings.",
+        "or inactive, with the default token request's outcome and findings. Objects come from files (-f), "
+        "the live cluster (--cluster), or both.",
     )
-    add_input_options(p)
+    add_input_options(p, cluster=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    world = build_world(args)
+    try:
+        world = build_world(args)
+    except ClusterError as exc:
+        return cluster_failure(exc)
     results = world.evaluate_all()
     if args.output == "table":
         sys.stdout.write(evaluation_table(results))

@@ -6,10 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from nmisim.cli.common import UsageError, add_input_options, build_world
+from nmisim.cli.common import UsageError, add_input_options, build_world, cluster_failure
 from nmisim.cli.output import render_data, request_table
 from nmisim.engine.imds import TOKEN_PATH
 from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, HttpRequest
+from nmisim.kube import ClusterError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Simulate one HTTP request to 169.254.169.254:80 and print what the caller gets, with "
         "the chain of decisions. Default: the token request for https://management.azure.com/.",
     )
-    add_input_options(p)
+    add_input_options(p, cluster=True)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--pod", metavar="NS/NAME", help="the calling pod (its IP, to the NMI on its node)")
     who.add_argument("--ip", metavar="IP", help="the caller's source IP (needs --node)")
@@ -78,14 +79,18 @@ def run(args: argparse.Namespace) -> int:
     if args.pod is not None and args.node:
         raise UsageError("--node goes with --ip; with --pod the pod's own node is used")
     req = build_request(args)
-    world = build_world(args)
+    try:
+        world = build_world(args)
+    except ClusterError as exc:
+        return cluster_failure(exc)
     if args.pod is not None:
         ns, sep, name = args.pod.partition("/")
         if not sep or not ns or not name:
             raise UsageError(f"--pod {args.pod}: expected NAMESPACE/NAME")
         pod = world.get_pod(ns, name)
         if pod is None:
-            raise UsageError(f"--pod {args.pod}: no such pod in the input")
+            where = "in the cluster or the input" if args.cluster else "in the input"
+            raise UsageError(f"--pod {args.pod}: no such pod {where}")
         result = world.request(req, pod=pod)
     else:
         result = world.request(req, ip=args.ip, node=args.node)
