@@ -1,0 +1,60 @@
+"""``nmisim run``: the operator (wraps ``kopf.run``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the operator against the current cluster",
+        description="Run the nmisim operator (kopf): an NMIVerdict per pod, exception status, Events.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the whole cluster")
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="namespace (glob) to watch")
+    p.add_argument("--standalone", action="store_true", help="no peering with other replicas")
+    p.add_argument("--peering", default=None, help="kopf peering object name (for several replicas)")
+    p.add_argument("--priority", type=int, default=None, help="peering priority of this replica")
+    p.add_argument("--liveness", default=None, metavar="URL", help="e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
+    p.add_argument("--concurrency", type=int, default=16, help="API writes in flight at most")
+    p.add_argument("--api-qps", type=float, default=50.0, help="average API writes per second at most")
+    p.add_argument("--api-burst", type=int, default=100, help="burst of API writes")
+    verbosity = p.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true")
+    verbosity.add_argument("-q", "--quiet", action="store_true")
+    verbosity.add_argument("--debug", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: the offline subcommands need neither kopf nor the operator's handlers.
+    import kopf  # noqa: PLC0415
+
+    import nmisim.controller.handlers  # noqa: F401, PLC0415 - registers the handlers and indexes
+    from nmisim.controller.reconciler import Options  # noqa: PLC0415
+
+    if args.concurrency < 1 or args.api_qps < 0 or args.api_burst < 1:
+        raise ValueError("--concurrency and --api-burst must be at least 1, --api-qps not negative")
+    kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not (args.verbose or args.debug):
+        # kopf logs every handled event at INFO: thousands of lines per minute on a busy cluster.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    options = Options(
+        concurrency=args.concurrency, qps=args.api_qps, burst=args.api_burst, metrics_port=args.metrics_port
+    )
+    kopf.run(
+        standalone=args.standalone or None,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace,
+        memo=kopf.Memo(options=options),
+    )
+    return 0

@@ -1,0 +1,155 @@
+"""A small async client for the few writes the operator makes, with client-side flow control.
+
+kopf watches; this client writes. It reuses kopf's login (a ``kopf.ConnectionInfo``) and adds what kopf
+does not have: a bound on requests in flight, a token bucket for the write rate, ``Retry-After`` on 429,
+and retries with backoff on 5xx and connection errors. Every request is counted for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+
+from nmisim import __version__
+from nmisim.controller import metrics
+
+log = logging.getLogger(__name__)
+
+USER_AGENT: Final = f"nmisim-operator/{__version__}"
+RETRYABLE: Final = frozenset({429, 500, 502, 503, 504})
+MAX_ATTEMPTS: Final = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict):
+            return str(self.body.get("message", ""))
+        return str(self.body or "")
+
+
+class TokenBucket:
+    """At most ``qps`` acquisitions per second on average, bursts up to ``burst``."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.capacity = float(max(burst, 1))
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.qps <= 0:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.qps)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.qps)
+
+
+def _ssl_context(info: Any) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    ctx = ssl.create_default_context()
+    if info.ca_path:
+        ctx.load_verify_locations(cafile=info.ca_path)
+    elif info.ca_data:
+        data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+        ctx.load_verify_locations(cadata=data)
+    if info.certificate_path and info.private_key_path:
+        ctx.load_cert_chain(info.certificate_path, info.private_key_path)
+    elif info.certificate_data and info.private_key_data:
+        raise ValueError("inline client certificate data is not supported; use file paths")
+    return ctx
+
+
+class KubeAPI:
+    """Async JSON requests to the API server with flow control. Create inside the running loop."""
+
+    def __init__(self, info: Any, *, concurrency: int = 16, qps: float = 50.0, burst: int = 100) -> None:
+        self.server = str(info.server).rstrip("/")
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers.update(info.as_http_headers())
+        self._ssl = _ssl_context(info)
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=30, connect=5),
+            connector=aiohttp.TCPConnector(limit=concurrency, ssl=self._ssl),
+        )
+        self._inflight = asyncio.Semaphore(concurrency)
+        self._bucket = TokenBucket(qps, burst)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        kind: str = "",
+    ) -> Response:
+        """Send one request; retry 429 (honouring Retry-After), 5xx and connection errors."""
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type} if data is not None else {}
+        delay = 0.2
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            await self._bucket.acquire()
+            started = time.monotonic()
+            try:
+                async with (
+                    self._inflight,
+                    self._session.request(method, self.server + path, data=data, headers=headers) as resp,
+                ):
+                    text = await resp.text()
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                metrics.API_REQUESTS.labels(kind=kind, verb=method, code="error").inc()
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.warning("%s %s failed (%s); retrying in %.1fs", method, path, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            finally:
+                metrics.API_LATENCY.labels(verb=method).observe(time.monotonic() - started)
+            metrics.API_REQUESTS.labels(kind=kind, verb=method, code=str(status)).inc()
+            try:
+                parsed: Any = json.loads(text) if text else None
+            except ValueError:
+                parsed = text
+            if status in RETRYABLE and attempt < MAX_ATTEMPTS:
+                wait = delay
+                if retry_after:
+                    with contextlib.suppress(ValueError):
+                        wait = max(float(retry_after), 0.0)
+                log.warning("%s %s answered %d; retrying in %.1fs", method, path, status, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 10.0)
+                continue
+            return Response(status, parsed)
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,159 @@
+"""Every kopf decorator of the operator. Thin: each handler hands its object to the reconciler.
+
+Only low-level event handlers and indexes are used, for every kind: no create/update/resume handlers,
+so kopf never writes its annotations or finalizers onto anybody's objects, Pods least of all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from nmisim.controller import indexes as ix
+from nmisim.controller import metrics
+from nmisim.controller.api import KubeAPI
+from nmisim.controller.indexes import AAD, NMISIM
+from nmisim.controller.reconciler import CONFIG_NAME, Controller, Options
+from nmisim.controller.writer import Writer
+from nmisim.engine.models import KIND_ASSIGNED, KIND_BINDING, KIND_IDENTITY
+
+log = logging.getLogger(__name__)
+
+# Re-exported so that `kopf run -m nmisim.controller.handlers` registers the indexes too.
+INDEXES = (
+    ix.nmisim_pods,
+    ix.nmisim_exceptions,
+    ix.nmisim_identities,
+    ix.nmisim_bindings,
+    ix.nmisim_assigned,
+    ix.nmisim_verdicts,
+    ix.nmisim_configs,
+)
+
+
+def _controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
+    ctl: Controller = memo["controller"]
+    if not ctl.seeded:
+        ctl.seed(
+            objects=[
+                *ix.values(kwargs["nmisim_pods"]),
+                *ix.values(kwargs["nmisim_identities"]),
+                *ix.values(kwargs["nmisim_bindings"]),
+                *ix.values(kwargs["nmisim_assigned"]),
+            ],
+            exceptions=ix.values(kwargs["nmisim_exceptions"]),
+            verdicts={k: v for k, store in kwargs["nmisim_verdicts"].items() for v in store},
+            config=ix.one(kwargs["nmisim_configs"], CONFIG_NAME),
+        )
+    return ctl
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.posting.enabled = False  # our own Events only, on transitions (writer.py)
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace listing: least privilege
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330  # detect a silent watch stream
+    settings.watching.connect_timeout = 10
+    settings.batching.batch_window = 0.02
+    settings.batching.idle_timeout = 30.0
+    options: Options = memo.get("options") or Options()
+    memo["controller"] = Controller(options=options)
+    try:
+        metrics.serve(options.metrics_port)
+    except OSError as exc:  # the operator works without /metrics; say so once and go on
+        log.error("cannot serve /metrics on port %s: %s", options.metrics_port, exc)
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, logger: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> Any:
+    """kopf's own client-library login; the same credentials serve the operator's writes."""
+    info = kopf.login_via_client(logger=logger, settings=settings, **kwargs)
+    ctl: Controller | None = memo.get("controller")
+    if info is not None and ctl is not None:
+        old = ctl.writer
+        o = ctl.options
+        ctl.writer = Writer(KubeAPI(info, concurrency=o.concurrency, qps=o.qps, burst=o.burst))
+        if old is not None:
+            await old.api.close()
+        else:
+            ctl.start()
+    return info
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ctl: Controller | None = memo.get("controller")
+    if ctl is not None:
+        await ctl.stop()
+        if ctl.writer is not None:
+            await ctl.writer.api.close()
+
+
+@kopf.on.event("", "v1", "pods")
+def pod_event(
+    event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    ctl = _controller(memo, kwargs)
+    pod = ix.one(kwargs["nmisim_pods"], (namespace or "", name))
+    if event["type"] == "DELETED" or pod is None:
+        ctl.pod_deleted(namespace or "", name)
+    else:
+        ctl.pod_changed(pod, terminating=meta.get("deletionTimestamp") is not None)
+
+
+@kopf.on.event(AAD, "v1", "azurepodidentityexceptions")
+async def exception_event(
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    ctl = _controller(memo, kwargs)
+    entry = ix.one(kwargs["nmisim_exceptions"], (namespace or "", name))
+    if event["type"] == "DELETED" or entry is None:
+        await ctl.exception_deleted(namespace or "", name)
+    else:
+        await ctl.exception_changed(*entry)
+
+
+async def _identity_kind_event(kind: str, index: str, event: kopf.RawEvent, memo: kopf.Memo,
+                               kwargs: dict[str, Any]) -> None:  # fmt: skip
+    ctl = _controller(memo, kwargs)
+    namespace, name = kwargs["namespace"] or "", kwargs["name"]
+    obj = ix.one(kwargs[index], (namespace, name))
+    if event["type"] == "DELETED" or obj is None:
+        await ctl.identity_object_deleted(kind, namespace, name)
+    else:
+        await ctl.identity_object_changed(obj)
+
+
+@kopf.on.event(AAD, "v1", "azureidentities")
+async def identity_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
+    await _identity_kind_event(KIND_IDENTITY, "nmisim_identities", event, memo, kw)
+
+
+@kopf.on.event(AAD, "v1", "azureidentitybindings")
+async def binding_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
+    await _identity_kind_event(KIND_BINDING, "nmisim_bindings", event, memo, kw)
+
+
+@kopf.on.event(AAD, "v1", "azureassignedidentities")
+async def assigned_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
+    await _identity_kind_event(KIND_ASSIGNED, "nmisim_assigned", event, memo, kw)
+
+
+@kopf.on.event(NMISIM, "v1alpha1", "nmiverdicts")
+def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
+    ctl = _controller(memo, kwargs)
+    ctl.verdict_observed(event["object"], deleted=event["type"] == "DELETED")
+
+
+@kopf.on.event(NMISIM, "v1alpha1", "simulationconfigs")
+async def config_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    if name != CONFIG_NAME:
+        return
+    ctl = _controller(memo, kwargs)
+    if event["type"] == "DELETED":
+        await ctl.config_changed(None)
+    else:
+        await ctl.config_changed(event["object"])

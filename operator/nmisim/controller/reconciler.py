@@ -1,0 +1,513 @@
+"""The operator's state and reconcile loop, independent of kopf's decorators.
+
+Watch events update an engine :class:`World`; each change re-evaluates the pods it can affect and marks
+the keys whose cluster state differs from what the engine now says. Workers take marked keys off a
+coalescing queue and write the difference. The NMIVerdict objects and status subresources are the
+operator's memory: what they say is compared with the engine's answer, and only a difference is written,
+so a restart with nothing changed writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from nmisim.controller import metrics
+from nmisim.controller import status as S
+from nmisim.controller.writer import WriteError, Writer
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.models import (
+    KIND_EXCEPTION,
+    KIND_POD,
+    AzureAssignedIdentity,
+    AzureIdentity,
+    AzureIdentityBinding,
+    Model,
+    Pod,
+    PodIdentityException,
+)
+from nmisim.engine.verdict import PodResult
+from nmisim.engine.world import World
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME: Final = "default"
+CHUNK: Final = 500  # pods re-evaluated between yields to the event loop
+MAX_BACKOFF: Final = 60.0
+RECREATE_DELAY: Final = 1.0  # seconds before putting back a verdict someone deleted
+
+WorkKind = Literal["verdict", "exception", "config"]
+WorkKey = tuple[WorkKind, str, str]
+
+
+def _rv(value: str | None) -> int:
+    """A resourceVersion as a number for ordering (etcd revisions); -1 when not numeric."""
+    return int(value) if value and value.isdigit() else -1
+
+
+@dataclass(slots=True)
+class VerdictRecord:
+    """What an NMIVerdict in the cluster says."""
+
+    owner_uid: str | None
+    status: dict[str, Any]
+    resource_version: str
+    semantic: str = ""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> VerdictRecord:
+        meta = body.get("metadata") or {}
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Pod"]
+        status = dict(body.get("status") or {})
+        return cls(
+            owner_uid=owners[0].get("uid") if owners else None,
+            status=status,
+            resource_version=str(meta.get("resourceVersion") or ""),
+            semantic=S.semantic(status),
+        )
+
+
+@dataclass(slots=True)
+class ObjectRecord:
+    """An exception's or the SimulationConfig's identity and current status."""
+
+    uid: str
+    generation: int
+    status: dict[str, Any]
+    resource_version: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ObjectRecord:
+        meta = body.get("metadata") or {}
+        return cls(
+            uid=str(meta.get("uid") or ""),
+            generation=int(meta.get("generation") or 0),
+            status=dict(body.get("status") or {}),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+
+
+@dataclass
+class Options:
+    concurrency: int = 16
+    qps: float = 50.0
+    burst: int = 100
+    metrics_port: int = 9090
+    status_interval: float = 1.0
+
+
+@dataclass
+class Controller:
+    writer: Writer | None = None
+    options: Options = field(default_factory=Options)
+
+    def __post_init__(self) -> None:
+        self.world = World()
+        self.results: dict[str, dict[str, PodResult]] = {}
+        self.verdicts: dict[tuple[str, str], VerdictRecord] = {}
+        self.exceptions: dict[tuple[str, str], ObjectRecord] = {}
+        self.config_record: ObjectRecord | None = None
+        self.config_error: str | None = None
+        self.queue: WorkQueueT = _new_queue()
+        self.seeded = False
+        self._failures: dict[WorkKey, int] = {}
+        # The Event reason last made true per pod uid: survives a verdict deleted by someone else, so
+        # putting it back does not announce the same transition twice.
+        self.last_reason: dict[str, str | None] = {}
+        self.terminating: set[tuple[str, str]] = set()
+        self._totals_dirty = True
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- seeding from kopf's indexes -------------------------------------------------------------------
+
+    def seed(
+        self,
+        objects: Iterable[Model],
+        exceptions: Iterable[tuple[PodIdentityException, ObjectRecord]],
+        verdicts: Mapping[tuple[str, str], VerdictRecord],
+        config: Mapping[str, Any] | None,
+    ) -> None:
+        """Load everything kopf has indexed, before the first event is handled: so the first answers
+        already see every exception, binding and verdict, and a restart writes nothing."""
+        if self.seeded:
+            return
+        self.seeded = True
+        if config is not None:
+            self._apply_config_body(config)
+        for obj in objects:
+            self.world.upsert(obj)
+        for exc, record in exceptions:
+            self.world.upsert(exc)
+            self.exceptions[(exc.namespace, exc.name)] = record
+        self.verdicts.update(verdicts)
+        for pod in list(self.world.pods()):
+            self._evaluate(pod)
+        for ns, name in list(self.verdicts):
+            if self.world.get_pod(ns, name) is None:
+                self.queue.add(("verdict", ns, name))
+        for ns, name in self.exceptions:
+            self.queue.add(("exception", ns, name))
+        log.info(
+            "seeded: %d pods, %d exceptions, %d verdicts; %d writes pending",
+            sum(len(v) for v in self.results.values()),
+            len(self.exceptions),
+            len(self.verdicts),
+            len(self.queue),
+        )
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    def pod_changed(self, pod: Pod, terminating: bool = False) -> None:
+        key = (pod.namespace, pod.name)
+        if terminating:
+            self.terminating.add(key)
+        else:
+            self.terminating.discard(key)
+        self.world.upsert(pod)
+        self._evaluate(pod)
+
+    def pod_deleted(self, namespace: str, name: str) -> None:
+        pod = self.world.get_pod(namespace, name)
+        if pod is not None:
+            self.last_reason.pop(pod.uid, None)
+        self.terminating.discard((namespace, name))
+        self.world.remove(KIND_POD, namespace, name)
+        old = self.results.get(namespace, {}).pop(name, None)
+        if old is not None:
+            self._totals_dirty = True
+            if old.exceptions:
+                self._mark_exceptions(namespace)
+        if (namespace, name) in self.verdicts:
+            self.queue.add(("verdict", namespace, name))
+
+    async def exception_changed(self, exc: PodIdentityException, record: ObjectRecord) -> None:
+        key = (exc.namespace, exc.name)
+        known = self.exceptions.get(key)
+        if known is None or _rv(record.resource_version) >= _rv(known.resource_version):
+            self.exceptions[key] = record
+        if self.world.get_exception(exc.namespace, exc.name) != exc:
+            self.world.upsert(exc)
+            await self._reevaluate(p for p in self.world.pods() if p.namespace == exc.namespace)
+        self.queue.add(("exception", exc.namespace, exc.name))
+
+    async def exception_deleted(self, namespace: str, name: str) -> None:
+        self.exceptions.pop((namespace, name), None)
+        if self.world.remove(KIND_EXCEPTION, namespace, name):
+            await self._reevaluate(p for p in self.world.pods() if p.namespace == namespace)
+
+    async def identity_object_changed(
+        self, obj: AzureIdentity | AzureIdentityBinding | AzureAssignedIdentity
+    ) -> None:
+        """Identities, bindings and assigned identities can change any pod's answer (bindings match
+        across namespaces by default): re-evaluate all pods; only differences are written."""
+        current = _lookup(self.world, obj)
+        if current == obj:
+            return
+        self.world.upsert(obj)
+        await self._reevaluate(list(self.world.pods()))
+
+    async def identity_object_deleted(self, kind: str, namespace: str, name: str) -> None:
+        if self.world.remove(kind, namespace, name):
+            await self._reevaluate(list(self.world.pods()))
+
+    async def config_changed(self, body: Mapping[str, Any] | None) -> None:
+        before = self.world.config
+        if body is None:
+            self.config_record = None
+            self.config_error = None
+            self.world.set_config(SimulationConfig.default())
+        else:
+            self._apply_config_body(body)
+        self._totals_dirty = True
+        if self.world.config != before:
+            await self._reevaluate(list(self.world.pods()))
+
+    def verdict_observed(self, body: Mapping[str, Any], deleted: bool) -> None:
+        """An NMIVerdict changed in the cluster: remember it; if it no longer says what the engine says
+        (edited or deleted by someone else), put it back."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if deleted:
+            known = self.verdicts.get(key)
+            if known is not None and _rv(str(meta.get("resourceVersion") or "")) >= _rv(
+                known.resource_version
+            ):
+                del self.verdicts[key]
+            if self.world.get_pod(*key) is not None and key not in self.terminating:
+                # Deleted by someone else, or by the garbage collector a moment before the pod's own
+                # DELETED event reaches us: look again shortly rather than race the pod's deletion.
+                self.queue.add_after(("verdict", *key), RECREATE_DELAY)
+            return
+        record = VerdictRecord.from_body(body)
+        known = self.verdicts.get(key)
+        if known is not None and _rv(record.resource_version) < _rv(known.resource_version):
+            return  # an older event than what a write already told us
+        self.verdicts[key] = record
+        if self._verdict_needs_write(key):
+            self.queue.add(("verdict", *key))
+
+    # --- evaluation -------------------------------------------------------------------------------------
+
+    def _apply_config_body(self, body: Mapping[str, Any]) -> None:
+        self.config_record = ObjectRecord.from_body(body)
+        try:
+            config = SimulationConfig.from_k8s(body)
+        except ValueError as exc:
+            self.config_error = str(exc)
+            log.warning("SimulationConfig %s refused, keeping the previous one: %s", CONFIG_NAME, exc)
+            return
+        self.config_error = None
+        self.world.set_config(config)
+
+    def _evaluate(self, pod: Pod) -> None:
+        result = self.world.evaluate(pod)
+        per_ns = self.results.setdefault(pod.namespace, {})
+        old = per_ns.get(pod.name)
+        per_ns[pod.name] = result
+        if old != result:
+            self._totals_dirty = True
+            if old is None or old.verdict != result.verdict or old.exceptions != result.exceptions:
+                self._mark_exceptions(pod.namespace)
+        if self._verdict_needs_write((pod.namespace, pod.name)):
+            self.queue.add(("verdict", pod.namespace, pod.name))
+
+    async def _reevaluate(self, pods: Iterable[Pod]) -> None:
+        for i, pod in enumerate(pods, 1):
+            self._evaluate(pod)
+            if i % CHUNK == 0:
+                await asyncio.sleep(0)
+
+    def _mark_exceptions(self, namespace: str) -> None:
+        for exc in self.world.exceptions(namespace):
+            self.queue.add(("exception", namespace, exc.name))
+
+    def _verdict_needs_write(self, key: tuple[str, str]) -> bool:
+        pod = self.world.get_pod(*key)
+        record = self.verdicts.get(key)
+        if pod is None:
+            return record is not None
+        result = self.results.get(key[0], {}).get(key[1])
+        if result is None:
+            return False
+        if record is None or record.owner_uid != pod.uid:
+            return True
+        return record.semantic != S.semantic(S.verdict_status(result, pod))
+
+    # --- workers ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.options.concurrency):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"nmisim-worker-{i}"))
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="nmisim-status"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    async def _worker(self) -> None:
+        while True:
+            key, since = await self.queue.get()
+            metrics.QUEUE.set(len(self.queue))
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(0.5 * 2 ** (failures - 1), MAX_BACKOFF)
+                level = logging.WARNING if isinstance(exc, WriteError) else logging.ERROR
+                log.log(
+                    level,
+                    "%s %s/%s: %s; retrying in %.1fs",
+                    *key,
+                    exc,
+                    delay,
+                    exc_info=level == logging.ERROR,
+                )
+                self.queue.add_after(key, delay)
+            else:
+                self._failures.pop(key, None)
+                metrics.RECONCILE.observe(time.monotonic() - since)
+            finally:
+                self.queue.done(key)
+
+    async def reconcile(self, key: WorkKey) -> None:
+        kind, namespace, name = key
+        if kind == "verdict":
+            await self._reconcile_verdict(namespace, name)
+        elif kind == "exception":
+            await self._reconcile_exception(namespace, name)
+        else:
+            await self._reconcile_config()
+
+    async def _reconcile_verdict(self, namespace: str, name: str) -> None:
+        assert self.writer is not None
+        key = (namespace, name)
+        pod = self.world.get_pod(namespace, name)
+        record = self.verdicts.get(key)
+        if pod is None:
+            if record is not None:
+                await self.writer.delete_verdict(namespace, name)
+                self.verdicts.pop(key, None)
+            return
+        result = self.results[namespace][name]
+        desired = S.verdict_status(result, pod)
+        if record is not None and record.owner_uid != pod.uid:
+            # A new pod with an old pod's name: the old verdict belongs to the old pod.
+            await self.writer.delete_verdict(namespace, name)
+            self.verdicts.pop(key, None)
+            record = None
+        if record is None:
+            if key in self.terminating:
+                return  # no new verdict for a pod on its way out
+            resp = await self.writer.create_verdict(pod)
+            if resp.status == 409:
+                resp = await self.writer.get_verdict(namespace, name)
+                if not resp.ok:
+                    raise WriteError(f"read nmiverdict {namespace}/{name}", resp)
+                record = VerdictRecord.from_body(resp.body)
+                if record.owner_uid != pod.uid:
+                    raise WriteError(f"nmiverdict {namespace}/{name} belongs to another pod", resp)
+            else:
+                record = VerdictRecord.from_body(resp.body)
+            self.verdicts[key] = record
+        if record.semantic == S.semantic(desired):
+            return
+        old_reason = S.event_reason(record.status) if record.status else self.last_reason.get(pod.uid)
+        new_reason = S.event_reason(desired)
+        changed = old_reason != new_reason
+        stamp = S.now()
+        if changed and new_reason is not None:
+            await self.writer.post_event(
+                # One name per transition: a retry after a crash answers 409 instead of a second Event.
+                name=f"{name}.{pod.uid[:8]}.{new_reason.lower()}.{S.epoch(record.status.get('lastTransitionTime'))}",
+                namespace=namespace,
+                involved={
+                    "apiVersion": "v1", "kind": "Pod", "name": name, "namespace": namespace, "uid": pod.uid,
+                    "resourceVersion": pod.resource_version,
+                },
+                reason=new_reason,
+                message=S.event_message(desired),
+                warning=new_reason == S.REASON_DENIED,
+                timestamp=stamp,
+            )  # fmt: skip
+        body = dict(desired)
+        body["observedPodResourceVersion"] = pod.resource_version
+        body["lastTransitionTime"] = stamp if changed else record.status.get("lastTransitionTime", stamp)
+        resp = await self.writer.patch_verdict_status(namespace, name, body)
+        if resp.status == 404:  # deleted under us: the DELETED event will bring it back
+            self.verdicts.pop(key, None)
+            self.queue.add(("verdict", namespace, name))
+            return
+        self.last_reason[pod.uid] = new_reason
+        fresh = VerdictRecord.from_body(resp.body)
+        known = self.verdicts.get(key)
+        if known is None or _rv(fresh.resource_version) >= _rv(known.resource_version):
+            self.verdicts[key] = fresh
+
+    async def _reconcile_exception(self, namespace: str, name: str) -> None:
+        assert self.writer is not None
+        exc = self.world.get_exception(namespace, name)
+        record = self.exceptions.get((namespace, name))
+        if exc is None or record is None:
+            return
+        matched = S.matched_pods(name, self.results.get(namespace, {}).values())
+        desired = S.exception_status(exc, matched, record.status)
+        if S.exception_semantic(desired) == S.exception_semantic(record.status):
+            return
+        was_empty = not record.status or not record.status.get("matchedPods")
+        is_empty = not matched
+        if was_empty != is_empty or not record.status:
+            previous = S.ready_condition(record.status) or {}
+            reason = S.REASON_EXC_NO_MATCH if is_empty else S.REASON_EXC_MATCHES
+            condition = desired["conditions"][0]
+            await self.writer.post_event(
+                name=f"{name}.{record.uid[:8]}.{reason.lower()}.{S.epoch(previous.get('lastTransitionTime'))}",
+                namespace=namespace,
+                involved={
+                    "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzurePodIdentityException",
+                    "name": name, "namespace": namespace, "uid": record.uid,
+                    "resourceVersion": record.resource_version,
+                },
+                reason=reason,
+                message=condition["message"],
+                warning=is_empty,
+                timestamp=S.now(),
+            )  # fmt: skip
+        resp = await self.writer.patch_exception_status(namespace, name, desired)
+        if resp.ok:
+            fresh = ObjectRecord.from_body(resp.body)
+            known = self.exceptions.get((namespace, name))
+            if known is None or _rv(fresh.resource_version) >= _rv(known.resource_version):
+                self.exceptions[(namespace, name)] = fresh
+
+    async def _reconcile_config(self) -> None:
+        assert self.writer is not None
+        record = self.config_record
+        if record is None:
+            return
+        t = S.totals(r for per_ns in self.results.values() for r in per_ns.values())
+        desired = S.config_status(t, record.generation, self.config_error, record.status)
+        if S.config_semantic(desired) == S.config_semantic(record.status):
+            return
+        resp = await self.writer.patch_config_status(CONFIG_NAME, desired)
+        if resp.ok:
+            fresh = ObjectRecord.from_body(resp.body)
+            if self.config_record is None or _rv(fresh.resource_version) >= _rv(
+                self.config_record.resource_version
+            ):
+                self.config_record = fresh
+
+    async def _status_loop(self) -> None:
+        """Cluster totals (SimulationConfig status, gauges) at most once per interval, when changed."""
+        published: set[tuple[str, str]] = set()
+        while True:
+            await asyncio.sleep(self.options.status_interval)
+            if not self._totals_dirty or not self.seeded:
+                continue
+            self._totals_dirty = False
+            t = S.totals(r for per_ns in self.results.values() for r in per_ns.values())
+            for key in published - set(t.by_namespace):
+                metrics.PODS.remove(*key)
+            for (ns, verdict), n in t.by_namespace.items():
+                metrics.PODS.labels(namespace=ns, verdict=verdict).set(n)
+            published = set(t.by_namespace)
+            metrics.FINDINGS.clear()
+            for code, n in t.findings.items():
+                metrics.FINDINGS.labels(code=code).set(n)
+            self.queue.add(("config", "", CONFIG_NAME))
+
+
+def _lookup(world: World, obj: Model) -> Model | None:
+    if isinstance(obj, AzureIdentity):
+        return next(
+            (i for i in world.identities() if (i.namespace, i.name) == (obj.namespace, obj.name)), None
+        )
+    if isinstance(obj, AzureIdentityBinding):
+        return next((b for b in world.bindings() if (b.namespace, b.name) == (obj.namespace, obj.name)), None)
+    if isinstance(obj, AzureAssignedIdentity):
+        return next(
+            (a for a in world.assigned_identities() if (a.namespace, a.name) == (obj.namespace, obj.name)),
+            None,
+        )
+    return None
+
+
+# The queue type, named once (WorkQueue is generic).
+from nmisim.controller.workqueue import WorkQueue  # noqa: E402
+
+WorkQueueT = WorkQueue[WorkKey]
+
+
+def _new_queue() -> WorkQueueT:
+    return WorkQueue()
