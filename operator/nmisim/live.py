@@ -297,14 +297,16 @@ class LiveReader:
         self,
         namespace: str | None = None,
         *,
-        pod_field_selector: str | None = None,
+        pods: bool = True,
         into: LiveLoaded | None = None,
     ) -> LiveLoaded:
-        """Read everything NMI reads (see the module docstring) into engine models."""
+        """Read everything NMI reads (see the module docstring) into engine models; ``pods=False`` skips
+        the Pods (the caller adds the ones it needs with :meth:`add`)."""
         out = into if into is not None else LiveLoaded()
         out.server = self.server
-        for obj in self.pods(namespace, pod_field_selector):
-            self._add(out, obj, KIND_POD)
+        if pods:
+            for obj in self.pods(namespace):
+                self.add(out, obj, KIND_POD)
         for kind, plural in AAD_KINDS:
             scope = namespace if kind == KIND_EXCEPTION else None
             try:
@@ -322,7 +324,7 @@ class LiveReader:
                 else:
                     raise ClusterError(_describe_api_error(exc, self.server)) from None
             for obj in objs:
-                self._add(out, obj, kind)
+                self.add(out, obj, kind)
         raw = self.simulation_config()
         if raw is not None:
             try:
@@ -334,7 +336,8 @@ class LiveReader:
                 )
         return out
 
-    def _add(self, out: LiveLoaded, obj: Mapping[str, Any], kind: str) -> None:
+    def add(self, out: LiveLoaded, obj: Mapping[str, Any], kind: str) -> None:
+        """Parse one raw object into ``out``; an object the parsers reject is skipped with a warning."""
         if "kind" not in obj:
             obj = {**obj, "kind": kind}
         try:
