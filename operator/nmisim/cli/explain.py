@@ -89,7 +89,7 @@ def deciders(world: World, pod: Pod, result: PodResult) -> list[str]:
             if exc.name in result.exceptions:
                 labels = ", ".join(_matched_labels(pod, exc.pod_labels)) or "?"
                 out.append(
-                    f"AzurePodIdentityException {exc.namespace}/{exc.name} (podLabels matched: {labels})"
+                    f"AzurePodIdentityException {exc.namespace}/{exc.name} (matched podLabels: {labels})"
                 )
         if result.mic_shortcut:
             out.append(

@@ -1,0 +1,194 @@
+"""``nmisim explain``'s printing (pure: worlds built in memory, no cluster)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from helpers import CID1, CID2, binding, config, exc, ident, pod, world
+
+from nmisim.cli.common import UsageError
+from nmisim.cli.explain import (
+    PLACEHOLDER_CLIENT_ID,
+    Style,
+    explain,
+    explain_text,
+    headline,
+    parse_pod_arg,
+    request_command,
+    use_color,
+    wait_note,
+)
+from nmisim.engine.models import Pod
+from nmisim.engine.world import World
+
+AKS = {"kubernetes.azure.com/managedby": "aks"}
+
+
+def _web() -> tuple[World, Pod]:
+    p = pod("web-7d9c", "shop", {"aadpodidbinding": "shop-web"})
+    w = world(
+        ident("web-identity", "shop", CID1), binding("web-binding", "shop", "web-identity", "shop-web"), p
+    )
+    return w, p
+
+
+def test_intercepted_headline_and_sections() -> None:
+    w, p = _web()
+    ex = explain(w, p)
+    assert headline(ex) == "shop/web-7d9c: INTERCEPTED — NMI serves tokens for shop/web-identity"
+    text = explain_text(ex)
+    lines = text.splitlines()
+    assert lines[0] == headline(ex)
+    for section in ("Default token request", "Why", "Decided by", "Findings (0)", "Try other paths"):
+        assert any(line.startswith(section) for line in lines), section
+    assert "  HTTP status  200" in text
+    assert "  served by    nmi (route token)" in text
+    assert "  waitSeconds  0 s (no wait)" in text
+    assert "  1. request from Pod shop/web-7d9c" in text
+    assert (
+        "AzureIdentityBinding shop/web-binding (selector 'shop-web') -> AzureIdentity shop/web-identity"
+        in text
+    )
+    assert lines[-1] == f"  nmisim request --cluster --pod shop/web-7d9c --query client_id={CID1}"
+    assert "\033[" not in text
+
+
+def test_denied_headline_wait_note_and_findings() -> None:
+    p = pod("addon", "gatekeeper-system", AKS)
+    w = world(exc("aks-addon-exception", "kube-system", AKS), p)
+    ex = explain(w, p)
+    assert headline(ex) == (
+        "gatekeeper-system/addon: INTERCEPTED — NMI denies token requests (404 after 80 s): no identity"
+    )
+    text = explain_text(ex)
+    assert "waitSeconds  80 s (NMI keeps the caller waiting 80 s first)" in text
+    assert "no AzurePodIdentityException in namespace gatekeeper-system" in text
+    assert "- AKSAddonNotExempt: " in text and "- NoIdentity: " in text
+    assert "retryAttemptsForCreated=16" in text
+    assert f"client_id={PLACEHOLDER_CLIENT_ID}'" in text  # shell-quoted placeholder
+
+
+def test_ambiguous_headline_names_all_candidates() -> None:
+    p = pod("worker", "shop", {"aadpodidbinding": "w"})
+    w = world(
+        ident("a-id", "shop", CID1), ident("b-id", "shop", CID2),
+        binding("a", "shop", "a-id", "w"), binding("b", "shop", "b-id", "w"), p,
+    )  # fmt: skip
+    h = headline(explain(w, p))
+    assert h.startswith("shop/worker: INTERCEPTED — NMI serves tokens for shop/a-id")
+    assert "(picked at random among 2: shop/a-id, shop/b-id)" in h
+
+
+def test_exempt_headline_names_exception_and_mic_shortcut() -> None:
+    p = pod("mic-abc", "default", {"app": "mic", "component": "mic"}, rs="mic-7d9")
+    w = world(exc("mic-exception", "default", {"app": "mic", "component": "mic"}), p)
+    ex = explain(w, p)
+    assert headline(ex) == (
+        "default/mic-abc: EXEMPT by mic-exception and the MIC shortcut — NMI forwards token requests to "
+        "IMDS, which refuses them (403)"
+    )
+    text = explain_text(ex)
+    assert (
+        "AzurePodIdentityException default/mic-exception (matched podLabels: app=mic, component=mic)" in text
+    )
+    assert "owner ReplicaSet mic-7d9 starts with 'mic'" in text
+
+
+def test_exempt_served_by_imds_with_a_vm_identity() -> None:
+    p = pod("oms", "kube-system", AKS)
+    cfg = config(imds={"userAssigned": [{"clientID": CID2, "resourceID": "/sub/kubelet"}]})
+    w = world(exc("aks-addon-exception", "kube-system", AKS), p, cfg=cfg)
+    ex = explain(w, p)
+    assert headline(ex).startswith("kube-system/oms: EXEMPT by aks-addon-exception — NMI forwards token")
+    assert "which serves" in headline(ex)
+    assert ex.command[-1] == f"client_id={CID2}"  # a client ID on the node's VM
+
+
+def test_bypass_and_inactive_headlines() -> None:
+    hn = pod("proxy", "kube-system", {}, host_network=True)
+    done = pod("migrate", "payments", {}, phase="Succeeded")
+    w = world(hn, done)
+    assert headline(explain(w, hn)) == (
+        "kube-system/proxy: BYPASS — hostNetwork: NMI never sees its IMDS traffic; IMDS answers 400"
+    )
+    assert "0 s (IMDS answers directly)" in explain_text(explain(w, hn))
+    ex = explain(w, done)
+    assert (
+        headline(ex) == "payments/migrate: INACTIVE — pod is Succeeded: NMI ignores it and serves it nothing"
+    )
+    assert "status.phase=Succeeded" in explain_text(ex)
+
+
+def test_json_form_is_pod_result_request() -> None:
+    w, p = _web()
+    doc = explain(w, p).to_json()
+    assert list(doc) == ["pod", "result", "request"]
+    assert doc["pod"] == "shop/web-7d9c"
+    assert doc["result"] == w.evaluate(p).to_json()
+    assert doc["request"]["route"] == "token" and doc["request"]["status"] == 200
+    json.dumps(doc)
+
+
+def test_colour_only_when_enabled() -> None:
+    w, p = _web()
+    ex = explain(w, p)
+    coloured = explain_text(ex, Style(True))
+    assert "\033[1;36mINTERCEPTED\033[0m" in coloured
+    assert explain_text(ex, Style(False)) == explain_text(ex)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "env", "expected"),
+    [
+        (_Tty(), {}, True),
+        (_Tty(), {"NO_COLOR": "1"}, False),
+        (_Tty(), {"NO_COLOR": ""}, True),  # no-color.org: only a non-empty value disables colour
+        (io.StringIO(), {}, False),
+    ],
+)
+def test_use_color(stream: io.StringIO, env: dict[str, str], expected: bool) -> None:
+    assert use_color(stream, env) is expected
+
+
+@pytest.mark.parametrize(
+    ("arg", "name"),
+    [("pod/web", "web"), ("pods/web", "web"), ("po/web", "web"), ("Pod/web", "web"), ("web", "web")],
+)
+def test_parse_pod_arg(arg: str, name: str) -> None:
+    assert parse_pod_arg(arg) == name
+
+
+@pytest.mark.parametrize("arg", ["deploy/web", "pod/", "pod/a/b", ""])
+def test_parse_pod_arg_rejects(arg: str) -> None:
+    with pytest.raises(UsageError):
+        parse_pod_arg(arg)
+
+
+def test_request_command_carries_kubeconfig_and_context() -> None:
+    p = pod("web", "shop")
+    argv = request_command(p, CID1, kubeconfig="/tmp/k c", context="aks-prod", kubectl=True)
+    assert argv == (
+        "kubectl", "nmisim", "request", "--cluster", "--kubeconfig", "/tmp/k c", "--context", "aks-prod",
+        "--pod", "shop/web", "--query", f"client_id={CID1}",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("seconds", "served_by", "text"),
+    [
+        (0, "nmi", "0 s (no wait)"),
+        (0, "imds", "0 s (IMDS answers directly)"),
+        (1.2, "nmi", "1.2 s (NMI retries its pod lookup for 1.2 s first)"),
+        (80, "nmi", "80 s (NMI keeps the caller waiting 80 s first)"),
+        (100, "nmi", "100 s (NMI keeps the caller waiting 100 s first)"),
+    ],
+)
+def test_wait_note(seconds: float, served_by: str, text: str) -> None:
+    assert wait_note(seconds, served_by) == text
