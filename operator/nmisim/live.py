@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import InsecureRequestWarning
 
 from nmisim.engine.config import ConfigError, SimulationConfig
 from nmisim.engine.models import (
@@ -104,7 +106,6 @@ class LiveLoaded(Loaded):
 
     config: SimulationConfig | None = None
     server: str = ""
-    warnings: list[str] = field(default_factory=list)
 
 
 def _one_line(text: object) -> str:
@@ -128,11 +129,15 @@ def api_client(target: Target) -> k8s.ApiClient:
                 _load_incluster_config(client_configuration=cfg)
                 return k8s.ApiClient(cfg)
             raise ClusterError(f"no kubeconfig: {path} does not exist (set KUBECONFIG or pass --kubeconfig)")
-        return _new_client_from_config(config_file=path, context=target.context, persist_config=False)
+        api = _new_client_from_config(config_file=path, context=target.context, persist_config=False)
     except ClusterError:
         raise
     except (k8s_config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
         raise ClusterError(f"kubeconfig {path}: {_one_line(exc)}") from None
+    if not api.configuration.verify_ssl:
+        # the kubeconfig asked for insecure-skip-tls-verify; like kubectl, do not warn on every request
+        warnings.simplefilter("ignore", InsecureRequestWarning)
+    return api
 
 
 def context_namespace(target: Target) -> str:
