@@ -228,3 +228,35 @@ def test_context_namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("KUBECONFIG", str(kc))
     assert context_namespace(Target()) == "shop"
     assert context_namespace(Target(kubeconfig=str(tmp_path / "missing"))) == "default"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["evaluate"], 2, "nmisim: error: no input: pass -f FILE and/or --cluster"),
+        (["evaluate", "-f", "x.yaml", "-n", "shop"], 2, "nmisim: error: -n/--namespace and --kubeconfig go"),
+        (["explain", "deploy/web"], 2, "nmisim: error: deploy/web: explain works on pods (pod/NAME)"),
+    ],
+)
+def test_cli_usage_errors(
+    argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nmisim.cli.main import main  # noqa: PLC0415
+
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--cluster"], ["explain", "pod/x", "-n", "y"]])
+def test_cli_unreachable_exit_1(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nmisim.cli.main import main  # noqa: PLC0415
+
+    kc = _kubeconfig(tmp_path, "https://127.0.0.1:1")
+    assert main([*argv, "--kubeconfig", str(kc)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert (
+        err
+        == "nmisim: error: cannot reach the cluster at https://127.0.0.1:1: [Errno 111] Connection refused\n"
+    )
