@@ -13,8 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.support import LOCAL_KUBECONFIG, ROOT, Cluster, is_local_kubeconfig, kubectl_path, wait_for
+from tests.support import (
+    LOCAL_KUBECONFIG,
+    ROOT,
+    Cluster,
+    OperatorProcess,
+    is_local_kubeconfig,
+    kubectl_path,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +62,62 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _token_kubeconfig(cluster: Cluster, path: Path, namespace: str, account: str) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token), nothing else."""
+    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=4h").stdout.strip()
+    server = cfg["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def installed(cluster: Cluster) -> Cluster:
+    """The CRDs and the manifests (namespace, ServiceAccount, RBAC, defaults) applied."""
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=nmisim",
+        "--timeout=60s",
+    )
+    cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(
+    installed: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess | None]:
+    """The operator as a real process, authenticated as the manifests' own ServiceAccount, so every
+    test also proves that the RBAC in manifests/ is enough. NMISIM_OPERATOR=external: one already runs
+    in the cluster (the kind path); tests that restart or kill it are skipped."""
+    if os.environ.get("NMISIM_OPERATOR") == "external":
+        yield None
+        return
+    tmp = tmp_path_factory.mktemp("operator")
+    kubeconfig = _token_kubeconfig(installed, tmp / "kubeconfig", "nmisim-system", "nmisim")
+    log = ROOT / ".cluster" / "test-operator.log" if installed.local else tmp / "operator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    proc = OperatorProcess(kubeconfig, log)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +87,86 @@ def wait_for(
 
 def is_local_kubeconfig(kubeconfig: Path) -> bool:
     return kubeconfig.resolve() == LOCAL_KUBECONFIG.resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format → {'name{labels}': value} (comments dropped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        out[key] = float(value)
+    return out
+
+
+class OperatorProcess:
+    """``nmisim run`` as a real process against a cluster, with its log and /metrics."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *extra: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.extra = extra
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, wait: bool = True) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        nmisim = Path(sys.executable).parent / "nmisim"
+        cmd = [str(nmisim), "run", "--standalone", "--all-namespaces", f"--metrics-port={self.metrics_port}"]
+        with self.log.open("ab") as out:
+            out.write(f"\n===== start {self.starts + 1}: {' '.join(cmd + list(self.extra))}\n".encode())
+            self.proc = subprocess.Popen([*cmd, *self.extra], stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.starts += 1
+        if wait:
+            wait_for(self.ready, timeout=60, what="operator seeded (see its log)")
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"operator exited with {self.proc.returncode}; log: {self.log}")
+        text = self.log.read_text(errors="replace")
+        return text.count("seeded:") >= self.starts
+
+    def stop(self, sig: int = 15, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return parse_metrics(resp.read().decode())
+
+    def writes_by_kind(self) -> dict[str, int]:
+        """Requests this process sent that were not reads (POST, PATCH, PUT, DELETE), by metric labels."""
+        return {
+            key.removeprefix("nmisim_api_requests_total"): int(value)
+            for key, value in self.metrics().items()
+            if key.startswith("nmisim_api_requests_total{") and 'verb="GET"' not in key and value
+        }
+
+    def writes(self) -> int:
+        return sum(self.writes_by_kind().values())
+
+    def errors_in_log(self) -> list[str]:
+        return [
+            line
+            for line in self.log.read_text(errors="replace").splitlines()
+            if "Traceback" in line or "[ERROR" in line
+        ]

@@ -1,7 +1,8 @@
 """Every kopf decorator of the operator. Thin: each handler hands its object to the reconciler.
 
 Only low-level event handlers and indexes are used, for every kind: no create/update/resume handlers,
-so kopf never writes its annotations or finalizers onto anybody's objects, Pods least of all.
+so kopf never writes its annotations or finalizers onto anybody's objects, Pods least of all. Every
+handler is ``async``: kopf runs sync handlers in threads, and the reconciler's state belongs to the loop.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "pods")
-def pod_event(
+async def pod_event(
     event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     ctl = _controller(memo, kwargs)
@@ -143,7 +144,7 @@ async def assigned_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> No
 
 
 @kopf.on.event(NMISIM, "v1alpha1", "nmiverdicts")
-def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
+async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = _controller(memo, kwargs)
     ctl.verdict_observed(event["object"], deleted=event["type"] == "DELETED")
 

@@ -118,7 +118,7 @@ class Controller:
         self._failures: dict[WorkKey, int] = {}
         # The Event reason last made true per pod uid: survives a verdict deleted by someone else, so
         # putting it back does not announce the same transition twice.
-        self.last_reason: dict[str, str | None] = {}
+        self.last_reason: dict[str, tuple[str | None, int]] = {}  # uid -> (reason, transitions)
         self.terminating: set[tuple[str, str]] = set()
         self._totals_dirty = True
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,6 +145,12 @@ class Controller:
             self.world.upsert(exc)
             self.exceptions[(exc.namespace, exc.name)] = record
         self.verdicts.update(verdicts)
+        for record in self.verdicts.values():
+            if record.owner_uid and record.status:
+                self.last_reason[record.owner_uid] = (
+                    S.event_reason(record.status),
+                    int(record.status.get("transitions") or 0),
+                )
         for pod in list(self.world.pods()):
             self._evaluate(pod)
         for ns, name in list(self.verdicts):
@@ -383,33 +389,41 @@ class Controller:
             self.verdicts[key] = record
         if record.semantic == S.semantic(desired):
             return
-        old_reason = S.event_reason(record.status) if record.status else self.last_reason.get(pod.uid)
+        # What the operator last announced wins over what the object says: an edited verdict is drift,
+        # not a transition of the pod.
+        if pod.uid in self.last_reason:
+            old_reason, count = self.last_reason[pod.uid]
+        else:
+            old_reason, count = S.event_reason(record.status), int(record.status.get("transitions") or 0)
         new_reason = S.event_reason(desired)
         changed = old_reason != new_reason
         stamp = S.now()
-        if changed and new_reason is not None:
-            await self.writer.post_event(
-                # One name per transition: a retry after a crash answers 409 instead of a second Event.
-                name=f"{name}.{pod.uid[:8]}.{new_reason.lower()}.{S.epoch(record.status.get('lastTransitionTime'))}",
-                namespace=namespace,
-                involved={
-                    "apiVersion": "v1", "kind": "Pod", "name": name, "namespace": namespace, "uid": pod.uid,
-                    "resourceVersion": pod.resource_version,
-                },
-                reason=new_reason,
-                message=S.event_message(desired),
-                warning=new_reason == S.REASON_DENIED,
-                timestamp=stamp,
-            )  # fmt: skip
+        if changed:
+            count += 1
+            if new_reason is not None:
+                await self.writer.post_event(
+                    # One name per transition: a retry after a crash answers 409, not a second Event.
+                    name=f"{name}.{pod.uid[:8]}.{count}",
+                    namespace=namespace,
+                    involved={
+                        "apiVersion": "v1", "kind": "Pod", "name": name, "namespace": namespace,
+                        "uid": pod.uid, "resourceVersion": pod.resource_version,
+                    },
+                    reason=new_reason,
+                    message=S.event_message(desired),
+                    warning=new_reason == S.REASON_DENIED,
+                    timestamp=stamp,
+                )  # fmt: skip
         body = dict(desired)
         body["observedPodResourceVersion"] = pod.resource_version
         body["lastTransitionTime"] = stamp if changed else record.status.get("lastTransitionTime", stamp)
+        body["transitions"] = count
         resp = await self.writer.patch_verdict_status(namespace, name, body)
         if resp.status == 404:  # deleted under us: the DELETED event will bring it back
             self.verdicts.pop(key, None)
             self.queue.add(("verdict", namespace, name))
             return
-        self.last_reason[pod.uid] = new_reason
+        self.last_reason[pod.uid] = (new_reason, count)
         fresh = VerdictRecord.from_body(resp.body)
         known = self.verdicts.get(key)
         if known is None or _rv(fresh.resource_version) >= _rv(known.resource_version):
@@ -460,7 +474,11 @@ class Controller:
         desired = S.config_status(t, record.generation, self.config_error, record.status)
         if S.config_semantic(desired) == S.config_semantic(record.status):
             return
-        resp = await self.writer.patch_config_status(CONFIG_NAME, desired)
+        # A merge patch merges maps: codes that are gone must be sent as null to be removed.
+        stale = dict.fromkeys(record.status.get("findings") or {})
+        resp = await self.writer.patch_config_status(
+            CONFIG_NAME, {**desired, "findings": {**stale, **desired["findings"]}}
+        )
         if resp.ok:
             fresh = ObjectRecord.from_body(resp.body)
             if self.config_record is None or _rv(fresh.resource_version) >= _rv(

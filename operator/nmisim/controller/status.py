@@ -25,7 +25,7 @@ from nmisim.engine.verdict import (
     PodResult,
 )
 
-BOOKKEEPING: Final = frozenset({"observedPodResourceVersion", "lastTransitionTime"})
+BOOKKEEPING: Final = frozenset({"observedPodResourceVersion", "lastTransitionTime", "transitions"})
 SAMPLE_SIZE: Final = 10
 
 # Event reasons (product.md §5)
