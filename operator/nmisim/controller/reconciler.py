@@ -145,11 +145,11 @@ class Controller:
             self.world.upsert(exc)
             self.exceptions[(exc.namespace, exc.name)] = record
         self.verdicts.update(verdicts)
-        for record in self.verdicts.values():
-            if record.owner_uid and record.status:
-                self.last_reason[record.owner_uid] = (
-                    S.event_reason(record.status),
-                    int(record.status.get("transitions") or 0),
+        for verdict in self.verdicts.values():
+            if verdict.owner_uid and verdict.status:
+                self.last_reason[verdict.owner_uid] = (
+                    S.event_reason(verdict.status),
+                    int(verdict.status.get("transitions") or 0),
                 )
         for pod in list(self.world.pods()):
             self._evaluate(pod)
