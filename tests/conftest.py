@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.support import (
+    CLUSTER_DIR,
     LOCAL_KUBECONFIG,
     ROOT,
     Cluster,
@@ -112,7 +113,7 @@ def operator(
         return
     tmp = tmp_path_factory.mktemp("operator")
     kubeconfig = _token_kubeconfig(installed, tmp / "kubeconfig", "nmisim-system", "nmisim")
-    log = ROOT / ".cluster" / "test-operator.log" if installed.local else tmp / "operator.log"
+    log = CLUSTER_DIR / "test-operator.log" if installed.local else tmp / "operator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     proc = OperatorProcess(kubeconfig, log)

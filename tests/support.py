@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_KUBECONFIG = ROOT / ".cluster" / "kubeconfig"
+#: the embedded cluster's state; NMISIM_CLUSTER_DIR gives a second one (hack/cluster.sh honours it too)
+CLUSTER_DIR = Path(os.environ.get("NMISIM_CLUSTER_DIR") or ROOT / ".cluster")
+LOCAL_KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 
 
 def kubectl_path() -> str:
