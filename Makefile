@@ -43,6 +43,9 @@ test-unit: install ## unit tests of the engine and CLI (no cluster)
 test: install binaries ## all tests, starting the local cluster if none runs
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
 
+demo: install binaries ## the main job: local cluster, operator, sample AKS-like cluster, verdicts
+	@hack/demo.sh
+
 bench-engine: install ## engine throughput, indexed vs naive
 	$(PY) hack/bench_engine.py
 
