@@ -84,7 +84,7 @@ ensure_pki() {
 }
 
 write_kubeconfig() { # write_kubeconfig FILE USER
-  local b64; b64() { base64 -w0 < "$1"; }
+  b64() { base64 -w0 < "$1"; }
   cat > "$1" <<EOF
 apiVersion: v1
 kind: Config
@@ -270,6 +270,7 @@ status() {
     if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
     else printf '  %-24s stopped\n' "$c"; fi
   done
+  # shellcheck disable=SC1091
   [[ -s "$D/ports.env" ]] && { source "$D/ports.env"; printf '  %-24s https://127.0.0.1:%s\n' api "$API_PORT"; }
   return 0
 }
