@@ -1,0 +1,48 @@
+"""The shell scripts in hack/: `bash -n` always, shellcheck when it is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HACK = Path(__file__).resolve().parents[2] / "hack"
+SCRIPTS = sorted(HACK.glob("*.sh"))
+
+
+def test_there_are_scripts() -> None:
+    assert {p.name for p in SCRIPTS} >= {"cluster.sh", "k8s-bins.sh", "kind-e2e.sh"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_bash_parses(script: Path) -> None:
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_executable(script: Path) -> None:
+    assert script.stat().st_mode & 0o111, f"{script.name} is not executable"
+
+
+def test_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    proc = subprocess.run(
+        [shellcheck, *(str(p) for p in SCRIPTS)], capture_output=True, text=True, check=False, cwd=HACK.parent
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kind_e2e_help_needs_nothing_installed() -> None:
+    """--help works before any prerequisite check (no docker, kind or cluster here)."""
+    proc = subprocess.run(
+        ["bash", str(HACK / "kind-e2e.sh"), "--help"], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: hack/kind-e2e.sh")
+    for var in ("KIND_CLUSTER_NAME", "KIND_NODE_IMAGE", "KEEP_CLUSTER", "SKIP_BUILD"):
+        assert var in proc.stdout
