@@ -51,3 +51,7 @@ bench-engine: install ## engine throughput, indexed vs naive
 
 clean: cluster-down ## remove .venv, .cluster, .bench
 	rm -rf $(VENV) .cluster .bench
+
+.PHONY: e2e-kind
+e2e-kind: install ## cluster tests on a kind cluster running the operator image (needs Docker and kind)
+	@PATH=$(CURDIR)/$(BIN):$$PATH hack/kind-e2e.sh
