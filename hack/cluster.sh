@@ -150,7 +150,8 @@ start_one() {
 wait_ready() {
   local c=$1 deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
-    running "$c" || die "$c exited; last lines of $D/logs/$c.log:
+    # Alive is enough here: right after the fork the pid may not have exec'd the binary yet.
+    kill -0 "$(<"$(pidfile "$c")")" 2>/dev/null || die "$c exited; last lines of $D/logs/$c.log:
 $(tail -n 15 "$D/logs/$c.log")"
     case "$c" in
       etcd) curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null && return 0 ;;
