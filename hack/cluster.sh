@@ -199,8 +199,8 @@ status:
   addresses:
   - {type: InternalIP, address: 10.240.0.$((3 + i))}
   - {type: Hostname, address: kwok-node-$i}
-  allocatable: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
-  capacity: {cpu: \"32\", memory: 256Gi, pods: \"110\"}
+  allocatable: {cpu: \"1k\", memory: 1Ti, pods: \"20000\"}
+  capacity: {cpu: \"1k\", memory: 1Ti, pods: \"20000\"}
 "
   done
   # Create only: a node's status (its addresses) is set at creation, as a kubelet does it.
