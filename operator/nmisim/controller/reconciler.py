@@ -119,6 +119,8 @@ class Controller:
         # The Event reason last made true per pod uid: survives a verdict deleted by someone else, so
         # putting it back does not announce the same transition twice.
         self.last_reason: dict[str, tuple[str | None, int]] = {}  # uid -> (reason, transitions)
+        # Set once the Events of earlier runs are known (see _load_announced): no verdict is written before.
+        self.announced_loaded = asyncio.Event()
         self.terminating: set[tuple[str, str]] = set()
         self._totals_dirty = True
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +149,8 @@ class Controller:
         self.verdicts.update(verdicts)
         for verdict in self.verdicts.values():
             if verdict.owner_uid and verdict.status:
-                self.last_reason[verdict.owner_uid] = (
+                self.remember_reason(
+                    verdict.owner_uid,
                     S.event_reason(verdict.status),
                     int(verdict.status.get("transitions") or 0),
                 )
@@ -165,6 +168,27 @@ class Controller:
             len(self.verdicts),
             len(self.queue),
         )
+
+    def remember_reason(self, uid: str, reason: str | None, transitions: int) -> None:
+        """Keep the latest transition known for a pod: the one with the highest number, whether a verdict's
+        status or an Event of an earlier run says so."""
+        known = self.last_reason.get(uid)
+        if known is None or transitions > known[1]:
+            self.last_reason[uid] = (reason, transitions)
+
+    def announced(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Learn the transitions earlier runs announced. An Event is posted before the status that records
+        its transition: a run killed in between leaves an Event the verdicts do not know about, and without
+        this a restart would either repeat it or, if the pod went back meanwhile, never correct it."""
+        n = 0
+        for event in events:
+            name = str((event.get("metadata") or {}).get("name") or "")
+            uid = str((event.get("involvedObject") or {}).get("uid") or "")
+            number = name.rsplit(".", 1)[-1]
+            if uid and number.isdigit() and name.split(".")[-2:-1] == [uid[:8]]:
+                self.remember_reason(uid, event.get("reason"), int(number))
+                n += 1
+        return n
 
     # --- events ----------------------------------------------------------------------------------------
 
@@ -302,11 +326,19 @@ class Controller:
             return False
         if record is None or record.owner_uid != pod.uid:
             return True
-        return record.semantic != S.semantic(S.verdict_status(result, pod))
+        desired = S.verdict_status(result, pod)
+        return record.semantic != S.semantic(desired) or self._announcement_stale(pod.uid, desired)
+
+    def _announcement_stale(self, uid: str, desired: Mapping[str, Any]) -> bool:
+        """The last Event announced for this pod says something else than its verdict (an earlier run posted
+        an Event and was killed before recording the transition, and the pod went back meanwhile)."""
+        known = self.last_reason.get(uid)
+        return known is not None and known[0] != S.event_reason(desired)
 
     # --- workers ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._load_announced(), name="nmisim-events"))
         for i in range(self.options.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"nmisim-worker-{i}"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="nmisim-status"))
@@ -319,7 +351,31 @@ class Controller:
                 await t
         self._tasks.clear()
 
+    async def _load_announced(self) -> None:
+        delay = 0.5
+        while not self.announced_loaded.is_set():
+            assert self.writer is not None
+            try:
+                n = self.announced(await self.writer.list_events())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, WriteError) and exc.status == 403:
+                    log.warning("cannot list this operator's Events (%s): a restart may repeat one", exc)
+                    self.announced_loaded.set()
+                    return
+                log.warning("listing this operator's Events failed: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+            else:
+                log.info("%d pod Events of earlier runs known", n)
+                self.announced_loaded.set()
+                for pod in list(self.world.pods()):  # seeded before: look again at what they announced
+                    if self._verdict_needs_write((pod.namespace, pod.name)):
+                        self.queue.add(("verdict", pod.namespace, pod.name))
+
     async def _worker(self) -> None:
+        await self.announced_loaded.wait()
         while True:
             key, since = await self.queue.get()
             metrics.QUEUE.set(len(self.queue))
@@ -387,7 +443,7 @@ class Controller:
             else:
                 record = VerdictRecord.from_body(resp.body)
             self.verdicts[key] = record
-        if record.semantic == S.semantic(desired):
+        if record.semantic == S.semantic(desired) and not self._announcement_stale(pod.uid, desired):
             return
         # What the operator last announced wins over what the object says: an edited verdict is drift,
         # not a transition of the pod.

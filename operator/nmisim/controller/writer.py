@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 from nmisim.controller import metrics
 from nmisim.controller.api import KubeAPI, Response
@@ -110,6 +111,22 @@ class Writer:
         if resp.ok:
             metrics.WRITES.labels(kind="simulationconfigs/status").inc()
         return _check(f"patch simulationconfig {name} status", resp, 404)
+
+    async def list_events(self) -> list[dict[str, Any]]:
+        """The Pod Events this operator posted (all namespaces), read page by page."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnmisim"
+            query += "&fieldSelector=involvedObject.kind%3DPod&limit=500"
+            query += f"&continue={quote(token)}" if token else ""
+            resp = await self.api.request("GET", f"/api/v1/events?{query}", kind="events")
+            if not resp.ok:
+                raise WriteError("list events", resp)
+            items.extend(resp.body.get("items") or [])
+            token = (resp.body.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
 
     async def post_event(
         self,

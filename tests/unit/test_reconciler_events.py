@@ -1,0 +1,64 @@
+"""The operator's memory of announced transitions: Events of a run killed before it recorded them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nmisim.controller import status as S
+from nmisim.controller.reconciler import Controller, VerdictRecord
+from nmisim.engine.models import Pod
+
+UID = "0a1b2c3d-0000-4000-8000-000000000001"
+
+
+def _pod() -> Pod:
+    return Pod.from_k8s(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": UID, "resourceVersion": "5"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.5"},
+        }
+    )
+
+
+def _event(number: int, reason: str, uid: str = UID) -> dict[str, Any]:
+    return {"metadata": {"name": f"p.{uid[:8]}.{number}"}, "involvedObject": {"uid": uid}, "reason": reason}
+
+
+def _seeded() -> tuple[Controller, Pod]:
+    """A controller whose pod has a verdict that is up to date with the engine (transition 1)."""
+    ctl = Controller()
+    pod = _pod()
+    ctl.world.upsert(pod)
+    result = ctl.world.evaluate(pod)
+    status = {**S.verdict_status(result, pod), "transitions": 1}
+    record = VerdictRecord(owner_uid=UID, status=status, resource_version="7", semantic=S.semantic(status))
+    ctl.seed(objects=[pod], exceptions=[], verdicts={("ns", "p"): record}, config=None)
+    return ctl, pod
+
+
+def test_a_verdict_in_step_needs_no_write() -> None:
+    ctl, _ = _seeded()
+    assert ctl.queue.idle
+    assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
+
+
+def test_an_unrecorded_later_event_is_corrected() -> None:
+    ctl, _ = _seeded()
+    # An earlier run announced transition 2 (exempted) and was killed before writing the status; the pod
+    # is back to denied: the Event must be followed by a third one, not left standing.
+    assert ctl.announced([_event(1, S.REASON_DENIED), _event(2, S.REASON_EXEMPTED)]) == 2
+    assert ctl.last_reason[UID] == (S.REASON_EXEMPTED, 2)
+    assert ctl._verdict_needs_write(("ns", "p"))
+
+
+def test_older_or_foreign_events_change_nothing() -> None:
+    ctl, _ = _seeded()
+    other = "ffffffff-0000-4000-8000-000000000002"
+    assert ctl.announced([_event(1, S.REASON_EXEMPTED), {"metadata": {"name": "x.y"}, "reason": "X"}]) == 1
+    ctl.announced([{**_event(5, S.REASON_EXEMPTED, other), "metadata": {"name": "p.00000000.5"}}])
+    assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
+    assert other not in ctl.last_reason
+    assert not ctl._verdict_needs_write(("ns", "p"))
