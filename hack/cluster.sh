@@ -289,8 +289,8 @@ case "$cmd" in
     c=${2:-}; [[ -n "$c" ]] || die "usage: $0 $cmd COMPONENT"
     ensure_ports
     args_for "$c" >/dev/null
-    [[ "$cmd" != start ]] && { say "stopping $c"; stop_one "$c"; }
-    [[ "$cmd" != stop ]] && { say "starting $c"; start_one "$c"; }
+    if [[ "$cmd" != start ]]; then say "stopping $c"; stop_one "$c"; fi
+    if [[ "$cmd" != stop ]]; then say "starting $c"; start_one "$c"; fi
     ;;
   *) die "usage: $0 up|down|status|restart C|stop C|start C|env" ;;
 esac
