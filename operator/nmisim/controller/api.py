@@ -68,7 +68,7 @@ class TokenBucket:
                 await asyncio.sleep((1 - self.tokens) / self.qps)
 
 
-def _ssl_context(info: Any) -> ssl.SSLContext | bool:
+def ssl_context(info: Any) -> ssl.SSLContext | bool:
     if info.insecure:
         return False
     ctx = ssl.create_default_context()
@@ -91,7 +91,7 @@ class KubeAPI:
         self.server = str(info.server).rstrip("/")
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         headers.update(info.as_http_headers())
-        self._ssl = _ssl_context(info)
+        self._ssl = ssl_context(info)
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=30, connect=5),
@@ -111,10 +111,13 @@ class KubeAPI:
         *,
         content_type: str = "application/json",
         kind: str = "",
+        accept: str | None = None,
     ) -> Response:
         """Send one request; retry 429 (honouring Retry-After), 5xx and connection errors."""
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if data is not None else {}
+        if accept:
+            headers["Accept"] = accept
         delay = 0.2
         for attempt in range(1, MAX_ATTEMPTS + 1):
             await self._bucket.acquire()
@@ -153,3 +156,18 @@ class KubeAPI:
                 continue
             return Response(status, parsed)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def list_all(self, path: str, *, kind: str = "", limit: int = 500) -> list[dict[str, Any]]:
+        """Every item of a (paginated) LIST."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            sep = "&" if "?" in path else "?"
+            query = f"{sep}limit={limit}" + (f"&continue={token}" if token else "")
+            resp = await self.request("GET", path + query, kind=kind)
+            if not resp.ok:
+                raise RuntimeError(f"list {path}: HTTP {resp.status}: {resp.message}")
+            items.extend(resp.body.get("items") or [])
+            token = (resp.body.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items

@@ -18,34 +18,39 @@ from nmisim.controller.api import KubeAPI
 from nmisim.controller.indexes import AAD, NMISIM
 from nmisim.controller.reconciler import CONFIG_NAME, Controller, Options
 from nmisim.controller.writer import Writer
-from nmisim.engine.models import KIND_ASSIGNED, KIND_BINDING, KIND_IDENTITY
+from nmisim.engine.models import KIND_ASSIGNED, KIND_BINDING, KIND_IDENTITY, Pod
 
 log = logging.getLogger(__name__)
 
 # Re-exported so that `kopf run -m nmisim.controller.handlers` registers the indexes too.
 INDEXES = (
-    ix.nmisim_pods,
     ix.nmisim_exceptions,
     ix.nmisim_identities,
     ix.nmisim_bindings,
     ix.nmisim_assigned,
-    ix.nmisim_verdicts,
     ix.nmisim_configs,
 )
 
 
-def _controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
+def _pod(body: Any) -> Pod | None:
+    try:
+        return Pod.from_k8s(body)
+    except ValueError as exc:
+        meta = body.get("metadata") or {}
+        log.warning("ignored: Pod %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+        return None
+
+
+async def _controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
     ctl: Controller = memo["controller"]
     if not ctl.seeded:
-        ctl.seed(
+        await ctl.ensure_seeded(
             objects=[
-                *ix.values(kwargs["nmisim_pods"]),
                 *ix.values(kwargs["nmisim_identities"]),
                 *ix.values(kwargs["nmisim_bindings"]),
                 *ix.values(kwargs["nmisim_assigned"]),
             ],
             exceptions=ix.values(kwargs["nmisim_exceptions"]),
-            verdicts={k: v for k, store in kwargs["nmisim_verdicts"].items() for v in store},
             config=ix.one(kwargs["nmisim_configs"], CONFIG_NAME),
         )
     return ctl
@@ -97,9 +102,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def pod_event(
     event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    ctl = _controller(memo, kwargs)
-    pod = ix.one(kwargs["nmisim_pods"], (namespace or "", name))
-    if event["type"] == "DELETED" or pod is None:
+    ctl = await _controller(memo, kwargs)
+    pod = _pod(event["object"]) if event["type"] != "DELETED" else None
+    if pod is None:
         ctl.pod_deleted(namespace or "", name)
     else:
         ctl.pod_changed(pod, terminating=meta.get("deletionTimestamp") is not None)
@@ -109,7 +114,7 @@ async def pod_event(
 async def exception_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    ctl = _controller(memo, kwargs)
+    ctl = await _controller(memo, kwargs)
     entry = ix.one(kwargs["nmisim_exceptions"], (namespace or "", name))
     if event["type"] == "DELETED" or entry is None:
         await ctl.exception_deleted(namespace or "", name)
@@ -119,7 +124,7 @@ async def exception_event(
 
 async def _identity_kind_event(kind: str, index: str, event: kopf.RawEvent, memo: kopf.Memo,
                                kwargs: dict[str, Any]) -> None:  # fmt: skip
-    ctl = _controller(memo, kwargs)
+    ctl = await _controller(memo, kwargs)
     namespace, name = kwargs["namespace"] or "", kwargs["name"]
     obj = ix.one(kwargs[index], (namespace, name))
     if event["type"] == "DELETED" or obj is None:
@@ -145,7 +150,7 @@ async def assigned_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> No
 
 @kopf.on.event(NMISIM, "v1alpha1", "nmiverdicts")
 async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
-    ctl = _controller(memo, kwargs)
+    ctl = await _controller(memo, kwargs)
     ctl.verdict_observed(event["object"], deleted=event["type"] == "DELETED")
 
 
@@ -153,7 +158,7 @@ async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) ->
 async def config_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     if name != CONFIG_NAME:
         return
-    ctl = _controller(memo, kwargs)
+    ctl = await _controller(memo, kwargs)
     if event["type"] == "DELETED":
         await ctl.config_changed(None)
     else:

@@ -1,9 +1,13 @@
-"""kopf indexes: the operator's in-memory view, kept by kopf from its watches.
+"""kopf indexes of the small kinds: exceptions, identities, bindings, assigned identities, configs.
 
 kopf fills every index from the initial LIST before any handler runs, so the reconciler is seeded with
-the whole cluster at once and its first answers already see every exception, binding and verdict. Index
-values are parsed engine models (only the fields NMI reads), never whole Kubernetes bodies. An object the
-engine cannot parse is left out of its index with a warning: the operator never stops on one.
+every exception and binding at once and its first answers already see them. Index values are parsed
+engine models (only the fields NMI reads), never whole Kubernetes bodies. An object the engine cannot
+parse is left out of its index with a warning: the operator never stops on one.
+
+Pods and NMIVerdicts are not indexed by kopf: its readiness bookkeeping waits object by object and costs
+O(n^2) at thousands of objects (16 s for 2,000 pods, measured with py-spy). The reconciler lists them
+itself at start (paginated) and follows kopf's watch events from there.
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ from typing import Any, TypeVar
 
 import kopf
 
-from nmisim.controller.reconciler import ObjectRecord, VerdictRecord
+from nmisim.controller.reconciler import ObjectRecord
 from nmisim.engine.models import (
     AzureAssignedIdentity,
     AzureIdentity,
     AzureIdentityBinding,
     ModelError,
-    Pod,
     PodIdentityException,
 )
 
@@ -40,13 +43,6 @@ def _parse(cls: Any, body: Mapping[str, Any], logger: Any) -> Any:
 
 def _entry(key: Key, value: T | None) -> dict[Key, T] | None:
     return {key: value} if value is not None else None
-
-
-@kopf.index("", "v1", "pods")
-def nmisim_pods(
-    body: kopf.Body, namespace: str | None, name: str, logger: Any, **_: Any
-) -> dict[Key, Pod] | None:
-    return _entry((namespace or "", name), _parse(Pod, body, logger))
 
 
 @kopf.index(AAD, "v1", "azurepodidentityexceptions")
@@ -76,11 +72,6 @@ def nmisim_assigned(
     body: kopf.Body, namespace: str | None, name: str, logger: Any, **_: Any
 ) -> dict[Key, AzureAssignedIdentity] | None:
     return _entry((namespace or "", name), _parse(AzureAssignedIdentity, body, logger))
-
-
-@kopf.index(NMISIM, "v1alpha1", "nmiverdicts")
-def nmisim_verdicts(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, VerdictRecord]:
-    return {(namespace or "", name): VerdictRecord.from_body(body)}
 
 
 @kopf.index(NMISIM, "v1alpha1", "simulationconfigs")

@@ -95,10 +95,11 @@ class ObjectRecord:
 @dataclass
 class Options:
     concurrency: int = 16
-    qps: float = 50.0
-    burst: int = 100
+    qps: float = 200.0
+    burst: int = 400
     metrics_port: int = 9090
-    status_interval: float = 1.0
+    status_interval: float = 2.0  # SimulationConfig totals and gauges, at most this often
+    exception_batch: float = 2.0  # exception status follows pod changes within this many seconds
 
 
 @dataclass
@@ -122,7 +123,12 @@ class Controller:
         # Set once the Events of earlier runs are known (see _load_announced): no verdict is written before.
         self.announced_loaded = asyncio.Event()
         self.terminating: set[tuple[str, str]] = set()
+        # Pods and NMIVerdicts are listed by the operator itself at start (see load_lists): kopf indexes,
+        # which wait for every object of the initial list, cost O(n^2) at thousands of pods.
+        self.lists_loaded = asyncio.Event()
+        self._listed: tuple[list[Pod], dict[tuple[str, str], VerdictRecord]] = ([], {})
         self._totals_dirty = True
+        self._exception_batches: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- seeding from kopf's indexes -------------------------------------------------------------------
@@ -169,6 +175,57 @@ class Controller:
             len(self.queue),
         )
 
+    async def ensure_seeded(
+        self,
+        objects: Iterable[Model],
+        exceptions: Iterable[tuple[PodIdentityException, ObjectRecord]],
+        config: Mapping[str, Any] | None,
+    ) -> None:
+        """Seed once, from the kopf indexes of the small kinds and the operator's own LIST of pods and
+        NMIVerdicts; every handler awaits this before it handles its first event."""
+        if self.seeded:
+            return
+        await self.lists_loaded.wait()
+        if self.seeded:
+            return
+        pods, verdicts = self._listed
+        self._listed = ([], {})
+        self.seed(objects=[*pods, *objects], exceptions=exceptions, verdicts=verdicts, config=config)
+
+    async def load_lists(self) -> None:
+        """LIST every pod and NMIVerdict (paginated), with retries until it works."""
+        assert self.writer is not None
+        delay = 0.5
+        while True:
+            try:
+                pod_bodies = await self.writer.api.list_all("/api/v1/pods", kind="pods")
+                verdict_bodies = await self.writer.api.list_all(
+                    "/apis/nmisim.dev/v1alpha1/nmiverdicts", kind="nmiverdicts"
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listing pods and verdicts failed: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            break
+        pods: list[Pod] = []
+        for body in pod_bodies:
+            try:
+                pods.append(Pod.from_k8s(body))
+            except ValueError as exc:
+                meta = body.get("metadata") or {}
+                log.warning("ignored: Pod %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+        verdicts = {}
+        for body in verdict_bodies:
+            meta = body.get("metadata") or {}
+            verdicts[(str(meta.get("namespace", "")), str(meta.get("name", "")))] = VerdictRecord.from_body(
+                body
+            )
+        self._listed = (pods, verdicts)
+        self.lists_loaded.set()
+
     def remember_reason(self, uid: str, reason: str | None, transitions: int) -> None:
         """Keep the latest transition known for a pod: the one with the highest number, whether a verdict's
         status or an Event of an earlier run says so."""
@@ -194,6 +251,13 @@ class Controller:
 
     def pod_changed(self, pod: Pod, terminating: bool = False) -> None:
         key = (pod.namespace, pod.name)
+        known = self.world.get_pod(*key)
+        if (
+            known is not None
+            and known.uid == pod.uid
+            and _rv(pod.resource_version) < _rv(known.resource_version)
+        ):
+            return  # an older event than what the LIST at start already told
         if terminating:
             self.terminating.add(key)
         else:
@@ -313,6 +377,21 @@ class Controller:
                 await asyncio.sleep(0)
 
     def _mark_exceptions(self, namespace: str) -> None:
+        """Exception status follows pod changes in batches: the first change in a namespace schedules one
+        recount of its exceptions EXCEPTION_BATCH seconds later, and every change until then rides along.
+        Verdicts stay immediate; a burst of changes costs one status write per exception, not one each."""
+        if not self.seeded:
+            for exc in self.world.exceptions(namespace):
+                self.queue.add(("exception", namespace, exc.name))
+            return
+        if namespace in self._exception_batches:
+            return
+        self._exception_batches.add(namespace)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.options.exception_batch, self._flush_exceptions, namespace)
+
+    def _flush_exceptions(self, namespace: str) -> None:
+        self._exception_batches.discard(namespace)
         for exc in self.world.exceptions(namespace):
             self.queue.add(("exception", namespace, exc.name))
 
@@ -338,6 +417,7 @@ class Controller:
     # --- workers ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.load_lists(), name="nmisim-lists"))
         self._tasks.append(asyncio.create_task(self._load_announced(), name="nmisim-events"))
         for i in range(self.options.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"nmisim-worker-{i}"))
