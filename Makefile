@@ -46,6 +46,10 @@ test: install binaries ## all tests, starting the local cluster if none runs
 demo: install binaries ## the main job: local cluster, operator, sample AKS-like cluster, verdicts
 	@hack/demo.sh
 
+TIER ?= S
+bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; TIER=M: 10,000) -> .bench/
+	$(PY) hack/bench.py --tier $(TIER)
+
 bench-engine: install ## engine throughput, indexed vs naive
 	$(PY) hack/bench_engine.py
 
