@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Any
 
 # The kubernetes client reads KUBECONFIG when it is imported: point it at the bench's own cluster first.
-os.environ["KUBECONFIG"] = str(Path(__file__).resolve().parent.parent / ".cluster-bench" / "kubeconfig")
+CLUSTER = Path(
+    os.environ.get("NMISIM_BENCH_CLUSTER") or Path(__file__).resolve().parent.parent / ".cluster-bench"
+)
+os.environ["KUBECONFIG"] = str(CLUSTER / "kubeconfig")
 
 import aiohttp
 import kopf
@@ -55,15 +58,13 @@ from nmisim.engine.models import (
 from nmisim.engine.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / ".bench"
-CLUSTER = ROOT / ".cluster-bench"
+OUT = Path(os.environ.get("NMISIM_BENCH_OUT") or ROOT / ".bench")
 KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
 NMISIM = str(ROOT / ".venv" / "bin" / "nmisim")
 OPERATOR_USER = "system:serviceaccount:nmisim-system:nmisim"
-TIERS = {"S": (1_000, 50), "M": (10_000, 500)}
-FANOUT = 1_000
+# tier: (pods, namespaces, pods under one exception for the fan-out, seconds of label changes)
+TIERS = {"XS": (60, 6, 50, 3.0), "S": (1_000, 50, 1_000, 30.0), "M": (10_000, 500, 1_000, 30.0)}
 CHANGE_RATE = 20.0  # label changes per second (freshness)
-CHANGE_SECONDS = 30.0
 TARGETS = {
     "cold_ratio": ("<=", 1.5),
     "freshness_p50_ms": ("<=", 300),
@@ -161,7 +162,7 @@ class Workload:
     )  # (ns, pod, label that an exception matches)
 
 
-def generate(n_pods: int, n_ns: int, seed: int = 7) -> Workload:
+def generate(n_pods: int, n_ns: int, fanout: int, seed: int = 7) -> Workload:
     rnd = random.Random(seed)
     namespaces = [f"bench-{i:03d}" for i in range(n_ns)]
     objects: list[dict[str, Any]] = []
@@ -222,7 +223,7 @@ def generate(n_pods: int, n_ns: int, seed: int = 7) -> Workload:
         )
     fan_ns = "bench-fanout"
     namespaces.append(fan_ns)
-    for k in range(FANOUT):
+    for k in range(fanout):
         pods.append(
             {
                 "apiVersion": "v1",
@@ -426,10 +427,10 @@ def login() -> Any:
 
 
 async def run(tier: str) -> dict[str, Any]:
-    n_pods, n_ns = TIERS[tier]
-    results: dict[str, Any] = {"tier": tier, "pods": n_pods, "namespaces": n_ns, "fanoutPods": FANOUT}
+    n_pods, n_ns, fanout, change_seconds = TIERS[tier]
+    results: dict[str, Any] = {"tier": tier, "pods": n_pods, "namespaces": n_ns, "fanoutPods": fanout}
     series: dict[str, Any] = {}
-    say(f"tier {tier}: {n_pods} pods in {n_ns} namespaces (+{FANOUT} fan-out pods); cluster in {CLUSTER}")
+    say(f"tier {tier}: {n_pods} pods in {n_ns} namespaces (+{fanout} fan-out pods); cluster in {CLUSTER}")
     cluster_up()
     kubectl("apply", "-f", str(ROOT / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=nmisim")
@@ -437,7 +438,7 @@ async def run(tier: str) -> dict[str, Any]:
         kubectl("apply", "-f", str(ROOT / "manifests" / f"{f}.yaml"))
     info = login()
     setup = KubeAPI(info, concurrency=48, qps=0)
-    work = generate(n_pods, n_ns)
+    work = generate(n_pods, n_ns, fanout)
 
     say("creating the workload")
     await gather_limited(
@@ -611,7 +612,7 @@ async def run(tier: str) -> dict[str, Any]:
     results["writes_per_noop"] = round(len(noop_writes) / len(sample), 3)
 
     # --- verdict changes at 20/s: freshness beside the watch itself ----------------------------------
-    say(f"verdict changes at {CHANGE_RATE:g}/s for {CHANGE_SECONDS:g}s: freshness")
+    say(f"verdict changes at {CHANGE_RATE:g}/s for {change_seconds:g}s: freshness")
     audit.mark()
     pod_watch = Watcher(info, "/api/v1/pods")
     pending_pod: dict[tuple[str, str], tuple[float, str]] = {}  # key -> (accepted, expected team label)
@@ -634,7 +635,7 @@ async def run(tier: str) -> dict[str, Any]:
     await pod_watch.start(setup)
     flips = work.flip[:]
     random.Random(3).shuffle(flips)
-    n_changes = min(int(CHANGE_RATE * CHANGE_SECONDS), 2 * len(flips))
+    n_changes = min(int(CHANGE_RATE * change_seconds), 2 * len(flips))
     state: dict[tuple[str, str], bool] = {}
     prog = Progress("label changes", n_changes)
     t_start = time.monotonic()
@@ -691,7 +692,7 @@ async def run(tier: str) -> dict[str, Any]:
             )
 
     # --- fan-out: one exception, 1,000 pods -------------------------------------------------------------
-    say(f"fan-out: an exception over {FANOUT} pods, created then deleted")
+    say(f"fan-out: an exception over {fanout} pods, created then deleted")
     fan = {k for k in expected if k[0] == "bench-fanout"}
 
     async def wait_fan(verdict: str) -> float:

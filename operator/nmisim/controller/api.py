@@ -13,6 +13,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -157,9 +158,10 @@ class KubeAPI:
             return Response(status, parsed)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def list_all(self, path: str, *, kind: str = "", limit: int = 500) -> list[dict[str, Any]]:
-        """Every item of a (paginated) LIST."""
-        items: list[dict[str, Any]] = []
+    async def pages(
+        self, path: str, *, kind: str = "", limit: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items of a LIST, page by page (so that no more than a page of raw bodies is held)."""
         token = ""
         while True:
             sep = "&" if "?" in path else "?"
@@ -167,7 +169,11 @@ class KubeAPI:
             resp = await self.request("GET", path + query, kind=kind)
             if not resp.ok:
                 raise RuntimeError(f"list {path}: HTTP {resp.status}: {resp.message}")
-            items.extend(resp.body.get("items") or [])
+            yield resp.body.get("items") or []
             token = (resp.body.get("metadata") or {}).get("continue") or ""
             if not token:
-                return items
+                return
+
+    async def list_all(self, path: str, *, kind: str = "", limit: int = 500) -> list[dict[str, Any]]:
+        """Every item of a (paginated) LIST."""
+        return [item async for page in self.pages(path, kind=kind, limit=limit) for item in page]

@@ -193,15 +193,28 @@ class Controller:
         self.seed(objects=[*pods, *objects], exceptions=exceptions, verdicts=verdicts, config=config)
 
     async def load_lists(self) -> None:
-        """LIST every pod and NMIVerdict (paginated), with retries until it works."""
+        """LIST every pod and NMIVerdict (paginated, parsed page by page), with retries until it works."""
         assert self.writer is not None
+        api = self.writer.api
         delay = 0.5
         while True:
+            pods: list[Pod] = []
+            verdicts: dict[tuple[str, str], VerdictRecord] = {}
             try:
-                pod_bodies = await self.writer.api.list_all("/api/v1/pods", kind="pods")
-                verdict_bodies = await self.writer.api.list_all(
-                    "/apis/nmisim.dev/v1alpha1/nmiverdicts", kind="nmiverdicts"
-                )
+                async for page in api.pages("/api/v1/pods", kind="pods"):
+                    for body in page:
+                        try:
+                            pods.append(Pod.from_k8s(body))
+                        except ValueError as exc:
+                            meta = body.get("metadata") or {}
+                            log.warning(
+                                "ignored: Pod %s/%s: %s", meta.get("namespace"), meta.get("name"), exc
+                            )
+                async for page in api.pages("/apis/nmisim.dev/v1alpha1/nmiverdicts", kind="nmiverdicts"):
+                    for body in page:
+                        meta = body.get("metadata") or {}
+                        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                        verdicts[key] = VerdictRecord.from_body(body)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -209,22 +222,9 @@ class Controller:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
-            break
-        pods: list[Pod] = []
-        for body in pod_bodies:
-            try:
-                pods.append(Pod.from_k8s(body))
-            except ValueError as exc:
-                meta = body.get("metadata") or {}
-                log.warning("ignored: Pod %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
-        verdicts = {}
-        for body in verdict_bodies:
-            meta = body.get("metadata") or {}
-            verdicts[(str(meta.get("namespace", "")), str(meta.get("name", "")))] = VerdictRecord.from_body(
-                body
-            )
-        self._listed = (pods, verdicts)
-        self.lists_loaded.set()
+            self._listed = (pods, verdicts)
+            self.lists_loaded.set()
+            return
 
     def remember_reason(self, uid: str, reason: str | None, transitions: int) -> None:
         """Keep the latest transition known for a pod: the one with the highest number, whether a verdict's
