@@ -5,12 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+# The embedded cluster's state; NMISIM_CLUSTER_DIR=DIR runs a second one (tests and hack/ follow it).
+NMISIM_CLUSTER_DIR ?= $(CURDIR)/.cluster
+export NMISIM_CLUSTER_DIR
+export KUBECONFIG ?= $(NMISIM_CLUSTER_DIR)/kubeconfig
 
 .PHONY: help install binaries cluster-up cluster-down cluster-status test test-unit test-cluster lint bench bench-engine demo clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,7 +43,7 @@ lint: install ## ruff and mypy --strict
 test-unit: install ## unit tests of the engine and CLI (no cluster)
 	$(BIN)/pytest tests/unit -q
 
-test: install binaries ## all tests, starting the local cluster if none runs
+test: install binaries lint ## lint, then all tests (starts the local cluster if none runs)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
 
 demo: install binaries ## the main job: local cluster, operator, sample AKS-like cluster, verdicts
