@@ -1,12 +1,14 @@
-"""The operator's memory of announced transitions: Events of a run killed before it recorded them."""
+"""The operator's memory across faults: Events of a run killed before it recorded them, and objects
+deleted while its watches were away."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from nmisim.controller import status as S
 from nmisim.controller.reconciler import Controller, VerdictRecord
-from nmisim.engine.models import Pod
+from nmisim.engine.models import KIND_POD, Pod
 
 UID = "0a1b2c3d-0000-4000-8000-000000000001"
 
@@ -27,8 +29,9 @@ def _event(number: int, reason: str, uid: str = UID) -> dict[str, Any]:
     return {"metadata": {"name": f"p.{uid[:8]}.{number}"}, "involvedObject": {"uid": uid}, "reason": reason}
 
 
-def _seeded() -> tuple[Controller, Pod]:
-    """A controller whose pod has a verdict that is up to date with the engine (transition 1)."""
+async def _seeded() -> tuple[Controller, Pod]:
+    """A controller whose pod has a verdict that is up to date with the engine (transition 1); inside an
+    event loop, as in the operator."""
     ctl = Controller()
     pod = _pod()
     ctl.world.upsert(pod)
@@ -40,13 +43,21 @@ def _seeded() -> tuple[Controller, Pod]:
 
 
 def test_a_verdict_in_step_needs_no_write() -> None:
-    ctl, _ = _seeded()
+    asyncio.run(_test_a_verdict_in_step_needs_no_write())
+
+
+async def _test_a_verdict_in_step_needs_no_write() -> None:
+    ctl, _ = await _seeded()
     assert ctl.queue.idle
     assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
 
 
 def test_an_unrecorded_later_event_is_corrected() -> None:
-    ctl, _ = _seeded()
+    asyncio.run(_test_an_unrecorded_later_event_is_corrected())
+
+
+async def _test_an_unrecorded_later_event_is_corrected() -> None:
+    ctl, _ = await _seeded()
     # An earlier run announced transition 2 (exempted) and was killed before writing the status; the pod
     # is back to denied: the Event must be followed by a third one, not left standing.
     assert ctl.announced([_event(1, S.REASON_DENIED), _event(2, S.REASON_EXEMPTED)]) == 2
@@ -55,10 +66,48 @@ def test_an_unrecorded_later_event_is_corrected() -> None:
 
 
 def test_older_or_foreign_events_change_nothing() -> None:
-    ctl, _ = _seeded()
+    asyncio.run(_test_older_or_foreign_events_change_nothing())
+
+
+async def _test_older_or_foreign_events_change_nothing() -> None:
+    ctl, _ = await _seeded()
     other = "ffffffff-0000-4000-8000-000000000002"
     assert ctl.announced([_event(1, S.REASON_EXEMPTED), {"metadata": {"name": "x.y"}, "reason": "X"}]) == 1
     ctl.announced([{**_event(5, S.REASON_EXEMPTED, other), "metadata": {"name": "p.00000000.5"}}])
     assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
     assert other not in ctl.last_reason
     assert not ctl._verdict_needs_write(("ns", "p"))
+
+
+class _Lister:
+    """A writer that only lists: the pod is gone from the cluster at resourceVersion 10."""
+
+    def __init__(self, found: dict[tuple[str, str], str]) -> None:
+        self.found = found
+
+    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]:
+        return "10", self.found
+
+
+def test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
+    asyncio.run(_test_prune_forgets_a_pod_deleted_while_the_watch_was_away())
+
+
+async def _test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
+    ctl, _ = await _seeded()
+    ctl.writer = _Lister({})  # type: ignore[assignment]
+    assert await ctl.prune(KIND_POD) == 1
+    assert ctl.world.get_pod("ns", "p") is None
+    assert ("verdict", "ns", "p") in ctl.queue._dirty  # its verdict is deleted next
+
+
+def test_prune_keeps_objects_newer_than_the_list() -> None:
+    asyncio.run(_test_prune_keeps_objects_newer_than_the_list())
+
+
+async def _test_prune_keeps_objects_newer_than_the_list() -> None:
+    ctl, _ = await _seeded()
+    ctl.writer = _Lister({})  # type: ignore[assignment]
+    ctl.world.upsert(_pod().model_copy(update={"resource_version": "11"}))
+    assert await ctl.prune(KIND_POD) == 0
+    assert ctl.world.get_pod("ns", "p") is not None

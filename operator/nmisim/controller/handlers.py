@@ -16,9 +16,17 @@ from nmisim.controller import indexes as ix
 from nmisim.controller import metrics
 from nmisim.controller.api import KubeAPI
 from nmisim.controller.indexes import AAD, NMISIM
-from nmisim.controller.reconciler import CONFIG_NAME, Controller, Options
+from nmisim.controller.reconciler import CONFIG_NAME, KIND_VERDICT, Controller, Options
 from nmisim.controller.writer import Writer
-from nmisim.engine.models import KIND_ASSIGNED, KIND_BINDING, KIND_IDENTITY, Pod
+from nmisim.engine.models import (
+    KIND_ASSIGNED,
+    KIND_BINDING,
+    KIND_CONFIG,
+    KIND_EXCEPTION,
+    KIND_IDENTITY,
+    KIND_POD,
+    Pod,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,8 @@ async def pod_event(
     event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     ctl = await _controller(memo, kwargs)
+    if event["type"] is None:
+        ctl.listed(KIND_POD)
     pod = _pod(event["object"]) if event["type"] != "DELETED" else None
     if pod is None:
         ctl.pod_deleted(namespace or "", name)
@@ -115,6 +125,8 @@ async def exception_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     ctl = await _controller(memo, kwargs)
+    if event["type"] is None:
+        ctl.listed(KIND_EXCEPTION)
     entry = ix.one(kwargs["nmisim_exceptions"], (namespace or "", name))
     if event["type"] == "DELETED" or entry is None:
         await ctl.exception_deleted(namespace or "", name)
@@ -125,6 +137,8 @@ async def exception_event(
 async def _identity_kind_event(kind: str, index: str, event: kopf.RawEvent, memo: kopf.Memo,
                                kwargs: dict[str, Any]) -> None:  # fmt: skip
     ctl = await _controller(memo, kwargs)
+    if event["type"] is None:
+        ctl.listed(kind)
     namespace, name = kwargs["namespace"] or "", kwargs["name"]
     obj = ix.one(kwargs[index], (namespace, name))
     if event["type"] == "DELETED" or obj is None:
@@ -151,14 +165,18 @@ async def assigned_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> No
 @kopf.on.event(NMISIM, "v1alpha1", "nmiverdicts")
 async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = await _controller(memo, kwargs)
+    if event["type"] is None:
+        ctl.listed(KIND_VERDICT)
     ctl.verdict_observed(event["object"], deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event(NMISIM, "v1alpha1", "simulationconfigs")
 async def config_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    ctl = await _controller(memo, kwargs)
+    if event["type"] is None:
+        ctl.listed(KIND_CONFIG)
     if name != CONFIG_NAME:
         return
-    ctl = await _controller(memo, kwargs)
     if event["type"] == "DELETED":
         await ctl.config_changed(None)
     else:

@@ -17,12 +17,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import aiohttp
+
 from nmisim.controller import metrics
 from nmisim.controller import status as S
 from nmisim.controller.writer import WriteError, Writer
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import (
+    KIND_ASSIGNED,
+    KIND_BINDING,
+    KIND_CONFIG,
     KIND_EXCEPTION,
+    KIND_IDENTITY,
     KIND_POD,
     AzureAssignedIdentity,
     AzureIdentity,
@@ -40,6 +46,18 @@ CONFIG_NAME: Final = "default"
 CHUNK: Final = 500  # pods re-evaluated between yields to the event loop
 MAX_BACKOFF: Final = 60.0
 RECREATE_DELAY: Final = 1.0  # seconds before putting back a verdict someone deleted
+RELIST_QUIET: Final = 2.0  # seconds without listing events before a relisted kind is checked for deletions
+KIND_VERDICT: Final = "NMIVerdict"
+_AAD_API: Final = "/apis/aadpodidentity.k8s.io/v1"
+LIST_PATHS: Final = {
+    KIND_POD: "/api/v1/pods",
+    KIND_EXCEPTION: f"{_AAD_API}/azurepodidentityexceptions",
+    KIND_IDENTITY: f"{_AAD_API}/azureidentities",
+    KIND_BINDING: f"{_AAD_API}/azureidentitybindings",
+    KIND_ASSIGNED: f"{_AAD_API}/azureassignedidentities",
+    KIND_VERDICT: "/apis/nmisim.dev/v1alpha1/nmiverdicts",
+    KIND_CONFIG: "/apis/nmisim.dev/v1alpha1/simulationconfigs",
+}
 
 WorkKind = Literal["verdict", "exception", "config"]
 WorkKey = tuple[WorkKind, str, str]
@@ -130,6 +148,7 @@ class Controller:
         self._totals_dirty = True
         self._exception_batches: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._relisted: dict[str, float] = {}  # kind -> when kopf last delivered a listing event of it
 
     # --- seeding from kopf's indexes -------------------------------------------------------------------
 
@@ -345,6 +364,70 @@ class Controller:
         if self._verdict_needs_write(key):
             self.queue.add(("verdict", *key))
 
+    def listed(self, kind: str) -> None:
+        """kopf (re)listed a kind: at start, and after a 410 Gone or a reconnection. A relist tells of every
+        object that exists, never of those deleted while the watch was away: once the listing is quiet,
+        :meth:`prune` looks for them."""
+        self._relisted[kind] = time.monotonic()
+
+    async def prune(self, kind: str) -> int:
+        """Forget the objects of a kind that no longer exist (one metadata-only LIST), as if their DELETED
+        events had come: objects the list does not have and that are not newer than the list."""
+        assert self.writer is not None
+        version, found = await self.writer.list_metadata(LIST_PATHS[kind])
+        at = _rv(version)
+
+        def gone(namespace: str, name: str, resource_version: str) -> bool:
+            return (namespace, name) not in found and _rv(resource_version) <= at
+
+        n = 0
+        if kind == KIND_POD:
+            for pod in [p for p in self.world.pods() if gone(p.namespace, p.name, p.resource_version)]:
+                self.pod_deleted(pod.namespace, pod.name)
+                n += 1
+        elif kind == KIND_EXCEPTION:
+            for exc in [e for e in self.world.exceptions() if gone(e.namespace, e.name, e.resource_version)]:
+                await self.exception_deleted(exc.namespace, exc.name)
+                n += 1
+        elif kind in (KIND_IDENTITY, KIND_BINDING, KIND_ASSIGNED):
+            objs: list[AzureIdentity] | list[AzureIdentityBinding] | list[AzureAssignedIdentity]
+            if kind == KIND_IDENTITY:
+                objs = self.world.identities()
+            elif kind == KIND_BINDING:
+                objs = self.world.bindings()
+            else:
+                objs = self.world.assigned_identities()
+            for obj in [o for o in objs if gone(o.namespace, o.name, o.resource_version)]:
+                await self.identity_object_deleted(kind, obj.namespace, obj.name)
+                n += 1
+        elif kind == KIND_VERDICT:
+            for key in [k for k, r in self.verdicts.items() if gone(*k, r.resource_version)]:
+                meta = {"namespace": key[0], "name": key[1], "resourceVersion": version}
+                self.verdict_observed({"metadata": meta}, deleted=True)
+                n += 1
+        elif kind == KIND_CONFIG:
+            record = self.config_record
+            if record is not None and gone("", CONFIG_NAME, record.resource_version):
+                await self.config_changed(None)
+                n += 1
+        if n:
+            log.info("%d %s object(s) deleted while the watch was away: forgotten", n, kind)
+        return n
+
+    async def _relist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RELIST_QUIET / 2)
+            now = time.monotonic()
+            for kind in [k for k, t in self._relisted.items() if now - t >= RELIST_QUIET]:
+                del self._relisted[kind]
+                try:
+                    await self.prune(kind)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("looking for deleted %s objects failed: %s; retrying", kind, exc)
+                    self._relisted.setdefault(kind, now)
+
     # --- evaluation -------------------------------------------------------------------------------------
 
     def _apply_config_body(self, body: Mapping[str, Any]) -> None:
@@ -422,6 +505,7 @@ class Controller:
         for i in range(self.options.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"nmisim-worker-{i}"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="nmisim-status"))
+        self._tasks.append(asyncio.create_task(self._relist_loop(), name="nmisim-relist"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -467,7 +551,9 @@ class Controller:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(0.5 * 2 ** (failures - 1), MAX_BACKOFF)
-                level = logging.WARNING if isinstance(exc, WriteError) else logging.ERROR
+                # Refusals and an unreachable API server are expected: a warning; anything else is a bug.
+                expected = isinstance(exc, WriteError | aiohttp.ClientError | TimeoutError)
+                level = logging.WARNING if expected else logging.ERROR
                 log.log(
                     level,
                     "%s %s/%s: %s; retrying in %.1fs",

@@ -17,6 +17,7 @@ EXCEPTION_API: Final = "/apis/aadpodidentity.k8s.io/v1"
 MERGE: Final = "application/merge-patch+json"
 COMPONENT: Final = "nmisim"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "nmisim"}
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class WriteError(RuntimeError):
@@ -111,6 +112,26 @@ class Writer:
         if resp.ok:
             metrics.WRITES.labels(kind="simulationconfigs/status").inc()
         return _check(f"patch simulationconfig {name} status", resp, 404)
+
+    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]:
+        """Names and resourceVersions of every object of a kind (metadata only, 500 per page), and the
+        list's resourceVersion: what exists at one point in time."""
+        found: dict[tuple[str, str], str] = {}
+        token, version = "", ""
+        while True:
+            query = "limit=500" + (f"&continue={quote(token)}" if token else "")
+            resp = await self.api.request("GET", f"{path}?{query}", kind="list", accept=METADATA_LIST)
+            if not resp.ok:
+                raise WriteError(f"list {path}", resp)
+            meta = resp.body.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            for item in resp.body.get("items") or []:
+                m = item.get("metadata") or {}
+                key = (str(m.get("namespace") or ""), str(m.get("name") or ""))
+                found[key] = str(m.get("resourceVersion") or "")
+            token = meta.get("continue") or ""
+            if not token:
+                return version, found
 
     async def list_events(self) -> list[dict[str, Any]]:
         """The Pod Events this operator posted (all namespaces), read page by page."""
