@@ -269,6 +269,22 @@ async def gather_limited(
     return results
 
 
+async def create(api: KubeAPI, obj: dict[str, Any], path: str | None = None) -> None:
+    """POST, retried until the API server has it (201, or 409: already there from an earlier try)."""
+    err = ""
+    for attempt in range(10):
+        try:
+            resp = await api.request("POST", path or api_path(obj), obj)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            err = str(exc)
+        else:
+            if resp.ok or resp.status == 409:
+                return
+            err = f"HTTP {resp.status}: {resp.message}"
+        await asyncio.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(f"cannot create {obj['kind']} {obj['metadata'].get('name')}: {err}")
+
+
 async def list_all(api: KubeAPI, path: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cont = ""
@@ -443,19 +459,19 @@ async def run(tier: str) -> dict[str, Any]:
     say("creating the workload")
     await gather_limited(
         work.namespaces,
-        lambda ns: setup.request(
-            "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        lambda ns: create(
+            setup, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, "/api/v1/namespaces"
         ),
         "namespaces",
         len(work.namespaces),
     )
     await gather_limited(
         work.objects,
-        lambda o: setup.request("POST", api_path(o), o),
+        lambda o: create(setup, o),
         "exceptions, identities, bindings",
         len(work.objects),
     )
-    await gather_limited(work.pods, lambda o: setup.request("POST", api_path(o), o), "pods", len(work.pods))
+    await gather_limited(work.pods, lambda o: create(setup, o), "pods", len(work.pods))
     prog = Progress("pods running (kwok)", len(work.pods))
     while True:
         pods = [
