@@ -71,6 +71,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330  # detect a silent watch stream
     settings.watching.connect_timeout = 10
+    # With --peering: a replica killed without saying goodbye blocks the others until its keep-alive
+    # expires. 30 s (kopf: 60) keeps a handover within a minute, for one keep-alive PATCH every 20-25 s.
+    settings.peering.lifetime = 30
     settings.batching.batch_window = 0.02
     settings.batching.idle_timeout = 30.0
     options: Options = memo.get("options") or Options()
