@@ -1,0 +1,66 @@
+"""Fixtures of the fault tests: the embedded cluster only (they restart its components), and an operator
+process of each test's own, authenticated as the manifests' ServiceAccount, that the test may kill."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _token_kubeconfig
+from tests.faults.helpers import REPORT, Operator
+from tests.support import Cluster
+
+OperatorFactory = Callable[..., Operator]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("faults injected and figures observed")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def local(installed: Cluster) -> Cluster:
+    if not installed.local:
+        pytest.skip("fault tests restart cluster components: they need the embedded cluster")
+    return installed
+
+
+@pytest.fixture(scope="session")
+def sa_kubeconfig(local: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _token_kubeconfig(local, tmp_path_factory.mktemp("sa") / "kubeconfig", "nmisim-system", "nmisim")
+
+
+@pytest.fixture
+def operators(sa_kubeconfig: Path, tmp_path: Path) -> Iterator[OperatorFactory]:
+    """Make operator processes (not started); every one is stopped at the end of the test."""
+    made: list[Operator] = []
+
+    def make(*extra: str, log: str = "operator.log") -> Operator:
+        op = Operator(sa_kubeconfig, tmp_path / log, *extra)
+        op.log.write_text("")
+        made.append(op)
+        return op
+
+    yield make
+    for op in made:
+        op.stop()
+
+
+@pytest.fixture
+def operator(operators: OperatorFactory) -> Operator:
+    """One operator, started and seeded."""
+    op = operators()
+    op.start()
+    return op
