@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the offline subcommands need neither kopf nor the operator's handlers.
     import kopf  # noqa: PLC0415
 
-    import nmisim.controller.handlers  # noqa: F401, PLC0415 - registers the handlers and indexes
+    import nmisim.controller.handlers  # noqa: F401, PLC0415 - registers the handlers
     from nmisim.controller.reconciler import Options  # noqa: PLC0415
 
     if args.concurrency < 1 or args.api_qps < 0 or args.api_burst < 1:

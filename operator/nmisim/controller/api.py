@@ -159,14 +159,17 @@ class KubeAPI:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def pages(
-        self, path: str, *, kind: str = "", limit: int = 500
+        self, path: str, *, kind: str = "", limit: int = 500, missing_ok: bool = False
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The items of a LIST, page by page (so that no more than a page of raw bodies is held)."""
+        """The items of a LIST, page by page (so that no more than a page of raw bodies is held).
+        ``missing_ok``: a 404 (the kind's CRD is not installed) is an empty list."""
         token = ""
         while True:
             sep = "&" if "?" in path else "?"
             query = f"{sep}limit={limit}" + (f"&continue={token}" if token else "")
             resp = await self.request("GET", path + query, kind=kind)
+            if resp.status == 404 and missing_ok:
+                return
             if not resp.ok:
                 raise RuntimeError(f"list {path}: HTTP {resp.status}: {resp.message}")
             yield resp.body.get("items") or []

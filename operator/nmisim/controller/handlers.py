@@ -1,8 +1,13 @@
 """Every kopf decorator of the operator. Thin: each handler hands its object to the reconciler.
 
-Only low-level event handlers and indexes are used, for every kind: no create/update/resume handlers,
-so kopf never writes its annotations or finalizers onto anybody's objects, Pods least of all. Every
-handler is ``async``: kopf runs sync handlers in threads, and the reconciler's state belongs to the loop.
+Only low-level event handlers are used, for every kind: no create/update/resume handlers, so kopf never
+writes its annotations or finalizers onto anybody's objects, Pods least of all. Every handler is
+``async``: kopf runs sync handlers in threads, and the reconciler's state belongs to the loop.
+
+The in-memory indexes are the engine's (``World``: exceptions by namespace and (key, folded value),
+bindings by selector, pods by node and IP, assigned identities by pod), seeded by one paginated LIST of
+every kind at start and kept by these handlers; kopf's own ``@kopf.index`` is not used because its
+readiness bookkeeping costs O(n^2) in the number of objects (see ``Controller.load_lists``).
 """
 
 from __future__ import annotations
@@ -12,11 +17,9 @@ from typing import Any
 
 import kopf
 
-from nmisim.controller import indexes as ix
 from nmisim.controller import metrics
 from nmisim.controller.api import KubeAPI
-from nmisim.controller.indexes import AAD, NMISIM
-from nmisim.controller.reconciler import CONFIG_NAME, KIND_VERDICT, Controller, Options
+from nmisim.controller.reconciler import CONFIG_NAME, KIND_VERDICT, Controller, ObjectRecord, Options, parse
 from nmisim.controller.writer import Writer
 from nmisim.engine.models import (
     KIND_ASSIGNED,
@@ -25,42 +28,23 @@ from nmisim.engine.models import (
     KIND_EXCEPTION,
     KIND_IDENTITY,
     KIND_POD,
+    AzureAssignedIdentity,
+    AzureIdentity,
+    AzureIdentityBinding,
     Pod,
+    PodIdentityException,
 )
+
+AAD = "aadpodidentity.k8s.io"
+NMISIM = "nmisim.dev"
 
 log = logging.getLogger(__name__)
 
-# Re-exported so that `kopf run -m nmisim.controller.handlers` registers the indexes too.
-INDEXES = (
-    ix.nmisim_exceptions,
-    ix.nmisim_identities,
-    ix.nmisim_bindings,
-    ix.nmisim_assigned,
-    ix.nmisim_configs,
-)
 
-
-def _pod(body: Any) -> Pod | None:
-    try:
-        return Pod.from_k8s(body)
-    except ValueError as exc:
-        meta = body.get("metadata") or {}
-        log.warning("ignored: Pod %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
-        return None
-
-
-async def _controller(memo: kopf.Memo, kwargs: dict[str, Any]) -> Controller:
+async def _controller(memo: kopf.Memo) -> Controller:
     ctl: Controller = memo["controller"]
     if not ctl.seeded:
-        await ctl.ensure_seeded(
-            objects=[
-                *ix.values(kwargs["nmisim_identities"]),
-                *ix.values(kwargs["nmisim_bindings"]),
-                *ix.values(kwargs["nmisim_assigned"]),
-            ],
-            exceptions=ix.values(kwargs["nmisim_exceptions"]),
-            config=ix.one(kwargs["nmisim_configs"], CONFIG_NAME),
-        )
+        await ctl.ensure_seeded()
     return ctl
 
 
@@ -113,11 +97,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def pod_event(
     event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    ctl = await _controller(memo, kwargs)
+    ctl = await _controller(memo)
     if event["type"] is None:
         ctl.listed(KIND_POD)
-    pod = _pod(event["object"]) if event["type"] != "DELETED" else None
-    if pod is None:
+    pod = parse(KIND_POD, event["object"]) if event["type"] != "DELETED" else None
+    if not isinstance(pod, Pod):
         ctl.pod_deleted(namespace or "", name)
     else:
         ctl.pod_changed(pod, terminating=meta.get("deletionTimestamp") is not None)
@@ -127,24 +111,25 @@ async def pod_event(
 async def exception_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    ctl = await _controller(memo, kwargs)
+    ctl = await _controller(memo)
     if event["type"] is None:
         ctl.listed(KIND_EXCEPTION)
-    entry = ix.one(kwargs["nmisim_exceptions"], (namespace or "", name))
-    if event["type"] == "DELETED" or entry is None:
+    exc = parse(KIND_EXCEPTION, event["object"]) if event["type"] != "DELETED" else None
+    if not isinstance(exc, PodIdentityException):
         await ctl.exception_deleted(namespace or "", name)
     else:
-        await ctl.exception_changed(*entry)
+        await ctl.exception_changed(exc, ObjectRecord.from_body(event["object"]))
 
 
-async def _identity_kind_event(kind: str, index: str, event: kopf.RawEvent, memo: kopf.Memo,
-                               kwargs: dict[str, Any]) -> None:  # fmt: skip
-    ctl = await _controller(memo, kwargs)
+async def _identity_kind_event(
+    kind: str, event: kopf.RawEvent, memo: kopf.Memo, kwargs: dict[str, Any]
+) -> None:
+    ctl = await _controller(memo)
     if event["type"] is None:
         ctl.listed(kind)
     namespace, name = kwargs["namespace"] or "", kwargs["name"]
-    obj = ix.one(kwargs[index], (namespace, name))
-    if event["type"] == "DELETED" or obj is None:
+    obj = parse(kind, event["object"]) if event["type"] != "DELETED" else None
+    if not isinstance(obj, AzureIdentity | AzureIdentityBinding | AzureAssignedIdentity):
         await ctl.identity_object_deleted(kind, namespace, name)
     else:
         await ctl.identity_object_changed(obj)
@@ -152,22 +137,22 @@ async def _identity_kind_event(kind: str, index: str, event: kopf.RawEvent, memo
 
 @kopf.on.event(AAD, "v1", "azureidentities")
 async def identity_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
-    await _identity_kind_event(KIND_IDENTITY, "nmisim_identities", event, memo, kw)
+    await _identity_kind_event(KIND_IDENTITY, event, memo, kw)
 
 
 @kopf.on.event(AAD, "v1", "azureidentitybindings")
 async def binding_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
-    await _identity_kind_event(KIND_BINDING, "nmisim_bindings", event, memo, kw)
+    await _identity_kind_event(KIND_BINDING, event, memo, kw)
 
 
 @kopf.on.event(AAD, "v1", "azureassignedidentities")
 async def assigned_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
-    await _identity_kind_event(KIND_ASSIGNED, "nmisim_assigned", event, memo, kw)
+    await _identity_kind_event(KIND_ASSIGNED, event, memo, kw)
 
 
 @kopf.on.event(NMISIM, "v1alpha1", "nmiverdicts")
 async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
-    ctl = await _controller(memo, kwargs)
+    ctl = await _controller(memo)
     if event["type"] is None:
         ctl.listed(KIND_VERDICT)
     ctl.verdict_observed(event["object"], deleted=event["type"] == "DELETED")
@@ -175,7 +160,7 @@ async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) ->
 
 @kopf.on.event(NMISIM, "v1alpha1", "simulationconfigs")
 async def config_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    ctl = await _controller(memo, kwargs)
+    ctl = await _controller(memo)
     if event["type"] is None:
         ctl.listed(KIND_CONFIG)
     if name != CONFIG_NAME:
