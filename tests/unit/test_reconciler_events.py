@@ -37,7 +37,12 @@ async def _seeded() -> tuple[Controller, Pod]:
     ctl.world.upsert(pod)
     result = ctl.world.evaluate(pod)
     status = {**S.verdict_status(result, pod), "transitions": 1}
-    record = VerdictRecord(owner_uid=UID, status=status, resource_version="7", semantic=S.semantic(status))
+    record = VerdictRecord.from_body(
+        {
+            "metadata": {"resourceVersion": "7", "ownerReferences": [{"kind": "Pod", "uid": UID}]},
+            "status": status,
+        }
+    )
     ctl.seed(objects=[pod], exceptions=[], verdicts={("ns", "p"): record}, config=None)
     return ctl, pod
 

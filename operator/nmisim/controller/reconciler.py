@@ -68,26 +68,39 @@ def _rv(value: str | None) -> int:
     return int(value) if value and value.isdigit() else -1
 
 
+# The fields of a verdict's status the operator needs again later (the rest is kept as a digest).
+_KEPT: Final = ("verdict", "transitions", "lastTransitionTime")
+
+
 @dataclass(slots=True)
 class VerdictRecord:
-    """What an NMIVerdict in the cluster says."""
+    """What an NMIVerdict in the cluster says: a digest of its status for change detection, and the few
+    fields transitions need (thousands of these are kept, so not the whole status)."""
 
     owner_uid: str | None
     status: dict[str, Any]
     resource_version: str
-    semantic: str = ""
+    semantic: int = 0
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> VerdictRecord:
         meta = body.get("metadata") or {}
         owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Pod"]
-        status = dict(body.get("status") or {})
+        full = body.get("status") or {}
+        kept = {k: full[k] for k in _KEPT if k in full}
+        if "tokenRequest" in full:
+            kept["tokenRequest"] = {"status": (full.get("tokenRequest") or {}).get("status")}
         return cls(
             owner_uid=owners[0].get("uid") if owners else None,
-            status=status,
+            status=kept,
             resource_version=str(meta.get("resourceVersion") or ""),
-            semantic=S.semantic(status),
+            semantic=digest(full),
         )
+
+
+def digest(status: Mapping[str, Any] | None) -> int:
+    """A status's semantic form, hashed (equal statuses, equal digests, within one process)."""
+    return hash(S.semantic(status))
 
 
 @dataclass(slots=True)
@@ -501,7 +514,7 @@ class Controller:
         if record is None or record.owner_uid != pod.uid:
             return True
         desired = S.verdict_status(result, pod)
-        return record.semantic != S.semantic(desired) or self._announcement_stale(pod.uid, desired)
+        return record.semantic != digest(desired) or self._announcement_stale(pod.uid, desired)
 
     def _announcement_stale(self, uid: str, desired: Mapping[str, Any]) -> bool:
         """The last Event announced for this pod says something else than its verdict (an earlier run posted
@@ -621,7 +634,7 @@ class Controller:
             else:
                 record = VerdictRecord.from_body(resp.body)
             self.verdicts[key] = record
-        if record.semantic == S.semantic(desired) and not self._announcement_stale(pod.uid, desired):
+        if record.semantic == digest(desired) and not self._announcement_stale(pod.uid, desired):
             return
         # What the operator last announced wins over what the object says: an edited verdict is drift,
         # not a transition of the pod.
