@@ -167,8 +167,10 @@ class OperatorProcess:
         return sum(self.writes_by_kind().values())
 
     def errors_in_log(self) -> list[str]:
+        """Tracebacks and errors; not kopf's own "… failed; will retry" lines for requests it retries
+        (for example 429 while a just-started API server initialises its watch cache)."""
         return [
             line
             for line in self.log.read_text(errors="replace").splitlines()
-            if "Traceback" in line or "[ERROR" in line
+            if "Traceback" in line or ("[ERROR" in line and "will retry" not in line)
         ]
