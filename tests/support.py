@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -174,3 +174,25 @@ class OperatorProcess:
             for line in self.log.read_text(errors="replace").splitlines()
             if "Traceback" in line or ("[ERROR" in line and "will retry" not in line)
         ]
+
+
+class _Writes(Protocol):
+    def writes(self) -> int: ...
+
+
+def settle(op: _Writes | None, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Wait until the operator has written nothing for ``quiet`` seconds (None: an operator elsewhere,
+    whose writes cannot be counted from here: just wait)."""
+    if op is None:
+        time.sleep(quiet * 2)
+        return
+    deadline = time.monotonic() + timeout
+    last, since = op.writes(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = op.writes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise AssertionError("operator kept writing")

@@ -24,7 +24,13 @@ from typing import Any
 import yaml
 
 from nmisim.controller import status as S
-from tests.support import CLUSTER_DIR, Cluster, OperatorProcess, wait_for
+from tests.support import (
+    CLUSTER_DIR,
+    Cluster,
+    OperatorProcess,
+    settle,  # noqa: F401 - re-exported for the fault tests
+    wait_for,
+)
 
 NMISIM = str(Path(sys.executable).parent / "nmisim")
 BOOKKEEPING = {"observedPodResourceVersion", "lastTransitionTime", "transitions", "podUID"}
@@ -86,20 +92,6 @@ class Operator(OperatorProcess):
 
     def tracebacks(self) -> list[str]:
         return [line for line in self.log.read_text(errors="replace").splitlines() if "Traceback" in line]
-
-
-def settle(op: Operator, quiet: float = 2.0, timeout: float = 60) -> None:
-    """Wait until the operator has written nothing for ``quiet`` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = op.writes(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = op.writes()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-    raise AssertionError("operator kept writing")
 
 
 # --- objects ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Cluster, OperatorProcess, wait_for
+from tests.support import Cluster, OperatorProcess, settle, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -113,23 +113,6 @@ def running(cluster: Cluster, namespace: str, *names: str) -> None:
         return all(pods.get(n, {}).get("status", {}).get("podIP") for n in names)
 
     wait_for(check, timeout=60, what=f"pods {names} running")
-
-
-def settle(op: OperatorProcess | None, quiet: float = 2.0, timeout: float = 30) -> None:
-    """Wait until the operator has written nothing for `quiet` seconds."""
-    if op is None:
-        time.sleep(quiet * 2)
-        return
-    deadline = time.monotonic() + timeout
-    last, since = op.writes(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = op.writes()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-    raise AssertionError("operator kept writing")
 
 
 def test_verdicts_status_and_events_agree_with_the_engine(

@@ -162,40 +162,49 @@ def exception_status(
             f"no running pod in namespace {exc.namespace} carries any of {labels}; "
             "exceptions only match pods in their own namespace"
         )
-    previous = _condition(old, "Ready")
-    unchanged = previous is not None and previous.get("status") == state and previous.get("reason") == reason
-    transition = str(previous.get("lastTransitionTime")) if unchanged and previous else now()
     return {
         "matchedPods": len(matched),
         "matchedPodsSample": matched[:SAMPLE_SIZE],
         "observedGeneration": exc.generation,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": state,
-                "reason": reason,
-                "message": message[:_MAX_MESSAGE],
-                "lastTransitionTime": transition,
-                "observedGeneration": exc.generation,
-            }
-        ],
+        "conditions": [ready(state, reason, message, exc.generation, old)],
     }
 
 
 def exception_semantic(status: Mapping[str, Any] | None) -> str:
     """Exception status without condition timestamps (and without upstream's unused ``status``)."""
+    return _object_semantic(
+        status, {"matchedPods": None, "matchedPodsSample": [], "observedGeneration": None}
+    )
+
+
+def _object_semantic(status: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> str:
+    """The given status fields (with their defaults) and the conditions without their timestamps."""
     if not status:
         return ""
     conditions = [
         {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
     ]
     body = {
-        "matchedPods": status.get("matchedPods"),
-        "matchedPodsSample": status.get("matchedPodsSample") or [],
-        "observedGeneration": status.get("observedGeneration"),
-        "conditions": conditions,
+        name: default if status.get(name) is None else status.get(name) for name, default in fields.items()
     }
+    body["conditions"] = conditions
     return json.dumps(_drop_nulls(body), sort_keys=True, separators=(",", ":"))
+
+
+def ready(
+    state: str, reason: str, message: str, generation: int, old: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A metav1.Condition of type Ready; its lastTransitionTime moves only when status or reason change."""
+    previous = _condition(old, "Ready")
+    unchanged = previous is not None and previous.get("status") == state and previous.get("reason") == reason
+    return {
+        "type": "Ready",
+        "status": state,
+        "reason": reason,
+        "message": message[:_MAX_MESSAGE],
+        "lastTransitionTime": str(previous.get("lastTransitionTime")) if unchanged and previous else now(),
+        "observedGeneration": generation,
+    }
 
 
 def _condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -237,39 +246,16 @@ def config_status(
     counts = {v: t.verdicts.get(v, 0) for v in VERDICTS}
     state, reason = ("False", "Refused") if error else ("True", "Applied")
     message = f"NMI would refuse this configuration: {error}" if error else "every pod is evaluated with it"
-    previous = _condition(old, "Ready")
-    unchanged = previous is not None and previous.get("status") == state and previous.get("reason") == reason
-    transition = str(previous.get("lastTransitionTime")) if unchanged and previous else now()
     return {
         "totals": {"pods": sum(counts.values()), **counts},
         "findings": dict(sorted(t.findings.items())),
         "observedGeneration": generation,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": state,
-                "reason": reason,
-                "message": message[:_MAX_MESSAGE],
-                "lastTransitionTime": transition,
-                "observedGeneration": generation,
-            }
-        ],
+        "conditions": [ready(state, reason, message, generation, old)],
     }
 
 
 def config_semantic(status: Mapping[str, Any] | None) -> str:
-    if not status:
-        return ""
-    conditions = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
-    ]
-    body = {
-        "totals": status.get("totals"),
-        "findings": status.get("findings") or {},
-        "observedGeneration": status.get("observedGeneration"),
-        "conditions": conditions,
-    }
-    return json.dumps(_drop_nulls(body), sort_keys=True, separators=(",", ":"))
+    return _object_semantic(status, {"totals": None, "findings": {}, "observedGeneration": None})
 
 
 __all__ = [
