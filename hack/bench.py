@@ -285,18 +285,6 @@ async def create(api: KubeAPI, obj: dict[str, Any], path: str | None = None) -> 
     raise RuntimeError(f"cannot create {obj['kind']} {obj['metadata'].get('name')}: {err}")
 
 
-async def list_all(api: KubeAPI, path: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cont = ""
-    while True:
-        sep = "&" if "?" in path else "?"
-        resp = await api.request("GET", f"{path}{sep}limit=1000" + (f"&continue={cont}" if cont else ""))
-        items.extend(resp.body["items"])
-        cont = resp.body["metadata"].get("continue", "")
-        if not cont:
-            return items
-
-
 # --- watching ---------------------------------------------------------------------------------------------
 
 
@@ -490,7 +478,9 @@ async def run(tier: str) -> dict[str, Any]:
     prog = Progress("pods running (kwok)", len(work.pods))
     while True:
         pods = [
-            p for p in await list_all(setup, "/api/v1/pods") if p["metadata"]["namespace"].startswith("bench")
+            p
+            for p in await setup.list_all("/api/v1/pods", limit=1000)
+            if p["metadata"]["namespace"].startswith("bench")
         ]
         running = sum(1 for p in pods if p.get("status", {}).get("podIP"))
         prog.update(running)
@@ -500,11 +490,11 @@ async def run(tier: str) -> dict[str, Any]:
 
     # What every verdict must say: the engine on the objects as the API server holds them.
     world = World()
-    for o in await list_all(setup, "/apis/aadpodidentity.k8s.io/v1/azurepodidentityexceptions"):
+    for o in await setup.list_all("/apis/aadpodidentity.k8s.io/v1/azurepodidentityexceptions", limit=1000):
         world.upsert(PodIdentityException.from_k8s(o))
-    for o in await list_all(setup, "/apis/aadpodidentity.k8s.io/v1/azureidentities"):
+    for o in await setup.list_all("/apis/aadpodidentity.k8s.io/v1/azureidentities", limit=1000):
         world.upsert(AzureIdentity.from_k8s(o))
-    for o in await list_all(setup, "/apis/aadpodidentity.k8s.io/v1/azureidentitybindings"):
+    for o in await setup.list_all("/apis/aadpodidentity.k8s.io/v1/azureidentitybindings", limit=1000):
         world.upsert(AzureIdentityBinding.from_k8s(o))
     pod_models = [Pod.from_k8s(p) for p in pods]
     for p in pod_models:
