@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+from urllib.parse import parse_qsl
 
 from nmisim.cli.common import UsageError, add_input_options, build_world, cluster_failure
 from nmisim.cli.output import render_data, request_table
@@ -25,7 +26,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     who.add_argument("--pod", metavar="NS/NAME", help="the calling pod (its IP, to the NMI on its node)")
     who.add_argument("--ip", metavar="IP", help="the caller's source IP (needs --node)")
     p.add_argument("--node", metavar="NODE", help="the node whose NMI receives the request (with --ip)")
-    p.add_argument("--path", default=TOKEN_PATH, help=f"request path (default {TOKEN_PATH})")
+    p.add_argument(
+        "--path",
+        default=TOKEN_PATH,
+        help=f"the request target's path exactly as the client sends it, escapes and '//', '.', '..' "
+        f"included (default {TOKEN_PATH}); a '?QUERY' part adds its parameters like --query",
+    )
     p.add_argument(
         "--query", action="append", default=[], metavar="K=V", help="add/override a query parameter"
     )
@@ -51,6 +57,10 @@ def _merge(
 
 def build_request(args: argparse.Namespace) -> HttpRequest:
     query: list[tuple[str, str]] = []
+    raw_path, sep, raw_query = args.path.partition("?")
+    if sep:
+        # the client's own query replaces the default one; Go's url.ParseQuery reads it
+        query += parse_qsl(raw_query, keep_blank_values=True)
     for item in args.query:
         if "=" not in item:
             raise UsageError(f"--query {item}: expected K=V")
@@ -64,12 +74,14 @@ def build_request(args: argparse.Namespace) -> HttpRequest:
         if not k.strip():
             raise UsageError(f"--header {item}: empty header name")
         headers.append((k.strip(), v.strip()))
-    path = args.path if args.path.startswith("/") else "/" + args.path
+    # sent as is: Go decodes it and gorilla/mux cleans it (a path that is not clean gets a 301)
+    path = raw_path if raw_path.startswith("/") else "/" + raw_path
     return HttpRequest(
         method=args.method.upper(),
         path=path,
-        query=_merge(() if args.no_default_query else DEFAULT_QUERY, query, fold=False),
+        query=_merge(() if args.no_default_query or sep else DEFAULT_QUERY, query, fold=False),
         headers=_merge(() if args.no_default_headers else DEFAULT_HEADERS, headers, fold=True),
+        raw=raw_query if sep and not args.query else None,
     )
 
 

@@ -43,10 +43,21 @@ ERR_NO_API_VERSION: Final = "Required api-version parameter not specified"
 JSON_CT: Final = "application/json; charset=utf-8"
 
 
+def token_subject(client_id: str, resource_id: str = "", tenant_id: str = "") -> str:
+    """Whom a fake token names, by one rule on every path (NMI-served, exempt, hostNetwork, proxied):
+    the client ID of the identity it was issued to (what a real token's ``appid`` claim carries); an
+    identity known only by its resource ID is named by that; a service principal's token adds the tenant
+    it was issued in (``<clientID>.<tenant>``, so multi-tenant tokens differ). The VM's system-assigned
+    identity is :data:`SYSTEM_ASSIGNED`."""
+    who = client_id or resource_id
+    return f"{who}.{tenant_id}" if tenant_id else who
+
+
 def fake_token(resource: str, subject: str) -> dict[str, str]:
     """An msiResponse-shaped token (nmi-semantics §2 step 9: all string fields) that is obviously fake.
 
-    Deterministic: the same subject and resource give the same body. Never JWT-shaped.
+    Deterministic: the same subject and resource give the same body. Never JWT-shaped. ``subject`` comes
+    from :func:`token_subject`.
     """
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in subject)
     return {
@@ -108,13 +119,17 @@ def imds_token(
         if ua is None:
             return ImdsTokenAnswer(400, error=ERR_IDENTITY_NOT_FOUND)
         who = ua.client_id or ua.resource_id
-        return ImdsTokenAnswer(200, identity=who, token=fake_token(resource, who))
+        return ImdsTokenAnswer(
+            200, identity=who, token=fake_token(resource, token_subject(ua.client_id, ua.resource_id))
+        )
     if vm.system_assigned:
         return ImdsTokenAnswer(200, identity=SYSTEM_ASSIGNED, token=fake_token(resource, SYSTEM_ASSIGNED))
     if len(vm.user_assigned) == 1:
         ua = vm.user_assigned[0]
         who = ua.client_id or ua.resource_id
-        return ImdsTokenAnswer(200, identity=who, token=fake_token(resource, who))
+        return ImdsTokenAnswer(
+            200, identity=who, token=fake_token(resource, token_subject(ua.client_id, ua.resource_id))
+        )
     if len(vm.user_assigned) > 1:
         return ImdsTokenAnswer(400, error=ERR_MULTIPLE_USER_ASSIGNED)
     return ImdsTokenAnswer(400, error=ERR_IDENTITY_NOT_FOUND)
@@ -164,17 +179,20 @@ def imds_http(
         if ans.ok:
             body = json.dumps(ans.token, separators=(",", ":"))
             why = f"IMDS issued a token for {ans.identity}"
-            return ImdsHttpAnswer(200, {"Content-Type": JSON_CT}, body, ans.identity, why)
+            return ImdsHttpAnswer(200, _headers(body), body, ans.identity, why)
         assert ans.error is not None
         return _imds_error(400, ans.error, f"IMDS: {ans.error}")
     if rest.startswith("/instance"):
         body = json.dumps({"compute": {"name": "nmisim-simulated-vm"}, "network": {}}, separators=(",", ":"))
-        return ImdsHttpAnswer(
-            200, {"Content-Type": JSON_CT}, body, None, "IMDS instance metadata (simulated)"
-        )
+        return ImdsHttpAnswer(200, _headers(body), body, None, "IMDS instance metadata (simulated)")
     return _imds_error(404, "Not found", "IMDS has no such path", raw='{"error":"Not found"}')
 
 
 def _imds_error(status: int, error: str, why: str, raw: str | None = None) -> ImdsHttpAnswer:
     body = raw or json.dumps({"error": "invalid_request", "error_description": error}, separators=(",", ":"))
-    return ImdsHttpAnswer(status, {"Content-Type": JSON_CT}, body, None, why, error)
+    return ImdsHttpAnswer(status, _headers(body), body, None, why, error)
+
+
+def _headers(body: str) -> dict[str, str]:
+    # IMDS sends Content-Length; NMI's proxy copies IMDS's headers (server.go copyHeader)
+    return {"Content-Type": JSON_CT, "Content-Length": str(len(body.encode()))}

@@ -1,7 +1,10 @@
 """One HTTP request to ``169.254.169.254:80`` through NMI's routes (nmi-semantics §2, §3, §7).
 
 The request either never reaches NMI (a hostNetwork caller: route ``direct``, IMDS answers; §3) or is
-DNATed to NMI, whose router checks, in order (§2 "Routes"):
+DNATed to NMI. Go's ``net/http`` decodes the path (a malformed ``%`` escape: ``400 Bad Request`` from the
+server itself) and gorilla/mux cleans it first: a path that is not clean (``//``, ``.`` or ``..``
+segments) is answered 301 to the cleaned path before any route is tried (§8.1). Then the router checks,
+in order (§2 "Routes"):
 
 1. ``/{metadata}/identity/oauth2/token`` prefix, ``metadata`` case-insensitive -> token handler;
 2. ``/(?i:metadata)/identity(.*?)oauth2(.*?)token`` anywhere -> 400 ``Invalid request``;
@@ -22,7 +25,12 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
 from nmisim.engine.config import SimulationConfig, UserAssignedIdentity, VMIdentities
-from nmisim.engine.identities import Selection, identity_is_namespaced, redact_client_id
+from nmisim.engine.identities import (
+    PANIC_INDEX_OUT_OF_RANGE,
+    Selection,
+    identity_is_namespaced,
+    redact_client_id,
+)
 from nmisim.engine.imds import (
     ERR_METADATA_HEADER,
     IMDS_HOST,
@@ -30,6 +38,7 @@ from nmisim.engine.imds import (
     fake_token,
     imds_http,
     imds_token,
+    token_subject,
 )
 from nmisim.engine.models import (
     TYPE_SERVICE_PRINCIPAL,
@@ -38,6 +47,7 @@ from nmisim.engine.models import (
     AzureIdentity,
     Pod,
 )
+from nmisim.engine.paths import go_unescape_path, mux_clean_path, mux_redirect_location
 
 ROUTE_TOKEN: Final = "token"
 ROUTE_INVALID: Final = "invalid-path"
@@ -45,6 +55,8 @@ ROUTE_HOST_TOKEN: Final = "host-token"
 ROUTE_BLOCKED: Final = "instance-blocked"
 ROUTE_PROXY: Final = "proxy"
 ROUTE_DIRECT: Final = "direct"
+ROUTE_REDIRECT: Final = "redirect"
+ROUTE_BAD_REQUEST: Final = "bad-request"
 
 DEFAULT_QUERY: Final = (("api-version", "2018-02-01"), ("resource", "https://management.azure.com/"))
 DEFAULT_HEADERS: Final = (("Metadata", "true"),)
@@ -63,6 +75,17 @@ JSON_UTF8_CT: Final = "application/json; charset=utf-8"
 SERVED_BY_NMI: Final = "nmi"
 SERVED_BY_IMDS: Final = "imds"
 
+#: net/http buffers this much of a handler's body before it must choose between Content-Length and
+#: chunked encoding (``server.go`` ``bufferBeforeChunkingSize``)
+GO_BUFFER_BEFORE_CHUNKING: Final = 2048
+#: adal's default AAD endpoint (pkg/auth/auth.go ``defaultActiveDirectoryEndpoint``)
+AAD_ENDPOINT: Final = "https://login.microsoftonline.com/"
+#: what AAD says to a client-credentials request with no tenant (approximation of AAD's text)
+ERR_AAD_NO_TENANT: Final = (
+    "AADSTS50059: No tenant-identifying information found in either the request or implied by any "
+    "provided credentials."
+)
+
 
 def canonical_header(name: str) -> str:
     """Go's ``textproto.CanonicalMIMEHeaderKey`` for ASCII names: ``metadata`` -> ``Metadata``."""
@@ -71,12 +94,18 @@ def canonical_header(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    """A request as the caller sends it. ``query`` and ``headers`` keep order and repeats."""
+    """A request as the caller sends it. ``query`` and ``headers`` keep order and repeats.
+
+    ``path`` is the path of the request target exactly as sent (escaped form: ``//``, ``..`` and ``%2e``
+    reach NMI as they are); :meth:`url_path` is Go's ``URL.Path``, the decoded form routes match on.
+    """
 
     method: str = "GET"
     path: str = TOKEN_PATH
     query: tuple[tuple[str, str], ...] = DEFAULT_QUERY
     headers: tuple[tuple[str, str], ...] = DEFAULT_HEADERS
+    #: the query string exactly as sent, when known (``URL.RawQuery``); else ``query`` url-encoded
+    raw: str | None = None
 
     def query_values(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -105,8 +134,15 @@ class HttpRequest:
             out.setdefault(canonical_header(k), v)
         return out
 
+    def raw_query(self) -> str:
+        return self.raw if self.raw is not None else urlencode(list(self.query))
+
+    def url_path(self) -> str | None:
+        """Go's ``URL.Path`` for this target: percent-decoded; None for a malformed escape."""
+        return go_unescape_path(self.path)
+
     def url(self) -> str:
-        qs = urlencode(list(self.query))
+        qs = self.raw_query()
         return f"http://{IMDS_HOST}{self.path}" + (f"?{qs}" if qs else "")
 
 
@@ -126,6 +162,8 @@ class RequestResult:
     error: str | None = None
     #: the AzureIdentity NMI chose, if any (for findings)
     azure_identity: AzureIdentity | None = field(default=None, compare=False)
+    #: NMI's per-request log line(s): only the token and /host/token routes write one (§8.12)
+    nmi_log: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,13 +197,32 @@ class Cluster(Protocol):
 
     def is_mic(self, pod: Pod) -> bool: ...
 
-    def select_identity(self, pod: Pod, client_id: str, res_id: str) -> Selection: ...
+    def select_identity(
+        self, pod: Pod, client_id: str, res_id: str, node: str | None = None
+    ) -> Selection: ...
+
+
+def with_framing(headers: Mapping[str, str], body: str) -> dict[str, str]:
+    """The body framing Go's ``net/http`` adds when the handler returns (``server.go``
+    ``chunkWriter.writeHeader``): a handler that set no Content-Length gets one when its whole body fit in
+    the 2048-byte buffer (even ``0``), else ``Transfer-Encoding: chunked``. ``Date`` is also added at serve
+    time; nmisim leaves it out to stay deterministic."""
+    out = dict(headers)
+    if "Content-Length" in out or "Transfer-Encoding" in out:
+        return out
+    size = len(body.encode("utf-8", "surrogateescape"))
+    if size <= GO_BUFFER_BEFORE_CHUNKING:
+        out["Content-Length"] = str(size)
+    else:
+        out["Transfer-Encoding"] = "chunked"
+    return out
 
 
 class _Trace:
     def __init__(self) -> None:
         self.steps: list[str] = []
         self.wait = 0.0
+        self.log: tuple[str, ...] = ()
 
     def add(self, step: str) -> None:
         self.steps.append(step)
@@ -180,11 +237,13 @@ class _Trace:
         identity: str | None = None,
         error: str | None = None,
         azure_identity: AzureIdentity | None = None,
+        *,
+        framed: bool = True,
     ) -> RequestResult:
         return RequestResult(
             route,
             status,
-            dict(headers),
+            with_framing(headers, body) if framed else dict(headers),
             body,
             served_by,
             identity,
@@ -192,6 +251,7 @@ class _Trace:
             tuple(self.steps),
             error,
             azure_identity,
+            self.log,
         )
 
     def http_error(
@@ -208,8 +268,12 @@ class _Trace:
 
 
 def _metadata_header_error(t: _Trace, route: str) -> RequestResult:
-    body = json.dumps(
-        {"error": "invalid_request", "error_description": ERR_METADATA_HEADER}, separators=(",", ":")
+    # server.go metadataNotSpecifiedError writes with fmt.Fprintln: the JSON object and a newline (§8.3)
+    body = (
+        json.dumps(
+            {"error": "invalid_request", "error_description": ERR_METADATA_HEADER}, separators=(",", ":")
+        )
+        + "\n"
     )
     return t.result(
         route, 400, {"Content-Type": JSON_UTF8_CT}, body, SERVED_BY_NMI, error=ERR_METADATA_HEADER
@@ -252,45 +316,104 @@ class _Tokens:
     status: int
 
 
-def get_tokens(identity: AzureIdentity, resource: str, vm: VMIdentities, managed: bool, t: _Trace) -> _Tokens:
-    """NMI's ``GetTokens`` (nmi-semantics §2 "GetTokens", step 8).
+def _aad_refresh_error(identity: AzureIdentity, resource: str, api_version: bool) -> str:
+    """adal's TokenRefreshError text for AAD's 400 to a client-credentials request with no tenant."""
+    base = identity.ad_endpoint or AAD_ENDPOINT
+    endpoint = base.rstrip("/") + "/oauth2/token" + ("?api-version=1.0" if api_version else "")
+    body = json.dumps(
+        {"error": "invalid_request", "error_description": ERR_AAD_NO_TENANT}, separators=(",", ":")
+    )
+    return f"adal: Refresh request failed. Status Code = '400'. Response body: {body} Endpoint {endpoint}"
 
-    Type 0 asks IMDS for the identity's own clientID. In standard mode MIC has put the identity on the VM
-    when it became Assigned, so nmisim adds it to the node's IMDS model; in managed mode the admin must have
-    assigned it (``spec.imds``), else IMDS says ``Identity not found`` -> 403. Types 1/2 get an AAD token
-    (Kubernetes secrets are not simulated: they are assumed to exist and be valid); type 1 with
-    ``auxiliaryTenantIDs`` gives one token per tenant, primary first. Other types: ``unsupported identity
-    type N`` -> 503 (not an adal TokenRefreshError).
+
+def _service_principal_tokens(identity: AzureIdentity, resource: str, t: _Trace) -> _Tokens:
+    """``auth.GetServicePrincipalToken`` / ``...WithCertificate`` (pkg/auth/auth.go, adal v0.9.23).
+
+    The Kubernetes secret is assumed to exist and be valid. What is decided by the AzureIdentity alone:
+    adal refuses an empty clientID before any request (``parameter 'clientID' cannot be empty``) and more
+    than three auxiliary tenants (``must specify one to three auxiliary tenants``): not TokenRefreshErrors,
+    so 503. With no tenantID AAD itself refuses the request (AADSTS50059): a single-tenant identity gets
+    adal's TokenRefreshError, 403; a multi-tenant one gets it wrapped with ``%w`` by
+    ``MultiTenantServicePrincipalToken.RefreshWithContext`` (token_1.13.go), which
+    ``auth.IsTokenRefreshError`` (a plain type assertion, pkg/auth/errors.go) does not see through, so
+    503 (nmi-semantics §8.5).
+    """
+    aux = identity.auxiliary_tenant_ids
+    multi = identity.type == TYPE_SERVICE_PRINCIPAL and bool(aux)
+    kind = "service principal" if identity.type == TYPE_SERVICE_PRINCIPAL else "service principal certificate"
+    if multi and len(aux) > 3:
+        t.add(f"type 1 with {len(aux)} auxiliaryTenantIDs: adal accepts one to three -> 503")
+        return _Tokens([], "must specify one to three auxiliary tenants", 503)
+    if not identity.client_id:
+        t.add(f"type {identity.type} ({kind}) with no clientID: adal refuses before asking AAD -> 503")
+        return _Tokens([], "parameter 'clientID' cannot be empty", 503)
+    tenants = [identity.tenant_id, *aux] if multi else [identity.tenant_id]
+    for i, tenant in enumerate(tenants):
+        if tenant:
+            continue
+        which = "primary" if i == 0 else "auxiliary"
+        err = _aad_refresh_error(identity, resource, api_version=multi and i == 0)
+        if multi:
+            t.add(
+                f"the {which} tenant ID is empty: AAD refuses the request (AADSTS50059); adal wraps the "
+                "refresh error with %w for multi-tenant identities, so it is not a TokenRefreshError -> 503"
+            )
+            return _Tokens([], f"failed to refresh {which} token: {err}", 503)
+        t.add("spec.tenantID is empty: AAD refuses the request (AADSTS50059), a TokenRefreshError -> 403")
+        return _Tokens([], err, 403)
+    if multi:
+        t.add(f"type 1 (service principal) with auxiliaryTenantIDs: {len(tenants)} tokens, primary first")
+    elif identity.type == TYPE_SERVICE_PRINCIPAL:
+        t.add("type 1 (service principal): AAD client-credentials token (secret assumed valid)")
+    else:
+        t.add("type 2 (service principal certificate): AAD token (certificate assumed valid)")
+    return _Tokens(
+        [fake_token(resource, token_subject(identity.client_id, tenant_id=tenant)) for tenant in tenants],
+        None,
+        200,
+    )
+
+
+def get_tokens(
+    identity: AzureIdentity, resource: str, vm: VMIdentities, cfg: SimulationConfig, t: _Trace
+) -> _Tokens:
+    """NMI's ``GetTokens`` (``standard.go``/``managed.go``; nmi-semantics §2 "GetTokens", step 8).
+
+    Type 0 asks IMDS for the identity's own clientID; adal adds ``client_id`` only when it is non-empty
+    (``token.go`` ``newServicePrincipalTokenFromMSI``), so an identity with no clientID leaves the choice
+    to IMDS's default-identity rules (§8.11). The identity is on the VM when MIC put it there (standard
+    mode: MIC assigns by resourceID, ``mic.go`` ``updateUserMSI``) or, in managed mode, when ``spec.imds``
+    lists it; a managed-mode ``spec.imds`` that describes no VM means the admin assigned every bound
+    identity (§8, product decision). IMDS's ``Identity not found`` then is a TokenRefreshError -> 403.
+    Types 1/2: :func:`_service_principal_tokens`. Other types: ``unsupported identity type N`` -> 503.
     """
     if identity.type == TYPE_USER_ASSIGNED_MSI:
-        if not managed and identity.client_id:
-            extra = UserAssignedIdentity(client_id=identity.client_id, resource_id=identity.resource_id)
-            vm = VMIdentities(system_assigned=vm.system_assigned, user_assigned=(*vm.user_assigned, extra))
-            t.add(
-                "type 0 (user-assigned MSI): MIC assigned clientID "
-                f"{redact_client_id(identity.client_id)} to the node's VM"
-            )
-        ans = imds_token(vm, resource=resource, client_id=identity.client_id)
-        if not ans.ok:
-            t.add(
-                f"IMDS answered {ans.status} for clientID "
-                f"{redact_client_id(identity.client_id)}: {ans.error} -> 403"
-            )
-            return _Tokens([], adal_error(ans.status, ans.error_body(), identity.client_id, resource), 403)
-        t.add(f"IMDS issued a token for clientID {redact_client_id(identity.client_id)}")
-        return _Tokens([fake_token(resource, identity.key)], None, 200)
-    if identity.type == TYPE_SERVICE_PRINCIPAL:
-        tenants = [identity.tenant_id, *identity.auxiliary_tenant_ids]
-        if identity.auxiliary_tenant_ids:
-            t.add(f"type 1 (service principal) with auxiliaryTenantIDs: {len(tenants)} tokens, primary first")
+        cid = identity.client_id
+        if not cfg.managed:
+            on_vm, who = True, "MIC assigned"
+        elif not cfg.imds.describes_vms:
+            on_vm, who = True, "managed mode and spec.imds describes no VM: assumed the admin assigned"
         else:
-            t.add("type 1 (service principal): AAD client-credentials token (secret assumed valid)")
-        return _Tokens(
-            [fake_token(resource, f"{identity.key}.{tenant or 'tenant'}") for tenant in tenants], None, 200
-        )
-    if identity.type == TYPE_SERVICE_PRINCIPAL_CERTIFICATE:
-        t.add("type 2 (service principal certificate): AAD token (certificate assumed valid)")
-        return _Tokens([fake_token(resource, identity.key)], None, 200)
+            on_vm, who = False, ""
+        if on_vm and (cid or identity.resource_id):
+            extra = UserAssignedIdentity(client_id=cid, resource_id=identity.resource_id)
+            vm = VMIdentities(system_assigned=vm.system_assigned, user_assigned=(*vm.user_assigned, extra))
+            named = f"clientID {redact_client_id(cid)}" if cid else f"resourceID {identity.resource_id}"
+            t.add(f"type 0 (user-assigned MSI): {who} {named} to the node's VM")
+        if not cid:
+            t.add(
+                f"AzureIdentity {identity.key} has no clientID: adal asks IMDS without client_id, so IMDS's "
+                "default-identity rules pick the identity"
+            )
+        ans = imds_token(vm, resource=resource, client_id=cid)
+        shown = f"clientID {redact_client_id(cid)}" if cid else "no client_id"
+        if not ans.ok:
+            t.add(f"IMDS answered {ans.status} for {shown}: {ans.error} -> 403")
+            return _Tokens([], adal_error(ans.status, ans.error_body(), cid, resource), 403)
+        t.add(f"IMDS issued a token for {ans.identity if not cid else shown}")
+        return _Tokens([ans.token], None, 200)
+    if identity.type in (TYPE_SERVICE_PRINCIPAL, TYPE_SERVICE_PRINCIPAL_CERTIFICATE):
+        return _service_principal_tokens(identity, resource, t)
     t.add(f"AzureIdentity {identity.key} has spec.type {identity.type}: NMI cannot fetch a token -> 503")
     return _Tokens([], f"unsupported identity type {identity.type}", 503)
 
@@ -342,25 +465,76 @@ def simulate_request(
     else:
         t.add("iptables nat chain aad-metadata DNATs 169.254.169.254:80 to NMI at 127.0.0.1:2579")
 
-    path = req.path
-    if _TOKEN_RE.match(path):
+    path = req.url_path()
+    if path is None:
+        # net/http server.go (*conn).serve writes this response itself: no Content-Length
+        t.add(f"path {req.path} has a malformed %-escape: Go's net/http answers 400 before NMI's router runs")
+        headers = {"Content-Type": TEXT_CT, "Connection": "close"}
+        msg = "400 Bad Request"
+        return t.result(ROUTE_BAD_REQUEST, 400, headers, msg, SERVED_BY_NMI, error=msg, framed=False)
+    if path != req.path:
+        t.add(f"Go decodes the path {req.path} to {path} (URL.Path), which the router cleans and matches")
+    route = route_of(path, block_instance_metadata=cfg.nmi.block_instance_metadata)
+    if route == ROUTE_REDIRECT:
+        location = mux_redirect_location(path, req.raw_query())
+        assert location is not None
+        t.add(
+            f"path {path} is not clean ('//', '.' or '..' segments): gorilla/mux answers 301 to "
+            f"{mux_clean_path(path)} before any route, so no NMI handler runs"
+        )
+        return t.result(ROUTE_REDIRECT, 301, {"Location": location}, "", SERVED_BY_NMI)
+    if route == ROUTE_TOKEN:
         t.add(f"path {path} matches NMI's token route /{{metadata}}/identity/oauth2/token")
-        return _token_route(cluster, req, t, pod, ip, node, vm, assume_found)
-    if _INVALID_RE.search(path):
+        res = _token_route(cluster, req, t, pod, ip, node, vm, assume_found)
+        return _logged(res, req, path, ip)
+    if route == ROUTE_INVALID:
         t.add(f"path {path} looks like a token path but is not the token route -> 400 (NMI #1325)")
         return t.http_error(ROUTE_INVALID, 400, "Invalid request")
-    if path.startswith("/host/token"):
+    if route == ROUTE_HOST_TOKEN:
         t.add(f"path {path} matches NMI's /host/token route")
-        return _host_route(cluster, req, t, ip, vm)
-    if cfg.nmi.block_instance_metadata and _INSTANCE_RE.match(path):
+        return _logged(_host_route(cluster, req, t, ip, node, vm), req, path, ip)
+    if route == ROUTE_BLOCKED:
         t.add(f"path {path} is instance metadata and blockInstanceMetadata is true -> 403")
         return t.http_error(ROUTE_BLOCKED, 403, "Request blocked by AAD Pod Identity NMI")
     t.add(f"path {path} goes to NMI's default route: transparent proxy to IMDS")
     if not _metadata_ok(req, cfg, t):
         return _metadata_header_error(t, ROUTE_PROXY)
-    ans = imds_http(vm, path=req.path, query=req.query_values(), headers=req.canonical_headers())
+    ans = imds_http(vm, path=path, query=req.query_values(), headers=req.canonical_headers())
     t.add(ans.explanation)
     return t.result(ROUTE_PROXY, ans.status, ans.headers, ans.body, SERVED_BY_IMDS, ans.identity, ans.error)
+
+
+def route_of(url_path: str, *, block_instance_metadata: bool) -> str:
+    """NMI's router for a decoded path (``server.go`` ``Run``, gorilla/mux v1.8.0): mux's cleaning
+    redirect first (§8.1), then the routes in the order they were registered (§2 "Routes")."""
+    if mux_clean_path(url_path) != url_path:
+        return ROUTE_REDIRECT
+    if _TOKEN_RE.match(url_path):
+        return ROUTE_TOKEN
+    if _INVALID_RE.search(url_path):
+        return ROUTE_INVALID
+    if url_path.startswith("/host/token"):
+        return ROUTE_HOST_TOKEN
+    if block_instance_metadata and _INSTANCE_RE.match(url_path):
+        return ROUTE_BLOCKED
+    return ROUTE_PROXY
+
+
+def _logged(res: RequestResult, req: HttpRequest, path: str, ip: str) -> RequestResult:
+    """``appHandler.ServeHTTP``: the token and /host/token handlers log one status line per request
+    (§8.12); a recovered panic skips it (the deferred recover runs instead). ``took`` is nmisim's
+    simulated wait, not a measured latency."""
+    if res.status == 500 and res.error == PANIC_INDEX_OUT_OF_RANGE:
+        line = f"panic processing request: {res.error} res.status=500"
+    else:
+        line = (
+            f"status ({res.status}) took {round(res.wait_seconds * 1e9)} ns for req.method={req.method} "
+            f"reg.path={path} req.remote={_remote_ip(ip)}"
+        )
+    return RequestResult(
+        res.route, res.status, res.headers, res.body, res.served_by, res.identity, res.wait_seconds,
+        (*res.explanation, f"NMI logs: {line}"), res.error, res.azure_identity, (line,),
+    )  # fmt: skip
 
 
 def _remote_ip(ip: str) -> str:
@@ -474,9 +648,10 @@ def _serve_identity(  # noqa: PLR0917
     resource: str,
     vm: VMIdentities,
     host: bool,
+    node: str | None = None,
 ) -> RequestResult:
     cfg = cluster.config
-    sel = cluster.select_identity(pod, client_id, res_id)
+    sel = cluster.select_identity(pod, client_id, res_id, node)
     for step in sel.steps:
         t.add(step)
     t.wait += sel.wait_seconds
@@ -495,7 +670,7 @@ def _serve_identity(  # noqa: PLR0917
         identity_is_namespaced(ident, cfg.nmi) and ident.namespace != pod.namespace
     ):  # pragma: no cover - guarded
         t.add("identity from another namespace despite namespaced mode")
-    toks = get_tokens(ident, resource, vm, cfg.managed, t)
+    toks = get_tokens(ident, resource, vm, cfg, t)
     if toks.error is not None:
         res = t.http_error(route, toks.status, toks.error)
         return RequestResult(
@@ -511,8 +686,13 @@ def _serve_identity(  # noqa: PLR0917
     return t.result(route, 200, headers, body, SERVED_BY_NMI, ident.key, azure_identity=ident)
 
 
-def _host_route(cluster: Cluster, req: HttpRequest, t: _Trace, ip: str, vm: VMIdentities) -> RequestResult:
-    """``hostHandler`` (nmi-semantics §2 "/host/token"): no Metadata or exception checks."""
+def _host_route(  # noqa: PLR0917
+    cluster: Cluster, req: HttpRequest, t: _Trace, ip: str, node: str, vm: VMIdentities
+) -> RequestResult:
+    """``hostHandler`` (nmi-semantics §2 "/host/token", §8.9): no Metadata or exception checks, and only
+    what NMI on this node can see: standard mode reads only AzureAssignedIdentities labelled
+    ``nodename=<node>`` (``crd.go`` ``NewCRDClientLite``/``NodeNameFilter``, ``--enableScaleFeatures``),
+    managed mode only pods on this node (``k8s/client.go`` pod informer, field selector spec.nodeName)."""
     podns, podname = req.header("podns"), req.header("podname")
     if not podns or not podname:
         t.add("headers podns and podname are required on /host/token -> 400")
@@ -526,13 +706,27 @@ def _host_route(cluster: Cluster, req: HttpRequest, t: _Trace, ip: str, vm: VMId
         return t.http_error(ROUTE_HOST_TOKEN, 400, "parameter resource cannot be empty")
     target = cluster.get_pod(podns, podname)
     t.add(f"NMI trusts the headers and acts for pod {podns}/{podname}")
-    if target is None:
-        target = Pod(namespace=podns, name=podname)
-        t.add(f"Pod {podns}/{podname} is not in the input: it has no assigned identities")
-        if cluster.config.managed:
-            msg = f'failed to get pod {podns}/{podname}, err: pods "{podname}" not found'
+    elsewhere = target is not None and bool(target.node_name) and bool(node) and target.node_name != node
+    managed = cluster.config.managed
+    if target is None or elsewhere:
+        if target is None:
+            t.add(f"Pod {podns}/{podname} is not in the input: it has no assigned identities")
+        elif managed:
+            t.add(
+                f"Pod {podns}/{podname} runs on node {target.node_name}: NMI on node {node} caches only its "
+                "own node's pods"
+            )
+        else:
+            t.add(
+                f"Pod {podns}/{podname} runs on node {target.node_name}: NMI on node {node} sees only "
+                f"AzureAssignedIdentities labelled nodename={node} (enableScaleFeatures)"
+            )
+        if managed:
+            msg = f"failed to get pod {podns}/{podname}, error: pod {podns}/{podname} doesn't exist"
             return t.http_error(ROUTE_HOST_TOKEN, 404, msg)
+        if target is None:
+            target = Pod(namespace=podns, name=podname)
     res_id = req.q("msi_res_id") or req.q("mi_res_id")
     return _serve_identity(
-        cluster, t, target, ROUTE_HOST_TOKEN, req.q("client_id"), res_id, resource, vm, host=True
+        cluster, t, target, ROUTE_HOST_TOKEN, req.q("client_id"), res_id, resource, vm, host=True, node=node
     )
