@@ -18,6 +18,11 @@ CID1 = "11111111-aaaa-bbbb-cccc-000000000001"
 CID2 = "22222222-aaaa-bbbb-cccc-000000000002"
 
 
+def rid(name: str) -> str:
+    """A resourceID that passes MIC's ValidateResourceID (pkg/utils/utils.go)."""
+    return f"/subscriptions/sub-1/resourcegroups/rg-1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+
+
 def pod(
     name: str = "p",
     ns: str = "default",
@@ -64,10 +69,11 @@ def ident(
     md: dict[str, Any] = {"name": name, "namespace": ns}
     if namespaced:
         md["annotations"] = {"aadpodidentity.k8s.io/Behavior": "namespaced"}
-    spec: dict[str, Any] = {"type": type_, "clientID": client_id, "resourceID": resource_id or f"/sub/{name}"}
+    spec: dict[str, Any] = {"type": type_, "clientID": client_id, "resourceID": resource_id or rid(name)}
+    if type_ in (1, 2):
+        spec["tenantID"] = "tenant-0"
     if aux:
         spec["auxiliaryTenantIDs"] = aux
-        spec["tenantID"] = "tenant-0"
     return AzureIdentity.from_k8s({"kind": "AzureIdentity", "metadata": md, "spec": spec})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import CID1, CID2, binding, config, exc, ident, pod, world
+from helpers import CID1, CID2, binding, config, exc, ident, pod, rid, world
 
 from nmisim.engine.imds import ERR_MULTIPLE_USER_ASSIGNED, FAKE_TOKEN_PREFIX
 from nmisim.engine.routes import HttpRequest
@@ -145,10 +145,10 @@ def test_no_identity_is_404_or_503_with_retry_after_2_step7() -> None:
 
 def test_msi_res_id_and_mi_res_id_select_identity() -> None:
     p = pod("app", "ns", {"aadpodidbinding": "s"})
-    a, b = ident("a", "ns", CID1, resource_id="/res/a"), ident("b", "ns", CID2, resource_id="/res/b")
+    a, b = ident("a", "ns", CID1, resource_id=rid("a")), ident("b", "ns", CID2, resource_id=rid("b"))
     w = world(a, b, binding("ba", "ns", "a", "s"), binding("bb", "ns", "b", "s"), p)
     for key in ("msi_res_id", "mi_res_id"):
-        res = w.request(HttpRequest(query=(("resource", "r"), (key, "/res/b"))), pod=p)
+        res = w.request(HttpRequest(query=(("resource", "r"), (key, rid("b")))), pod=p)
         assert (res.status, res.identity) == (200, "ns/b"), key
     res = w.request(HttpRequest(query=(("resource", "r"), ("client_id", CID2))), pod=p)
     assert res.identity == "ns/b"

@@ -62,6 +62,13 @@ class IMDSConfig(BaseModel):
     user_assigned: tuple[UserAssignedIdentity, ...] = ()
     nodes: dict[str, NodeOverride] = {}
 
+    @property
+    def describes_vms(self) -> bool:
+        """Whether ``spec.imds`` says anything: unset and ``{}`` (the CRD's default, which the API server
+        fills in) describe no VM. In managed mode an undescribed VM is assumed to carry every identity the
+        pod's bindings name (nmi-semantics §8, product decision); a described one is the truth."""
+        return self.system_assigned or bool(self.user_assigned) or bool(self.nodes)
+
     def vm_for(self, node: str) -> VMIdentities:
         """The VM behind ``node``: cluster-wide identities with the node's override applied."""
         ov = self.nodes.get(node)

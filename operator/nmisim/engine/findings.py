@@ -47,6 +47,8 @@ SELECTOR_CASE_MISMATCH: Final = "SelectorCaseMismatch"
 ASSIGNED_IDENTITY_OTHER_NODE: Final = "AssignedIdentityOtherNode"
 # Two identities with the same name collide on MIC's assigned-identity name (issue #1065, §1).
 ASSIGNED_IDENTITY_NAME_COLLISION: Final = "AssignedIdentityNameCollision"
+# A type-0 AzureIdentity with an empty or malformed resourceID, which MIC ignores (§8.10).
+INVALID_RESOURCE_ID: Final = "InvalidResourceID"
 
 ALL_CODES: Final = (
     EXEMPT_POD_HAS_BINDING,
@@ -67,6 +69,7 @@ ALL_CODES: Final = (
     SELECTOR_CASE_MISMATCH,
     ASSIGNED_IDENTITY_OTHER_NODE,
     ASSIGNED_IDENTITY_NAME_COLLISION,
+    INVALID_RESOURCE_ID,
 )
 
 

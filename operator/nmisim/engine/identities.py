@@ -17,10 +17,12 @@ from nmisim.engine.exceptions import equal_fold
 from nmisim.engine.models import (
     ASSIGNED_ASSIGNED,
     ASSIGNED_CREATED,
+    TYPE_USER_ASSIGNED_MSI,
     AzureAssignedIdentity,
     AzureIdentity,
     AzureIdentityBinding,
     Pod,
+    valid_resource_id,
 )
 
 _REDACT: Final = re.compile(r"^(\S{4})(?:\S|\s)*(\S{4})$")
@@ -58,6 +60,8 @@ class MicOutcome:
     missing_identity: list[AzureIdentityBinding] = field(default_factory=list)
     namespaced_skipped: list[tuple[AzureIdentityBinding, AzureIdentity]] = field(default_factory=list)
     name_collisions: list[tuple[AzureIdentityBinding, AzureIdentity]] = field(default_factory=list)
+    #: type-0 identities MIC ignores for an empty or malformed resourceID (nmi-semantics §8.10)
+    invalid_resource_id: list[tuple[AzureIdentityBinding, AzureIdentity]] = field(default_factory=list)
 
 
 def simulate_mic(
@@ -72,7 +76,9 @@ def simulate_mic(
     They are taken in (namespace, name) order; a binding whose identity does not exist in the binding's
     namespace is skipped; with forceNamespaced or a namespaced identity, identity, binding and pod must share
     a namespace. MIC names the assigned identity ``<pod>-<podNamespace>-<identityName>``, so a second identity
-    with the same name collides and the first one wins (issue #1065).
+    with the same name collides and the first one wins (issue #1065). A type-0 identity whose resourceID
+    fails ``utils.ValidateResourceID`` is not in MIC's identity map at all (``mic.go`` ``convertIDListToMap``,
+    nmi-semantics §8.10), so its bindings assign nothing.
 
     MIC skips pods without ``spec.nodeName`` or without the label. A pod without a node cannot send requests
     yet and MIC assigns as soon as it is scheduled, so nmisim evaluates such a pod *as if scheduled*
@@ -86,6 +92,9 @@ def simulate_mic(
         ident = get_identity(b.namespace, b.azure_identity)
         if ident is None:
             out.missing_identity.append(b)
+            continue
+        if ident.type == TYPE_USER_ASSIGNED_MSI and not valid_resource_id(ident.resource_id):
+            out.invalid_resource_id.append((b, ident))
             continue
         if identity_is_namespaced(ident, nmi) and not (ident.namespace == b.namespace == pod.namespace):
             out.namespaced_skipped.append((b, ident))
@@ -164,6 +173,7 @@ def poll_assigned(  # noqa: PLR0917
     legacy = _present(by_status.get("", []), client_id, res_id)
     assigned = _present(by_status.get(ASSIGNED_ASSIGNED, []), client_id, res_id)
     created = _present(by_status.get(ASSIGNED_CREATED, []), client_id, res_id)
+    # standard.go listPodIDsWithRetry: only the CREATED-state error carries this prefix (nmi-semantics §8.7)
     prefix = f"clientID in request: {redact_client_id(client_id)}, " if (client_id or res_id) else ""
     suffix = f"retry duration [{i}]s, error: <nil>. Check MIC pod logs for identity assignment errors"
     total = c + a
@@ -182,7 +192,7 @@ def poll_assigned(  # noqa: PLR0917
         )
         return PollOutcome(None, err, float(c * i), c, "no assigned identity in Created or Assigned state")
     err = (
-        f"{prefix}getting assigned identities for pod {pod_namespace}/{pod_name} in ASSIGNED state "
+        f"getting assigned identities for pod {pod_namespace}/{pod_name} in ASSIGNED state "
         f"failed after {total} attempts, {suffix}"
     )
     why = "assigned identity stuck in Created state" if created else "no assigned identity"
@@ -279,27 +289,27 @@ def select_managed(
     client_id: str = "",
     res_id: str = "",
 ) -> Selection:
-    """Managed-mode ``GetIdentities`` (nmi-semantics §2 "Managed mode"): no MIC, no retries, no wait.
+    """Managed-mode ``GetIdentities`` (``managed.go``; nmi-semantics §8.8): no MIC, no retries, no wait.
 
     ``identities`` are those named by bindings in the pod's namespace whose selector equals the pod's
     label value (``""`` when the pod has no label: the empty-selector quirk), looked up in the pod's
-    namespace. First equal clientID, else first equal resourceID, else (nothing requested) the first one.
+    namespace. One pass over them: the first whose clientID equals the requested client_id **or** whose
+    resourceID equals the requested res_id (both case-sensitive) wins; with neither requested, the first
+    one in the pod's namespace (EqualFold).
     """
     candidates = _dedupe_sorted(identities)
-    steps: list[str] = []
-    if client_id:
-        for ident in candidates:
-            if ident.client_id == client_id:
-                steps.append(f"client_id matches AzureIdentity {ident.key}")
-                return Selection(ident, candidates, None, 200, 0, tuple(steps))
-    if res_id:
-        for ident in candidates:
-            if ident.resource_id == res_id:
-                steps.append(f"resource id matches AzureIdentity {ident.key}")
-                return Selection(ident, candidates, None, 200, 0, tuple(steps))
-    if not client_id and not res_id and candidates:
-        chosen = candidates[0]
-        steps.append(f"no client_id in request: NMI takes the first identity, AzureIdentity {chosen.key}")
-        return Selection(chosen, candidates, None, 200, 0, tuple(steps))
-    steps.append("no identity bound to this pod in its namespace matches (managed mode: no retries)")
-    return Selection(None, candidates, no_identity_error(client_id), 404, 0, tuple(steps))
+    unspecified = not client_id and not res_id
+    for ident in candidates:
+        if client_id and ident.client_id == client_id:
+            return Selection(
+                ident, candidates, None, 200, 0, (f"client_id matches AzureIdentity {ident.key}",)
+            )
+        if res_id and ident.resource_id == res_id:
+            return Selection(
+                ident, candidates, None, 200, 0, (f"resource id matches AzureIdentity {ident.key}",)
+            )
+        if unspecified and equal_fold(ident.namespace, pod.namespace):
+            step = f"no client_id in request: NMI takes the first identity, AzureIdentity {ident.key}"
+            return Selection(ident, candidates, None, 200, 0, (step,))
+    step = "no identity bound to this pod in its namespace matches (managed mode: no retries)"
+    return Selection(None, candidates, no_identity_error(client_id), 404, 0, (step,))

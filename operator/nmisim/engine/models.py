@@ -11,10 +11,13 @@ Pre-1.6 capitalised field names (``PodLabels``, ``Selector``, ``AzureIdentity``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict
+
+from nmisim.engine.fold import equal_fold
 
 KIND_POD: Final = "Pod"
 KIND_EXCEPTION: Final = "AzurePodIdentityException"
@@ -37,6 +40,19 @@ TYPE_USER_ASSIGNED_MSI: Final = 0
 TYPE_SERVICE_PRINCIPAL: Final = 1
 TYPE_SERVICE_PRINCIPAL_CERTIFICATE: Final = 2
 SUPPORTED_IDENTITY_TYPES: Final = (0, 1, 2)
+
+#: MIC's check of a type-0 identity's resourceID (pkg/utils/utils.go ValidateResourceID; Go MatchString,
+#: so unanchored, and '.' in "Microsoft.ManagedIdentity" matches any character)
+RESOURCE_ID_RE: Final = re.compile(
+    r"(?i)/subscriptions/(.+?)/resourcegroups/(.+?)/providers/Microsoft.ManagedIdentity/"
+    r"userAssignedIdentities/(.+)"
+)
+
+
+def valid_resource_id(resource_id: str) -> bool:
+    """``utils.ValidateResourceID`` (nmi-semantics §1, §8.10)."""
+    return RESOURCE_ID_RE.search(resource_id) is not None
+
 
 # assigned identity states (nmi-semantics §1 AzureAssignedIdentity)
 ASSIGNED_CREATED: Final = "Created"
@@ -213,7 +229,8 @@ class Pod(BaseModel):
                 p = f"metadata.ownerReferences[{i}]"
                 if not isinstance(ref, Mapping):
                     raise ModelError(p, f"expected a map, got {_type_name(ref)}")
-                if get_str(ref, "kind", p) == "ReplicaSet" and owner is None:
+                # pkg/k8s/client.go getReplicasetName: the first owner whose kind EqualFolds "ReplicaSet"
+                if equal_fold(get_str(ref, "kind", p), "ReplicaSet") and owner is None:
                     owner = get_str(ref, "name", p)
         spec = get_map(obj, "spec", "")
         status_raw = obj.get("status")

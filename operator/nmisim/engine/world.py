@@ -221,21 +221,23 @@ class World:
     def _get_identity(self, namespace: str, name: str) -> AzureIdentity | None:
         return self._identities.get((namespace, name))
 
-    def _standard_info(self, pod: Pod) -> _StandardInfo:
-        """Assigned identities for a pod in standard mode (product.md §3).
+    def _standard_info(self, pod: Pod, node: str | None = None) -> _StandardInfo:
+        """Assigned identities for a pod in standard mode (product.md §3), as NMI on ``node`` (default: the
+        pod's own node) sees them.
 
         Where AzureAssignedIdentity objects exist for the pod (``spec.pod``/``spec.podNamespace``), they
-        decide,
-        but only those NMI on the pod's node can see (label ``nodename=<node>``, ``--enableScaleFeatures``).
-        Otherwise nmisim simulates MIC and every binding match counts as Assigned.
+        decide, but only those labelled ``nodename=<node>`` are visible (``--enableScaleFeatures``).
+        Otherwise nmisim simulates MIC and every binding match counts as Assigned; MIC labels them with the
+        pod's node, so NMI on another node sees none of them (nmi-semantics §8.9).
         """
         info = _StandardInfo()
+        nmi_node = pod.node_name if node is None else node
         keys = self._assigned_by_pod.get((pod.namespace, pod.name))
         if keys:
             info.aai = [self._assigned[k] for k in sorted(keys)]
             visible = []
             for a in info.aai:
-                if pod.node_name and a.node_label != pod.node_name:
+                if nmi_node and a.node_label != nmi_node:
                     info.hidden.append(a)
                 else:
                     visible.append(a)
@@ -244,14 +246,18 @@ class World:
         info.mic = simulate_mic(
             pod, self._bindings_for(pod.binding_label), self._get_identity, self._config.nmi
         )
-        info.entries = info.mic.entries
+        elsewhere = bool(nmi_node) and bool(pod.node_name) and pod.node_name != nmi_node
+        info.entries = [] if elsewhere else info.mic.entries
         return info
 
     def _managed_bindings(self, pod: Pod) -> list[AzureIdentityBinding]:
         return [b for b in self._bindings_for(pod.binding_label) if b.namespace == pod.namespace]
 
-    def select_identity(self, pod: Pod, client_id: str = "", res_id: str = "") -> Selection:
-        """NMI's ``GetIdentities`` for the configured operation mode."""
+    def select_identity(
+        self, pod: Pod, client_id: str = "", res_id: str = "", node: str | None = None
+    ) -> Selection:
+        """NMI's ``GetIdentities`` for the configured operation mode, by NMI on ``node`` (default: the
+        pod's node; only ``/host/token`` asks about a pod on another node)."""
         if self._config.managed:
             idents = []
             for b in self._managed_bindings(pod):
@@ -259,7 +265,8 @@ class World:
                 if ident is not None:
                     idents.append(ident)
             return select_managed(idents, pod, client_id, res_id)
-        return select_standard(self._standard_info(pod).entries, pod, self._config.nmi, client_id, res_id)
+        entries = self._standard_info(pod, node).entries
+        return select_standard(entries, pod, self._config.nmi, client_id, res_id)
 
     # ------------------------------------------------------------- evaluation
     def request(
@@ -489,6 +496,16 @@ class World:
                         f"AzureIdentityBinding {b.key} -> AzureIdentity "
                         f"{ident.key} is ignored: namespaced mode "
                         f"needs identity, binding and pod all in namespace {pod.namespace}",
+                    )
+                )
+            for b, ident in info.mic.invalid_resource_id:
+                shown = f"'{ident.resource_id}'" if ident.resource_id else "an empty resourceID"
+                out.append(
+                    Finding(
+                        F.INVALID_RESOURCE_ID,
+                        f"AzureIdentity {ident.key} (via {b.key}) is type 0 with {shown}, which MIC ignores "
+                        "(it must match /subscriptions/<sub>/resourcegroups/<rg>/providers/"
+                        "Microsoft.ManagedIdentity/userAssignedIdentities/<name>): fix spec.resourceID",
                     )
                 )
             for b, ident in info.mic.name_collisions:
