@@ -20,7 +20,10 @@ CID2 = "22222222-aaaa-bbbb-cccc-000000000002"
 
 def rid(name: str) -> str:
     """A resourceID that passes MIC's ValidateResourceID (pkg/utils/utils.go)."""
-    return f"/subscriptions/sub-1/resourcegroups/rg-1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    return (
+        "/subscriptions/sub-1/resourcegroups/rg-1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
+        + name
+    )
 
 
 def pod(
