@@ -5,11 +5,13 @@ knowingly differs")."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import CID1, CID2, assigned, binding, config, exc, ident, pod, rid, world
 
+from nmisim.cli.main import main
 from nmisim.engine.identities import redact_client_id
 from nmisim.engine.imds import FAKE_TOKEN_PREFIX
 from nmisim.engine.models import AzureIdentity, Pod
@@ -446,3 +448,37 @@ def test_token_subject_is_the_client_id_on_every_path() -> None:
     tokens = {json.loads(r.body)["access_token"] for r in (standard, exempt, direct)}
     assert tokens == {f"{FAKE_TOKEN_PREFIX}.{CID1}"}
     assert {standard.served_by, exempt.served_by, direct.route} == {"nmi", "imds", "direct"}
+
+
+# --- nmisim request --path: the raw target reaches the router -------------------------------------------
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+CLI_INPUT = ["-f", str(FIX / "pods.yaml"), "-f", str(FIX / "identities.yaml")]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "location"),
+    [
+        ("//metadata/identity/oauth2/token", 301, f"/metadata/identity/oauth2/token?{RQ}"),
+        ("/metadata/identity/oauth2/token/../token", 301, f"/metadata/identity/oauth2/token?{RQ}"),
+        (
+            "/metadata/./identity/oauth2/token?resource=r&x=%41",
+            301,
+            "/metadata/identity/oauth2/token?resource=r&x=%41",
+        ),
+        ("/metadata/identity/oauth2/token?resource=https://vault.azure.net", 200, None),
+        ("metadata/identity/oauth2/token", 200, None),  # origin-form: the leading '/' is implied
+    ],
+)
+def test_cli_request_path_is_the_raw_target(
+    path: str, status: int, location: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["request", *CLI_INPUT, "--pod", "shop/web-6c9f8d7b5-q2w3e", "--path", path, "-o", "json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == status
+    assert doc["headers"].get("Location") == location
+    if status == 200:
+        assert json.loads(doc["body"])["resource"] == (
+            "https://vault.azure.net" if "vault" in path else "https://management.azure.com/"
+        )
