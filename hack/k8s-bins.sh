@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the local cluster's binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kwok) from Go modules into a version-keyed cache outside the repository. Idempotent: a binary that
+# kubelet and kube-proxy for the real node, kwok) from Go modules into a version-keyed cache outside the repository. Idempotent: a binary that
 # already reports the wanted version is not rebuilt. Prints the bin directory on its last line.
 #
 #   hack/k8s-bins.sh            build what is missing, print the bin dir
@@ -32,7 +32,7 @@ have() { # have NAME: the binary exists and reports the wanted version
 }
 
 missing=()
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok; do
   have "$b" || missing+=("$b")
 done
 if (( ${#missing[@]} == 0 )); then echo "$OUT"; exit 0; fi
