@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Images for the real node, all built on this machine (no registry is reachable): the sandbox's pause
+# image (a static C binary packed by hack/images/archive.py), a Debian 12 base with Python 3.11
+# (debootstrap from Debian's packages), and the operator image (operator/Dockerfile, `docker build`
+# on that base with wheels downloaded beforehand, so the build itself has no network). Each is cached
+# outside the repository under a key of its inputs and rebuilt only when they change.
+#
+#   hack/image.sh [build]     build what is out of date, then load into the real node if it runs
+#   hack/image.sh load        import the built images into the real node's containerd (k8s.io)
+#   hack/image.sh list        the images, their keys, sizes and archive paths
+#   hack/image.sh pause-tar   build the pause image only and print its archive path
+#   hack/image.sh pause|base|operator   build one image only
+#
+# Images: nmisim-pause:dev (sandbox), nmisim-base:dev (Debian 12 + python3, the test clients' image),
+# nmisim-operator:dev (what manifests/deployment.yaml runs).
+# dockerd: an engine that already answers (DOCKER_HOST or the default socket) is used; otherwise one is
+# started for the build (data in the cache, no bridge, no iptables, no ip_forward) and stopped after.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE_ROOT=${NMISIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nmisim}
+IMG=$CACHE_ROOT/images
+D=${NMISIM_CLUSTER_DIR:-$ROOT/.cluster}
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+[[ -x $PY ]] || PY=python3
+SUITE=bookworm
+MIRROR=${NMISIM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
+
+say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+key() { sha256sum | cut -c1-16; }
+files_key() { # files_key PATH...: content of every file below PATH (sorted, no caches)
+  find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | key
+}
+current() { readlink -f "$IMG/$1.tar" 2>/dev/null || true; }
+publish() { # publish NAME KEY FILE: FILE becomes the current archive of NAME
+  mv "$3" "$IMG/$1-$2.tar"
+  ln -sfn "$1-$2.tar" "$IMG/$1.tar"
+  find "$IMG" -maxdepth 1 -name "$1-*.tar" ! -name "$1-$2.tar" -delete
+}
+fresh() { [[ -s "$IMG/$1-$2.tar" ]] && [[ "$(current "$1")" == "$IMG/$1-$2.tar" ]]; }
+
+build_pause() {
+  local k; k=$( { cat "$ROOT/hack/images/pause.c" "$ROOT/hack/images/archive.py"; gcc --version | head -1; } | key)
+  fresh pause "$k" && return 0
+  local t0=$SECONDS w="$IMG/work"
+  mkdir -p "$w"
+  gcc -static -Os -s -o "$w/pause" "$ROOT/hack/images/pause.c"
+  python3 "$ROOT/hack/images/archive.py" --tag nmisim-pause:dev --entrypoint /pause --user 65535:65535 \
+    --file "/pause=$w/pause" "$w/pause.tar"
+  publish pause "$k" "$w/pause.tar"
+  say "nmisim-pause:dev built in $((SECONDS - t0)) s"
+}
+
+build_base() {
+  local k; k=$(printf '%s\n' "$SUITE" minbase "$BASE_PACKAGES" "$MIRROR" "$(cat "$ROOT/hack/images/archive.py")" | key)
+  fresh base "$k" && return 0
+  command -v debootstrap >/dev/null || die "debootstrap is missing (hack/host-deps.sh installs it)"
+  local t0=$SECONDS w="$IMG/work/base-$k"
+  rm -rf "$w"; mkdir -p "$w"
+  say "debootstrap $SUITE (minbase + $BASE_PACKAGES) from $MIRROR: about 2 min"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$w/rootfs" "$MIRROR" \
+    >"$IMG/work/debootstrap.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap.log"
+  rm -rf "$w"/rootfs/var/cache/apt/archives/*.deb "$w"/rootfs/var/lib/apt/lists/* "$w"/rootfs/var/log/*.log \
+    "$w"/rootfs/usr/share/doc/* "$w"/rootfs/usr/share/man/*
+  tar --numeric-owner --sort=name --mtime=@0 -C "$w/rootfs" -cf "$w/rootfs.tar" .
+  python3 "$ROOT/hack/images/archive.py" --tag nmisim-base:dev --cmd /bin/sh --layer "$w/rootfs.tar" "$w/base.tar"
+  publish base "$k" "$w/base.tar"
+  rm -rf "$w"
+  say "nmisim-base:dev built in $((SECONDS - t0)) s ($(du -h "$(current base)" | cut -f1))"
+}
+
+wheels() { # the operator's dependencies as wheels, plus the build backend, keyed by pyproject.toml
+  local k; k=$(key < "$ROOT/pyproject.toml")
+  local dir="$IMG/wheels-$k"
+  if [[ ! -s "$dir/.complete" ]]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    say "downloading wheels for the image (no network inside the build)"
+    "$PY" -m pip wheel -q --wheel-dir "$dir" "$ROOT" >&2
+    "$PY" -m pip download -q --only-binary=:all: -d "$dir" 'hatchling>=1.25' >&2
+    rm -f "$dir"/nmisim-*.whl
+    find "$IMG" -maxdepth 1 -name 'wheels-*' ! -name "wheels-$k" -exec rm -rf {} +
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+
+DOCKERD_PID=
+KEY_JSON_EXISTED=0
+docker_up() {
+  [[ -n $DOCKER ]] || die "docker is missing (hack/host-deps.sh installs Debian's docker.io)"
+  if [[ -n ${DOCKER_HOST:-} ]] && "$DOCKER" info >/dev/null 2>&1; then return 0; fi
+  if "$DOCKER" -H unix:///var/run/docker.sock info >/dev/null 2>&1; then export DOCKER_HOST=unix:///var/run/docker.sock; return 0; fi
+  command -v dockerd >/dev/null || die "dockerd is missing (hack/host-deps.sh installs Debian's docker.io)"
+  local run="$CACHE_ROOT/docker/run"
+  mkdir -p "$run" "$CACHE_ROOT/docker/data"
+  export DOCKER_HOST="unix://$run/docker.sock"
+  # dockerd 20.10 writes a trust key to /etc/docker/key.json: removed again by docker_down if new.
+  [[ -e /etc/docker/key.json ]] && KEY_JSON_EXISTED=1
+  say "starting dockerd for the build (no bridge, no iptables; stopped afterwards)"
+  setsid dockerd --data-root "$CACHE_ROOT/docker/data" --exec-root "$run/exec" --pidfile "$run/dockerd.pid" \
+    -H "$DOCKER_HOST" --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+    --userland-proxy=false --exec-opt native.cgroupdriver=cgroupfs --storage-driver=overlay2 \
+    >"$CACHE_ROOT/docker/dockerd.log" 2>&1 </dev/null &
+  DOCKERD_PID=$!
+  trap docker_down EXIT
+  for _ in $(seq 1 150); do
+    "$DOCKER" info >/dev/null 2>&1 && return 0
+    kill -0 "$DOCKERD_PID" 2>/dev/null || die "dockerd exited: $(tail -n 5 "$CACHE_ROOT/docker/dockerd.log")"
+    sleep 0.2
+  done
+  die "dockerd did not answer in 30 s; see $CACHE_ROOT/docker/dockerd.log"
+}
+docker_down() {
+  [[ -n $DOCKERD_PID ]] || return 0
+  kill -TERM "$DOCKERD_PID" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+  DOCKERD_PID=
+  ((KEY_JSON_EXISTED)) || rm -f /etc/docker/key.json
+}
+
+build_operator() {
+  local base_tar; base_tar=$(current base)
+  local w; w=$(wheels)
+  local k; k=$( { echo "$base_tar"; ls "$w"; files_key "$ROOT/operator/nmisim"; \
+    cat "$ROOT/operator/Dockerfile" "$ROOT/pyproject.toml" "$ROOT/README.md"; } | key)
+  fresh operator "$k" && return 0
+  local t0=$SECONDS ctx="$IMG/work/operator-ctx"
+  rm -rf "$ctx"; mkdir -p "$ctx/operator"
+  cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$ctx/"
+  cp -r "$ROOT/operator/nmisim" "$ctx/operator/"
+  find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
+  cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
+  docker_up
+  "$DOCKER" load -q -i "$base_tar" >/dev/null
+  say "docker build nmisim-operator:dev (no network)"
+  DOCKER_BUILDKIT=0 "$DOCKER" build -q --network none --build-arg PYTHON_IMAGE=nmisim-base:dev \
+    -f "$ROOT/operator/Dockerfile" -t nmisim-operator:dev "$ctx" >"$IMG/work/operator-build.log" 2>&1 \
+    || die "docker build failed; see $IMG/work/operator-build.log"
+  "$DOCKER" save -o "$IMG/work/operator.tar" nmisim-operator:dev
+  publish operator "$k" "$IMG/work/operator.tar"
+  "$DOCKER" image prune -f >/dev/null 2>&1 || true
+  docker_down
+  rm -rf "$ctx"
+  local size; size=$(tar -xOf "$(current operator)" manifest.json >/dev/null 2>&1 && du -h "$(current operator)" | cut -f1)
+  say "nmisim-operator:dev built in $((SECONDS - t0)) s (archive $size)"
+  echo "$((SECONDS - t0))" > "$IMG/operator.build-seconds"
+}
+
+CTR_SOCK=$D/node/run/containerd.sock
+load() {
+  if [[ ! -S $CTR_SOCK ]] || ! ctr --address "$CTR_SOCK" version >/dev/null 2>&1; then
+    say "the real node's containerd is not running: nothing loaded (hack/cluster.sh up starts it)"
+    return 0
+  fi
+  local name f digest
+  for name in pause base operator; do
+    f=$(current "$name")
+    [[ -s $f ]] || continue
+    # Import again only when the node does not hold this very build (the archive's file name is its key).
+    digest=$(basename "$f" .tar)
+    if [[ -s "$D/node/loaded-$name" && "$(<"$D/node/loaded-$name")" == "$digest" ]] \
+      && ctr --address "$CTR_SOCK" -n k8s.io images ls -q | grep -qx "docker.io/library/nmisim-$name:dev"; then
+      continue
+    fi
+    ctr --address "$CTR_SOCK" -n k8s.io images import "$f" >/dev/null
+    echo "$digest" > "$D/node/loaded-$name"
+    say "loaded nmisim-$name:dev into the real node"
+  done
+}
+
+list() {
+  local name f
+  for name in pause base operator; do
+    f=$(current "$name")
+    if [[ -s $f ]]; then printf '  nmisim-%-10s %-28s %6s  %s\n' "$name:dev" "$(basename "$f" .tar)" "$(du -h "$f" | cut -f1)" "$f"
+    else printf '  nmisim-%-10s not built\n' "$name:dev"; fi
+  done
+}
+
+mkdir -p "$IMG"
+case "${1:-build}" in
+  build)
+    build_pause
+    build_base
+    build_operator
+    load ;;
+  load) load ;;
+  list) list ;;
+  pause-tar) build_pause; current pause ;;
+  pause | base | operator) "build_$1" ;;
+  *) die "usage: $0 [build|load|list|pause-tar|pause|base|operator]" ;;
+esac
