@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The embedded local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-# (fake nodes that run pods without containers), all on 127.0.0.1, all state in .cluster/.
+# (fake nodes that run pods without containers), all on 127.0.0.1, all state in .cluster/; and, where the
+# machine can (root, a kernel with bridges and netfilter), one real node `nmisim-node` (containerd, runc,
+# CNI bridge, kubelet, kube-proxy) that runs real containers: hack/node.sh.
 #
 #   hack/cluster.sh up                 start (a no-op when already up)
 #   hack/cluster.sh down               stop exactly the processes `up` started, by pid
@@ -9,9 +11,13 @@
 #   hack/cluster.sh stop COMPONENT     stop one component (fault tests)
 #   hack/cluster.sh start COMPONENT    start one stopped component
 #   hack/cluster.sh env                print `export KUBECONFIG=…`
+#   hack/cluster.sh node-down          stop the real node and restore the host (exit 1: host differs)
+#   hack/cluster.sh node-up            start the real node again
 #
-# Components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok
-# Environment: NMISIM_CLUSTER_DIR (default <repo>/.cluster), NMISIM_NODES (default 2).
+# Components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok, and containerd kubelet
+# kube-proxy (the real node).
+# Environment: NMISIM_CLUSTER_DIR (default <repo>/.cluster), NMISIM_NODES (kwok nodes, default 2),
+# NMISIM_REAL_NODE (auto: where the machine can; 1: required, fail otherwise; 0: never).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,44 +48,50 @@ free_port() {
 }
 
 ensure_ports() {
-  if [[ ! -s "$D/ports.env" ]]; then
-    {
-      echo "ETCD_PORT=$(free_port)"
-      echo "ETCD_PEER_PORT=$(free_port)"
-      echo "API_PORT=$(free_port)"
-    } > "$D/ports.env"
-  fi
+  local name
+  touch "$D/ports.env"
+  for name in ETCD_PORT ETCD_PEER_PORT API_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT \
+              KUBE_PROXY_METRICS_PORT; do
+    grep -q "^$name=" "$D/ports.env" || echo "$name=$(free_port)" >> "$D/ports.env"
+  done
   # shellcheck disable=SC1091
   source "$D/ports.env"
 }
 
 ensure_pki() {
   local p="$D/pki"
-  [[ -s "$p/admin.crt" ]] && return 0
   mkdir -p "$p"
-  say "creating a CA, serving and client certificates, service-account keys"
   (
     cd "$p"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=nmisim-local-ca" \
-      -keyout ca.key -out ca.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' > san.ext
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
-      -extfile san.ext -out apiserver.crt 2>/dev/null
-    client() { # client NAME SUBJECT
+    if [[ ! -s ca.crt ]]; then
+      say "creating a CA, serving and client certificates, service-account keys"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=nmisim-local-ca" \
+        -keyout ca.key -out ca.crt 2>/dev/null
+    fi
+    sign() { # sign NAME SUBJECT EXTENSIONS
       openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-      printf 'extendedKeyUsage=clientAuth\n' > client.ext
+      printf '%s\n' "$3" > "$1.ext"
       openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
-        -extfile client.ext -out "$1.crt" 2>/dev/null
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+      rm -f "$1.csr" "$1.ext"
     }
+    # Pods reach the API server through the `kubernetes` Service address (10.96.0.1), so it is in the SANs.
+    if ! openssl x509 -in apiserver.crt -noout -ext subjectAltName 2>/dev/null | grep -q 'IP Address:10.96.0.1'; then
+      sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth"
+    fi
+    client() { [[ -s "$1.crt" ]] || sign "$1" "$2" "extendedKeyUsage=clientAuth"; }
     client admin "/O=system:masters/CN=nmisim-admin"
     # One identity for all of KCM's controllers (no per-controller service accounts here).
     client kube-controller-manager "/O=system:masters/CN=system:kube-controller-manager"
     client kube-scheduler "/CN=system:kube-scheduler"
     client kwok "/O=system:masters/CN=kwok"
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ./*.csr ./*.ext
+    # The API server's client certificate towards kubelets (logs, exec, port-forward, stats).
+    client apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+    if [[ ! -s sa.key ]]; then
+      openssl genrsa -out sa.key 2048 2>/dev/null
+      openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    fi
   )
 }
 
@@ -118,6 +130,9 @@ args_for() {
       --service-account-issuer=https://kubernetes.default.svc --service-account-key-file=$D/pki/sa.pub \
       --service-account-signing-key-file=$D/pki/sa.key \
       --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --authorization-mode=Node,RBAC \
+      --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction \
+      --kubelet-client-certificate=$D/pki/apiserver-kubelet-client.crt --kubelet-client-key=$D/pki/apiserver-kubelet-client.key \
+      --kubelet-preferred-address-types=InternalIP,Hostname \
       --endpoint-reconciler-type=none --profiling=false --v=0 ${NMISIM_APISERVER_EXTRA_ARGS:-}" ;;
     kube-controller-manager) echo "--kubeconfig=$D/kube-controller-manager.kubeconfig \
       --authentication-kubeconfig=$D/kube-controller-manager.kubeconfig \
@@ -223,6 +238,8 @@ up() {
   local t0=$SECONDS all=1 c
   for c in "${COMPONENTS[@]}"; do running "$c" || all=0; done
   if ((all)) && [[ -s "$D/kubeconfig" ]] && kc get --raw /readyz >/dev/null 2>&1; then
+    ensure_ports
+    node_up
     say "already up: export KUBECONFIG=$D/kubeconfig"
     return 0
   fi
@@ -243,7 +260,8 @@ up() {
     start_one "$c"
   done
   wait_cluster
-  say "up in $((SECONDS - t0)) s: $NODES Ready nodes, API at https://127.0.0.1:$API_PORT"
+  node_up
+  say "up in $((SECONDS - t0)) s: $NODES kwok nodes$(node_running && echo " and the real node $NODE_NAME"), API at https://127.0.0.1:$API_PORT"
   say "export KUBECONFIG=$D/kubeconfig"
 }
 
@@ -254,15 +272,18 @@ down() {
   for f in "$D"/pids/*.pid; do
     [[ -e "$f" ]] || continue
     local name; name=$(basename "$f" .pid)
-    [[ " ${COMPONENTS[*]} " == *" $name "* ]] && continue
+    [[ " ${COMPONENTS[*]} ${NODE_COMPONENTS[*]} " == *" $name "* ]] && continue
     local pid; pid=$(<"$f")
     if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done
+  local rc=0
+  node_down || rc=$?
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_one "${COMPONENTS[$i]}"; done
   say "stopped"
+  return "$rc"
 }
 
 status() {
@@ -271,10 +292,14 @@ status() {
     if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
     else printf '  %-24s stopped\n' "$c"; fi
   done
+  node_status
   # shellcheck disable=SC1091
   [[ -s "$D/ports.env" ]] && { source "$D/ports.env"; printf '  %-24s https://127.0.0.1:%s\n' api "$API_PORT"; }
   return 0
 }
+
+# shellcheck source=hack/node.sh
+source "$ROOT/hack/node.sh"
 
 BIN=$(NMISIM_QUIET=1 "$ROOT/hack/k8s-bins.sh" --print)
 cmd=${1:-status}
@@ -285,12 +310,22 @@ case "$cmd" in
   down) down ;;
   status) status ;;
   env) echo "export KUBECONFIG=$D/kubeconfig" ;;
+  node-up) ensure_ports; node_up ;;
+  node-down) node_down ;;
   restart|stop|start)
     c=${2:-}; [[ -n "$c" ]] || die "usage: $0 $cmd COMPONENT"
     ensure_ports
+    if [[ " ${NODE_COMPONENTS[*]} " == *" $c "* ]]; then
+      if [[ "$cmd" != start ]]; then say "stopping $c"; node_stop "$c"; fi
+      if [[ "$cmd" != stop ]]; then
+        say "starting $c"; node_start "$c"
+        [[ $c == kube-proxy ]] && { sleep 1; jumps_first; }
+      fi
+      exit 0
+    fi
     args_for "$c" >/dev/null
     if [[ "$cmd" != start ]]; then say "stopping $c"; stop_one "$c"; fi
     if [[ "$cmd" != stop ]]; then say "starting $c"; start_one "$c"; fi
     ;;
-  *) die "usage: $0 up|down|status|restart C|stop C|start C|env" ;;
+  *) die "usage: $0 up|down|status|restart C|stop C|start C|env|node-up|node-down" ;;
 esac
