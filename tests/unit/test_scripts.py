@@ -1,9 +1,12 @@
-"""The shell scripts in hack/: `bash -n` always, shellcheck when it is installed."""
+"""The shell scripts in hack/: `bash -n` always; shellcheck when it is installed, and it must be where
+the real node runs or in CI."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -27,10 +30,36 @@ def test_executable(script: Path) -> None:
     assert script.stat().st_mode & 0o111, f"{script.name} is not executable"
 
 
+def shellcheck_required(environ: Mapping[str, str]) -> bool:
+    """Where the real node must run (NMISIM_REAL_NODE=1) and in CI, hack/host-deps.sh has installed
+    shellcheck: its absence there is a failure, not a reason to skip."""
+    ci = environ.get("CI", "").lower()
+    return environ.get("NMISIM_REAL_NODE") == "1" or ci not in ("", "0", "false", "no")
+
+
+@pytest.mark.parametrize(
+    ("env", "required"),
+    [
+        ({}, False),
+        ({"NMISIM_REAL_NODE": "auto"}, False),
+        ({"NMISIM_REAL_NODE": "0"}, False),
+        ({"CI": "false"}, False),
+        ({"NMISIM_REAL_NODE": "1"}, True),
+        ({"CI": "true"}, True),
+        ({"CI": "1", "NMISIM_REAL_NODE": "0"}, True),
+    ],
+)
+def test_shellcheck_required(env: dict[str, str], required: bool) -> None:
+    assert shellcheck_required(env) is required
+
+
 def test_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+        why = "shellcheck not installed (hack/host-deps.sh installs it: apt-get install shellcheck)"
+        if shellcheck_required(os.environ):
+            pytest.fail(f"{why}; required where NMISIM_REAL_NODE=1 or CI is set")
+        pytest.skip(why)
     proc = subprocess.run(
         [shellcheck, *(str(p) for p in SCRIPTS)], capture_output=True, text=True, check=False, cwd=HACK.parent
     )
