@@ -69,3 +69,7 @@ clean: cluster-down ## remove .venv, .cluster, .bench
 .PHONY: e2e-kind
 e2e-kind: install ## cluster tests on a kind cluster running the operator image (needs Docker and kind)
 	@PATH=$(CURDIR)/$(BIN):$$PATH hack/kind-e2e.sh
+
+.PHONY: helm
+helm: ## build helm (for charts/nmisim) from Go modules into ~/.cache/nmisim; tests/unit/test_chart.py calls it too
+	@hack/helm.sh >/dev/null
