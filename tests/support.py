@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -108,6 +109,29 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+#: the operator's log line once the start-up LIST is loaded (Controller.seed): what it saw, what it queued
+SEEDED = re.compile(
+    r"seeded: (?P<pods>\d+) pods, (?P<exceptions>\d+) exceptions, (?P<verdicts>\d+) verdicts; "
+    r"(?P<pending>\d+) writes pending"
+)
+
+
+def parse_seeded(log: str, start: int = 1) -> dict[str, int]:
+    """The numbers of the ``start``-th "seeded:" line of an operator log; {} before that start seeded."""
+    found = list(SEEDED.finditer(log))
+    if len(found) < start:
+        return {}
+    return {k: int(v) for k, v in found[start - 1].groupdict().items()}
+
+
+def caught_up(metrics: dict[str, float], pending: int) -> bool:
+    """An operator is done with what seeding queued: every pending key reconciled, plus the first
+    SimulationConfig totals check its status loop queues after seeding, and the queue empty when a worker
+    last took from it (nmisim_reconcile_seconds counts reconciles that finished without error)."""
+    done = metrics.get("nmisim_reconcile_seconds_count", 0)
+    return done >= pending + 1 and metrics.get("nmisim_queue_depth", 0) == 0
+
+
 class OperatorProcess:
     """``nmisim run`` as a real process against a cluster, with its log and /metrics."""
 
@@ -136,6 +160,21 @@ class OperatorProcess:
             raise RuntimeError(f"operator exited with {self.proc.returncode}; log: {self.log}")
         text = self.log.read_text(errors="replace")
         return text.count("seeded:") >= self.starts
+
+    def seeded(self) -> dict[str, int]:
+        """This start's "seeded:" numbers (pods, exceptions, verdicts, pending); {} until it seeded."""
+        return parse_seeded(self.log.read_text(errors="replace"), self.starts)
+
+    def caught_up(self) -> bool:
+        """Seeded, and done with every write seeding queued (see :func:`caught_up`)."""
+        seeded = self.seeded()
+        if not seeded:
+            return False
+        try:
+            metrics = self.metrics()
+        except OSError:  # /metrics not answering (yet)
+            return False
+        return caught_up(metrics, seeded["pending"])
 
     def stop(self, sig: int = 15, timeout: float = 30) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +240,12 @@ def test_restart_with_nothing_changed_writes_nothing(
     )
     settle(operator)
     before = {n: nmisim_events(cluster, namespace, n) for n in ("a", "b", "e")}
-    operator.restart()
-    time.sleep(3)  # the restarted operator has seen every object by now
+    operator.restart()  # returns once the new process logged "seeded:"
+    seeded = operator.seeded()
+    # it has seen this test's objects (and whatever else the cluster holds)
+    assert seeded["pods"] >= 2 and seeded["exceptions"] >= 1 and seeded["verdicts"] >= 2, seeded
+    # "nothing written" only counts once it has done what seeding queued: not "not started yet"
+    wait_for(operator.caught_up, timeout=60, what=f"the restarted operator done with {seeded}")
     assert operator.writes_by_kind() == {}
     assert {n: nmisim_events(cluster, namespace, n) for n in ("a", "b", "e")} == before
     print(f"restart: 0 writes, events unchanged {before}")
