@@ -20,6 +20,7 @@ NODE_LABEL=nmisim.dev/node=real
 N=$D/node
 CTR_SOCK=$N/run/containerd.sock
 NODE_COMPONENTS=(containerd kubelet kube-proxy)
+NO_PULL_PROXY=http://127.0.0.1:1
 # sysctls that containerd's CNI bridge (ip_forward), kubelet (protectKernelDefaults: false) and
 # kube-proxy may change; recorded at `up`, put back at `down`.
 SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.forwarding net.ipv4.conf.default.forwarding
@@ -374,7 +375,12 @@ node_start() { # node_start COMPONENT
   node_component_running "$c" && return 0
   case "$c" in
     containerd)
-      setsid /usr/bin/containerd --config "$N/containerd/config.toml" >>"$D/logs/containerd.log" 2>&1 </dev/null &
+      # No image can be pulled here, and none may be tried: every registry request goes to a proxy
+      # address where nothing listens (Go's HTTP client then resolves and dials nothing else), so a
+      # pod with an image the node lacks fails at once with ErrImagePull ("proxyconnect ... refused").
+      HTTP_PROXY=$NO_PULL_PROXY HTTPS_PROXY=$NO_PULL_PROXY http_proxy=$NO_PULL_PROXY https_proxy=$NO_PULL_PROXY \
+        NO_PROXY= no_proxy= \
+        setsid /usr/bin/containerd --config "$N/containerd/config.toml" >>"$D/logs/containerd.log" 2>&1 </dev/null &
       echo $! > "$f"
       local i
       for i in $(seq 1 100); do
@@ -499,6 +505,10 @@ $(tail -n 15 "$D/logs/kubelet.log")"
     ((SECONDS < deadline)) || die "node $NODE_NAME not Ready after ${START_TIMEOUT}s (see $D/logs/kubelet.log)"
     sleep 0.25
   done
+  # The pod subnet is the bridge's (host-local IPAM owns it); recorded on the Node as a node IPAM
+  # controller would, so the Node looks like any other (spec.podCIDR can be set once).
+  [[ -n "$(kc get node "$NODE_NAME" -o jsonpath='{.spec.podCIDR}')" ]] \
+    || kc patch node "$NODE_NAME" -p "{\"spec\":{\"podCIDR\":\"$POD_SUBNET\",\"podCIDRs\":[\"$POD_SUBNET\"]}}" >/dev/null
   # kube-proxy puts its jumps at the top of FORWARD and PREROUTING when it starts: ours go back on top.
   for _ in $(seq 1 40); do ipt -S FORWARD | grep -q -- '-j KUBE-FORWARD' && break; sleep 0.25; done
   jumps_first

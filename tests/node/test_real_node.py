@@ -223,6 +223,23 @@ def test_daemonsets_skip_the_real_node_unless_they_tolerate_it(
     assert TOLERATION["key"] == "nmisim.dev/node"
 
 
+def test_image_pulls_never_leave_this_machine(cluster: Cluster, namespace: str, node: object) -> None:
+    """No registry is reachable here and none may be tried: containerd sends every registry request to
+    a proxy address on loopback where nothing listens, so a missing image fails at once (no DNS lookup,
+    no connection off this machine)."""
+    manifest = pod_manifest("nopull", "print(1)", image="registry.invalid/none:1")
+    manifest["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    cluster.apply(json.dumps(manifest), namespace)
+
+    def pull_error() -> str | None:
+        events = cluster.get_json("events", "-n", namespace, "--field-selector", "involvedObject.name=nopull")
+        failed = [e["message"] for e in events["items"] if e["reason"] == "Failed" and "pull" in e["message"]]
+        return failed[0] if failed else None
+
+    message = wait_for(pull_error, timeout=60, what="the kubelet's pull failure")
+    assert "proxyconnect tcp: dial tcp 127.0.0.1:1" in message and "connection refused" in message, message
+
+
 def test_node_down_restores_the_host_and_node_up_brings_it_back(cluster: Cluster, node: object) -> None:
     """The comparison `make cluster-down` makes, run here on the real node alone: down, then the host
     equals the snapshot taken before the node first started (iptables and ip6tables rules and chains,
