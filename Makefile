@@ -15,10 +15,10 @@ export KUBECONFIG ?= $(NMISIM_CLUSTER_DIR)/kubeconfig
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'  # constraints.txt: hack/constraints.py
 	@touch $@
 
 install: $(STAMP) ## create .venv with nmisim, test tools and kubectl (quick when nothing changed)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 ROOT = Path(__file__).resolve().parent.parent
 PART_OF = "app.kubernetes.io/part-of=nmisim-demo"
@@ -54,13 +55,16 @@ def verdicts() -> dict[tuple[str, str], dict[str, Any]]:
     return {(v["metadata"]["namespace"], v["metadata"]["name"]): v.get("status") or {} for v in items}
 
 
-def progress(done: int, total: int, started: float) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    bar = "#" * filled + "-" * (width - filled)
-    line = f"\r  verdicts [{bar}] {done}/{total} pods  {time.monotonic() - started:4.1f}s"
-    sys.stdout.write(line if TTY else "")
-    sys.stdout.flush()
+def progress() -> Progress:
+    """The verdicts' progress bar: on a terminal only (a log gets the summary line that follows)."""
+    return Progress(
+        TextColumn("  verdicts"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TextColumn("pods"),
+        TimeElapsedColumn(),
+        disable=not TTY,
+    )
 
 
 def matches(status: dict[str, Any], want: dict[str, Any]) -> bool:
@@ -78,25 +82,25 @@ def wait(timeout: float) -> tuple[list[dict[str, Any]], dict[tuple[str, str], di
     pods: list[dict[str, Any]] = []
     found: dict[tuple[str, str], dict[str, Any]] = {}
     print(c("Waiting for the operator's verdicts on the sample pods", "1"))
-    while time.monotonic() - started < timeout:
-        pods = demo_pods()
-        found = verdicts()
-        expected_pods = sum(
-            len({n["metadata"]["name"] for n in kubectl("get", "nodes")["items"]}) if w["pods"] == "nodes"
-            else int(w["pods"])
-            for w in want.values()
-        )  # fmt: skip
-        ready = [
-            p for p in pods
-            if (key := _workload(p)) in want
-            and matches(found.get((p["metadata"]["namespace"], p["metadata"]["name"]), {}), want[key])
-        ]  # fmt: skip
-        progress(len(ready), expected_pods, started)
-        if len(ready) >= expected_pods and len(pods) >= expected_pods:
-            break
-        time.sleep(0.5)
-    if TTY:
-        print()
+    with progress() as bar:
+        task = bar.add_task("verdicts", total=None)
+        while time.monotonic() - started < timeout:
+            pods = demo_pods()
+            found = verdicts()
+            expected_pods = sum(
+                len({n["metadata"]["name"] for n in kubectl("get", "nodes")["items"]}) if w["pods"] == "nodes"
+                else int(w["pods"])
+                for w in want.values()
+            )  # fmt: skip
+            ready = [
+                p for p in pods
+                if (key := _workload(p)) in want
+                and matches(found.get((p["metadata"]["namespace"], p["metadata"]["name"]), {}), want[key])
+            ]  # fmt: skip
+            bar.update(task, completed=len(ready), total=expected_pods)
+            if len(ready) >= expected_pods and len(pods) >= expected_pods:
+                break
+            time.sleep(0.5)
     print(f"  {len(pods)} sample pods, verdicts in {time.monotonic() - started:.1f}s\n")
     return pods, found
 
@@ -153,7 +157,7 @@ def report(pods: list[dict[str, Any]], found: dict[tuple[str, str], dict[str, An
     print(c("\nExceptions", "1"))
     for e in kubectl("get", "azurepodidentityexceptions", "-A")["items"]:
         st = e.get("status") or {}
-        ready = next((x for x in st.get("conditions", []) if x["type"] == "Ready"), {})
+        ready: dict[str, Any] = next((x for x in st.get("conditions", []) if x["type"] == "Ready"), {})
         where = f"{e['metadata']['namespace']}/{e['metadata']['name']}"
         print(
             f"  {where}: matches {st.get('matchedPods', '?')} pod(s)"
