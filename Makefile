@@ -58,7 +58,7 @@ demo: install binaries ## the main job: local cluster, operator, sample AKS-like
 
 TIER ?= S
 bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; TIER=M: 10,000) -> .bench/
-	$(PY) hack/bench.py --tier $(TIER)
+	$(PY) hack/bench --tier $(TIER)
 
 bench-engine: install ## engine throughput, indexed vs naive
 	$(PY) hack/bench_engine.py

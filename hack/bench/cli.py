@@ -1,0 +1,55 @@
+"""The command line: a fresh cluster, every phase, the engine benchmark, then results.json, the plot and
+the summary; the cluster is stopped afterwards unless --keep-cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import time
+
+import bench
+from bench.config import TIERS, Paths
+from bench.kube import cluster_down
+from bench.phases import run_all
+from bench.progress import say
+from bench.report import engine_bench, plot, summary, write_json
+from bench.results import Document, Machine
+
+
+def machine() -> Machine:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Machine(cores=os.cpu_count(), memory_gib=round(memory / 2**30))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="hack/bench", description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tier", choices=sorted(TIERS), default="S")
+    ap.add_argument("--keep-cluster", action="store_true", help="leave .cluster-bench running")
+    ap.add_argument("--no-engine", action="store_true", help="skip the engine benchmark")
+    args = ap.parse_args(argv)
+    paths = Paths.from_env()
+    environ = dict(os.environ)
+    paths.out.mkdir(parents=True, exist_ok=True)
+    cluster_down(paths, environ)
+    shutil.rmtree(paths.cluster, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        results, series = asyncio.run(run_all(paths, TIERS[args.tier], environ))
+    finally:
+        if not args.keep_cluster:
+            cluster_down(paths, environ)
+    doc = Document(results=results, series=series)
+    if not args.no_engine:
+        doc.engine = engine_bench(paths)
+    results.date = time.strftime("%Y-%m-%d")
+    results.machine = machine()
+    results.duration_s = round(time.monotonic() - started, 1)
+    write_json(doc, paths.results_json)
+    plot(doc, paths.report_png)
+    summary(doc)
+    say(f"wrote {paths.results_json} and {paths.report_png} in {results.duration_s} s")
+    return 0
