@@ -15,22 +15,39 @@ start=$SECONDS
 say "installing nmisim's CRDs, the default SimulationConfig and the upstream default exceptions"
 kubectl apply -f "$ROOT/crds/" >/dev/null
 kubectl wait --for=condition=Established crd -l app.kubernetes.io/part-of=nmisim --timeout=60s >/dev/null
-# The manifests' parts that make sense outside a container: namespace, ServiceAccount, RBAC, defaults.
-# (The operator itself runs here as a local process; `kubectl apply -k manifests/` deploys it in a
-# cluster that can run its image.)
-for f in namespace serviceaccount rbac simulationconfig exceptions; do
-  kubectl apply -f "$ROOT/manifests/$f.yaml" >/dev/null
-done
-
-pidfile=$D/pids/operator.pid
-if [[ -s $pidfile ]] && kill -0 "$(<"$pidfile")" 2>/dev/null; then
-  say "operator already running (pid $(<"$pidfile"))"
+if [[ -n ${IN_CLUSTER:-} ]]; then
+  # The operator as users run it: its image as a pod (on the real node), installed from manifests/.
+  kubectl get node nmisim-node >/dev/null 2>&1 \
+    || { say "error: IN_CLUSTER=1 needs the real node (hack/cluster.sh up starts it where the machine can: root)"; exit 1; }
+  pidfile=$D/pids/operator.pid
+  if [[ -s $pidfile ]] && kill -0 "$(<"$pidfile")" 2>/dev/null; then
+    say "stopping the local operator process (the pod takes over)"
+    kill -TERM "$(<"$pidfile")"; rm -f "$pidfile"
+  fi
+  say "kubectl apply -k manifests/ (the operator Deployment runs nmisim-operator:dev on the real node)"
+  kubectl apply -k "$ROOT/manifests/" >/dev/null
+  kubectl -n nmisim-system wait --for=condition=Available deployment/nmisim-operator --timeout=120s >/dev/null
+  say "operator pod: $(kubectl -n nmisim-system get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name} on {.items[0].spec.nodeName}')"
 else
-  say "starting the operator in the background (log: $D/logs/operator.log)"
-  mkdir -p "$D/pids" "$D/logs"
-  setsid nmisim run --standalone --all-namespaces --metrics-port "${NMISIM_METRICS_PORT:-0}" \
-    >>"$D/logs/operator.log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
+  # The manifests' parts that make sense outside a container: namespace, ServiceAccount, RBAC, defaults.
+  # The operator itself runs here as a local process (fast); `make demo IN_CLUSTER=1` runs its image
+  # as a pod on the real node instead, from `kubectl apply -k manifests/`.
+  kubectl delete deployment nmisim-operator -n nmisim-system --ignore-not-found >/dev/null 2>&1 || true
+  for f in namespace serviceaccount rbac simulationconfig exceptions; do
+    kubectl apply -f "$ROOT/manifests/$f.yaml" >/dev/null
+  done
+
+  pidfile=$D/pids/operator.pid
+  if [[ -s $pidfile ]] && kill -0 "$(<"$pidfile")" 2>/dev/null; then
+    say "operator already running (pid $(<"$pidfile"))"
+  else
+    say "starting the operator in the background (log: $D/logs/operator.log)"
+    mkdir -p "$D/pids" "$D/logs"
+    setsid nmisim run --standalone --all-namespaces --metrics-port "${NMISIM_METRICS_PORT:-0}" \
+      >>"$D/logs/operator.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  say "(make demo IN_CLUSTER=1 runs the operator as a pod on the real node instead)"
 fi
 
 say "applying the sample cluster (examples/demo/)"

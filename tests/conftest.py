@@ -85,9 +85,17 @@ def _token_kubeconfig(cluster: Cluster, path: Path, namespace: str, account: str
     return path
 
 
+def in_cluster_operator() -> bool:
+    """NMISIM_OPERATOR=external: the operator runs in the cluster (its Deployment from manifests/,
+    on kind or on the embedded cluster's real node); otherwise the tests run it as a local process."""
+    return os.environ.get("NMISIM_OPERATOR") == "external"
+
+
 @pytest.fixture(scope="session")
 def installed(cluster: Cluster) -> Cluster:
-    """The CRDs and the manifests (namespace, ServiceAccount, RBAC, defaults) applied."""
+    """The CRDs and the manifests applied: all of them when the operator runs in the cluster; without
+    the Deployment when the tests run the operator themselves (on the embedded cluster the Deployment's
+    pod really runs on the real node, and two operators would both write)."""
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     cluster.kubectl(
         "wait",
@@ -97,7 +105,22 @@ def installed(cluster: Cluster) -> Cluster:
         "app.kubernetes.io/part-of=nmisim",
         "--timeout=60s",
     )
-    cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
+    if in_cluster_operator():
+        cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
+        return cluster
+    rendered = cluster.kubectl("kustomize", str(ROOT / "manifests")).stdout
+    objs = [o for o in yaml.safe_load_all(rendered) if o and o["kind"] != "Deployment"]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+    cluster.kubectl(
+        "delete",
+        "deployment",
+        "nmisim-operator",
+        "-n",
+        "nmisim-system",
+        "--ignore-not-found",
+        "--wait=true",
+        timeout=90,
+    )
     return cluster
 
 
@@ -108,7 +131,16 @@ def operator(
     """The operator as a real process, authenticated as the manifests' own ServiceAccount, so every
     test also proves that the RBAC in manifests/ is enough. NMISIM_OPERATOR=external: one already runs
     in the cluster (the kind path); tests that restart or kill it are skipped."""
-    if os.environ.get("NMISIM_OPERATOR") == "external":
+    if in_cluster_operator():
+        installed.kubectl(
+            "wait",
+            "--for=condition=Available",
+            "deployment/nmisim-operator",
+            "-n",
+            "nmisim-system",
+            "--timeout=180s",
+            timeout=200,
+        )
         yield None
         return
     tmp = tmp_path_factory.mktemp("operator")
