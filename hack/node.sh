@@ -63,12 +63,33 @@ node_unsupported() { # prints why not, returns 0 when the machine cannot run the
     echo "host packages missing and not installable: $("$ROOT/hack/host-deps.sh" --check 2>&1 | tail -1)"; return 0
   fi
   [[ -x $BIN/kubelet && -x $BIN/kube-proxy ]] || { echo "kubelet/kube-proxy not built (hack/k8s-bins.sh)"; return 0; }
-  if ip link show "$BRIDGE" >/dev/null 2>&1 && [[ "$(ip -o link show "$BRIDGE" | sed -n 's/.* alias \(.*\)$/\1/p')" != "nmisim:$D" ]]; then
-    echo "bridge $BRIDGE exists and belongs to another cluster ($(ip -o link show "$BRIDGE" | sed -n 's/.* alias //p'))"; return 0
+  local owner
+  owner=$(ip -o link show "$BRIDGE" 2>/dev/null | sed -n 's/.* alias nmisim:\(.*\)$/\1/p')
+  if ip link show "$BRIDGE" >/dev/null 2>&1 && [[ $owner != "$D" ]]; then
+    if [[ -n $owner ]] && ! owner_alive "$owner"; then
+      # Left by a cluster whose processes are gone (killed, machine handed over): restore the host from
+      # that cluster's own snapshot, then this cluster may run the node.
+      say "taking down a stale real node left by $owner" >&2
+      if [[ -s $owner/node/host-before/links ]]; then
+        NMISIM_CLUSTER_DIR=$owner NMISIM_REAL_NODE=0 "$ROOT/hack/cluster.sh" node-down >&2 || true
+      fi
+      ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
+    else
+      echo "bridge $BRIDGE exists and belongs to another running cluster (${owner:-unknown})"; return 0
+    fi
   fi
   if ! ip link show "$BRIDGE" >/dev/null 2>&1 && ip -4 route show | grep -q "^${POD_SUBNET%/*}"; then
     echo "$POD_SUBNET is already routed on this machine (set NMISIM_NODE_SUBNET)"; return 0
   fi
+  return 1
+}
+
+owner_alive() { # owner_alive DIR: that cluster's kubelet or containerd still runs
+  local c f
+  for c in kubelet containerd; do
+    f=$1/pids/$c.pid
+    [[ -s $f ]] && kill -0 "$(<"$f")" 2>/dev/null && return 0
+  done
   return 1
 }
 
@@ -379,7 +400,7 @@ node_start() { # node_start COMPONENT
       # address where nothing listens (Go's HTTP client then resolves and dials nothing else), so a
       # pod with an image the node lacks fails at once with ErrImagePull ("proxyconnect ... refused").
       HTTP_PROXY=$NO_PULL_PROXY HTTPS_PROXY=$NO_PULL_PROXY http_proxy=$NO_PULL_PROXY https_proxy=$NO_PULL_PROXY \
-        NO_PROXY= no_proxy= \
+        NO_PROXY='' no_proxy='' \
         setsid /usr/bin/containerd --config "$N/containerd/config.toml" >>"$D/logs/containerd.log" 2>&1 </dev/null &
       echo $! > "$f"
       local i
