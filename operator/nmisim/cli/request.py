@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
-from urllib.parse import parse_qsl
 
 from nmisim.cli.common import UsageError, add_input_options, build_world, cluster_failure
 from nmisim.cli.output import render_data, request_table
 from nmisim.engine.imds import TOKEN_PATH
+from nmisim.engine.paths import go_parse_query
 from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, HttpRequest
 from nmisim.kube import ClusterError
 
@@ -60,7 +60,7 @@ def build_request(args: argparse.Namespace) -> HttpRequest:
     raw_path, sep, raw_query = args.path.partition("?")
     if sep:
         # the client's own query replaces the default one; Go's url.ParseQuery reads it
-        query += parse_qsl(raw_query, keep_blank_values=True)
+        query += go_parse_query(raw_query)
     for item in args.query:
         if "=" not in item:
             raise UsageError(f"--query {item}: expected K=V")

@@ -122,3 +122,39 @@ def mux_redirect_location(url_path: str, raw_query: str) -> str | None:
     if cleaned == url_path:
         return None
     return go_escape_path(cleaned) + (f"?{raw_query}" if raw_query else "")
+
+
+def go_query_unescape(s: str) -> str | None:
+    """``net/url`` ``QueryUnescape`` (``unescape(s, encodeQueryComponent)``): ``%XX`` becomes the byte XX
+    and ``+`` a space; a ``%`` not followed by two hex digits is an error (None)."""
+    data = s.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c == 0x25:  # '%'
+            if i + 2 >= len(data) or chr(data[i + 1]) not in _HEX or chr(data[i + 2]) not in _HEX:
+                return None
+            out.append(int(chr(data[i + 1]) + chr(data[i + 2]), 16))
+            i += 3
+            continue
+        out.append(0x20 if c == 0x2B else c)
+        i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def go_parse_query(raw: str) -> tuple[tuple[str, str], ...]:
+    """What ``r.URL.Query()`` holds for the raw query string (``net/url`` ``parseQuery``, Go >= 1.17):
+    pairs split on ``&`` only; a pair containing ``;`` is dropped, as is an empty one or one whose key or
+    value has a malformed escape; ``key`` without ``=`` has the value ``""``. Order and repeats are kept."""
+    out: list[tuple[str, str]] = []
+    for part in raw.split("&"):
+        if ";" in part or not part:
+            continue
+        key, _, value = part.partition("=")
+        k = go_query_unescape(key)
+        v = go_query_unescape(value)
+        if k is None or v is None:
+            continue
+        out.append((k, v))
+    return tuple(out)

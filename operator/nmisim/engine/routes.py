@@ -455,11 +455,7 @@ def simulate_request(
             f"{who} uses spec.hostNetwork: its traffic leaves through OUTPUT, not PREROUTING, so NMI's "
             "aad-metadata DNAT rule never sees it and IMDS answers directly"
         )
-        ans = imds_http(vm, path=req.path, query=req.query_values(), headers=req.canonical_headers())
-        t.add(ans.explanation)
-        return t.result(
-            ROUTE_DIRECT, ans.status, ans.headers, ans.body, SERVED_BY_IMDS, ans.identity, ans.error
-        )
+        return _direct(t, req, vm)
     if ip == "127.0.0.1":
         t.add("source 127.0.0.1: a host process talking to NMI's listen address 127.0.0.1:2579 directly")
     else:
@@ -504,6 +500,28 @@ def simulate_request(
     return t.result(ROUTE_PROXY, ans.status, ans.headers, ans.body, SERVED_BY_IMDS, ans.identity, ans.error)
 
 
+def _direct(t: _Trace, req: HttpRequest, vm: VMIdentities) -> RequestResult:
+    ans = imds_http(vm, path=req.path, query=req.query_values(), headers=req.canonical_headers())
+    t.add(ans.explanation)
+    return t.result(ROUTE_DIRECT, ans.status, ans.headers, ans.body, SERVED_BY_IMDS, ans.identity, ans.error)
+
+
+def simulate_imds(config: SimulationConfig, req: HttpRequest, node: str) -> RequestResult:
+    """IMDS itself answering ``req`` on ``node``'s VM, with NMI not in the way: what a hostNetwork pod
+    gets (route ``direct``, §3), the same answer :func:`simulate_request` gives for such a pod."""
+    t = _Trace()
+    t.add(f"request to IMDS on node {node or '(any)'} directly: NMI is not in the way")
+    return _direct(t, req, config.imds.vm_for(node))
+
+
+def nmi_status_line(status: int | None, took_ns: int, method: str, path: str, ip: str) -> str:
+    """NMI's per-request log line (``server.go`` ``appHandler.ServeHTTP``, sic ``reg.path``; §4 Logging)."""
+    return (
+        f"status ({status}) took {took_ns} ns for req.method={method} reg.path={path} "
+        f"req.remote={_remote_ip(ip)}"
+    )
+
+
 def route_of(url_path: str, *, block_instance_metadata: bool) -> str:
     """NMI's router for a decoded path (``server.go`` ``Run``, gorilla/mux v1.8.0): mux's cleaning
     redirect first (§8.1), then the routes in the order they were registered (§2 "Routes")."""
@@ -527,10 +545,7 @@ def _logged(res: RequestResult, req: HttpRequest, path: str, ip: str) -> Request
     if res.status == 500 and res.error == PANIC_INDEX_OUT_OF_RANGE:
         line = f"panic processing request: {res.error} res.status=500"
     else:
-        line = (
-            f"status ({res.status}) took {round(res.wait_seconds * 1e9)} ns for req.method={req.method} "
-            f"reg.path={path} req.remote={_remote_ip(ip)}"
-        )
+        line = nmi_status_line(res.status, round(res.wait_seconds * 1e9), req.method, path, ip)
     return RequestResult(
         res.route, res.status, res.headers, res.body, res.served_by, res.identity, res.wait_seconds,
         (*res.explanation, f"NMI logs: {line}"), res.error, res.azure_identity, (line,),
