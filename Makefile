@@ -10,7 +10,7 @@ NMISIM_CLUSTER_DIR ?= $(CURDIR)/.cluster
 export NMISIM_CLUSTER_DIR
 export KUBECONFIG ?= $(NMISIM_CLUSTER_DIR)/kubeconfig
 
-.PHONY: help install binaries cluster-up cluster-down cluster-status test test-unit test-cluster test-faults lint bench bench-engine demo clean
+.PHONY: help install host-deps binaries image image-if-node cluster-up cluster-down cluster-status test test-unit test-cluster test-faults lint bench bench-engine demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -23,13 +23,25 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv with nmisim, test tools and kubectl (quick when nothing changed)
 
-binaries: ## build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok into ~/.cache/nmisim
+binaries: ## build etcd, kube-apiserver, KCM, scheduler, kubelet, kube-proxy, kwok into ~/.cache/nmisim
 	@hack/k8s-bins.sh >/dev/null
 
-cluster-up: install binaries ## start the local cluster on 127.0.0.1 (state in .cluster/)
+# The real node's host packages (containerd, runc, CNI plugins, iptables, docker.io, debootstrap, ...),
+# from Debian's packages when missing; only where this runs as root (elsewhere the real node is skipped).
+host-deps: ## install the real node's Debian packages when missing (root only)
+	@if [ "$$(id -u)" = 0 ] && [ "$${NMISIM_REAL_NODE:-auto}" != 0 ]; then hack/host-deps.sh; fi
+
+image: install host-deps ## build nmisim-operator:dev (and the pause and base images) here, load into the real node
+	@hack/image.sh build
+
+# Images are built only where the real node can run them (root); `make image` builds them anywhere docker runs.
+image-if-node:
+	@if [ "$$(id -u)" = 0 ] && [ "$${NMISIM_REAL_NODE:-auto}" != 0 ]; then hack/image.sh build; fi
+
+cluster-up: install binaries host-deps ## start the local cluster on 127.0.0.1 (state in .cluster/), with the real node
 	@PATH=$(CURDIR)/$(BIN):$$PATH hack/cluster.sh up
 
-cluster-down: ## stop every process cluster-up started
+cluster-down: ## stop every process cluster-up started; restore the host (fails if it differs)
 	@hack/cluster.sh down
 
 cluster-status: ## show what runs
@@ -43,18 +55,20 @@ lint: install ## ruff and mypy --strict
 test-unit: install ## unit tests of the engine and CLI (no cluster)
 	$(BIN)/pytest tests/unit -q
 
-test: install binaries lint ## lint, then all tests (starts the local cluster if none runs)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+test: install binaries host-deps lint image-if-node ## lint, then all tests in two phases (hack/test.sh; starts the cluster if none runs)
+	@hack/test.sh
 
 # Fault tests restart cluster components: always on a cluster of their own (.cluster-faults, started if
-# needed and stopped afterwards), never on .cluster. pyproject's addopts leave them out of `make test`.
+# needed and stopped afterwards), never on .cluster. hack/test.sh leaves them out of `make test`.
 FAULTS_CLUSTER := $(CURDIR)/.cluster-faults
 test-faults: install binaries ## SIGKILL, API server/etcd restarts, 410, drift, peering, bad input, RBAC
-	NMISIM_CLUSTER_DIR=$(FAULTS_CLUSTER) KUBECONFIG=$(FAULTS_CLUSTER)/kubeconfig PATH=$(CURDIR)/$(BIN):$$PATH \
+	NMISIM_REAL_NODE=0 NMISIM_CLUSTER_DIR=$(FAULTS_CLUSTER) KUBECONFIG=$(FAULTS_CLUSTER)/kubeconfig PATH=$(CURDIR)/$(BIN):$$PATH \
 		$(BIN)/pytest tests/faults -m faults -q
 
-demo: install binaries ## the main job: local cluster, operator, sample AKS-like cluster, verdicts
-	@hack/demo.sh
+# IN_CLUSTER=1: the operator as a pod on the real node, installed from manifests/ (needs the real node).
+demo: install binaries host-deps ## the main job: local cluster, operator, sample AKS-like cluster, verdicts (IN_CLUSTER=1: operator in a pod)
+	@if [ -n "$(IN_CLUSTER)" ]; then hack/image.sh build; fi
+	@IN_CLUSTER=$(IN_CLUSTER) hack/demo.sh
 
 TIER ?= S
 bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; TIER=M: 10,000) -> .bench/
