@@ -24,7 +24,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 #: modules under nmisim.cli that provide ``register(subparsers)``, in help order
-SUBCOMMAND_MODULES: tuple[str, ...] = ("run", "evaluate", "request", "explain")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("run", "evaluate", "request", "explain", "serve")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,159 @@
+"""NMI's listener: every request answered with what the engine says, after the wait it says.
+
+The answer is :meth:`World.request` for the caller's source IP on this node, the same call ``nmisim
+request`` makes; this module only turns the wire request into the engine's :class:`HttpRequest`, waits
+``wait_seconds`` for real (an asyncio sleep: other callers are served meanwhile), writes NMI's per-request
+log line with the measured duration and records NMI's metrics.
+
+During a wait NMI keeps polling (every ``findIdentityRetryInterval`` for identities, every 300 ms for the
+pod): when a poll would now succeed, NMI answers at once. So does the agent: at each of NMI's polls it asks
+the engine again, and a 200 with no wait is answered then; a pod that appears during the pod-lookup
+retries starts the engine's plan for it afresh. Otherwise the first answer stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Final
+
+from nmisim.agent.metrics import Metrics
+from nmisim.agent.server import Peer, Reply
+from nmisim.agent.wire import WireRequest
+from nmisim.engine.models import TYPE_SERVICE_PRINCIPAL, TYPE_SERVICE_PRINCIPAL_CERTIFICATE
+from nmisim.engine.paths import go_parse_query
+from nmisim.engine.routes import (
+    ROUTE_HOST_TOKEN,
+    ROUTE_TOKEN,
+    SERVED_BY_IMDS,
+    HttpRequest,
+    RequestResult,
+    nmi_status_line,
+)
+from nmisim.engine.world import World
+
+log = logging.getLogger("nmisim.agent.nmi")
+
+POD_LIST_EMPTY: Final = "pod list is empty"
+#: NMI's pod-lookup retry spacing (nmi-semantics §2 "Finding the pod")
+POD_LOOKUP_POLL: Final = 0.3
+#: extra attempts NMI makes after the first failed pod lookup: each failure is counted
+POD_LOOKUP_ATTEMPTS: Final = 5
+
+
+def engine_request(req: WireRequest) -> HttpRequest:
+    """The engine's view of a wire request: path as sent, ``URL.Query()``, the headers but ``Host``
+    (``net/http`` moves it to ``req.Host``)."""
+    return HttpRequest(
+        method=req.method,
+        path=req.path,
+        query=go_parse_query(req.raw_query),
+        headers=tuple((k, v) for k, v in req.headers if k.lower() != "host"),
+        raw=req.raw_query,
+    )
+
+
+def reply_of(res: RequestResult) -> Reply:
+    """The engine's answer as the handler writes it; ``Connection: close`` marks one ``net/http`` writes
+    itself (a malformed escape: no handler ran)."""
+    raw = res.headers.get("Connection") == "close"
+    return Reply(res.status or 500, res.headers, res.body.encode("utf-8", "surrogateescape"), raw=raw)
+
+
+class NmiHandler:
+    """Answers requests on NMI's listen address as NMI on ``node`` would."""
+
+    def __init__(self, world: World, node: str, metrics: Metrics) -> None:
+        self.world = world
+        self.node = node
+        self.metrics = metrics
+
+    def simulate(self, req: HttpRequest, ip: str) -> RequestResult:
+        return self.world.request(req, ip=ip, node=self.node)
+
+    async def __call__(self, wire: WireRequest, peer: Peer) -> Reply:
+        started = time.monotonic()
+        req = engine_request(wire)
+        res = self.simulate(req, peer.ip)
+        if res.wait_seconds > 0:
+            waited = await self._wait(req, peer, res, started)
+            if waited is None:
+                self._record(req, peer.ip, res, time.monotonic() - started, cancelled=True)
+                return reply_of(res)
+            res = waited
+        self._record(req, peer.ip, res, time.monotonic() - started)
+        return reply_of(res)
+
+    async def _wait(
+        self, req: HttpRequest, peer: Peer, res: RequestResult, started: float
+    ) -> RequestResult | None:
+        """Wait out ``res``'s wait, polling as NMI polls; None when the client went away."""
+        loop = asyncio.get_running_loop()
+        deadline = started + res.wait_seconds
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return res
+            lookup = res.error == POD_LIST_EMPTY
+            poll = (
+                POD_LOOKUP_POLL
+                if lookup
+                else float(self.world.config.nmi.find_identity_retry_interval_seconds)
+            )
+            step = min(deadline - now, poll if poll > 0 else deadline - now)
+            gone = loop.create_task(peer.gone.wait())
+            try:
+                done, _ = await asyncio.wait({gone}, timeout=step)
+            finally:
+                gone.cancel()
+            if done:
+                return None
+            if time.monotonic() >= deadline:
+                return res
+            fresh = self.simulate(req, peer.ip)
+            if fresh.status == 200 and fresh.wait_seconds == 0:
+                return fresh
+            if lookup and fresh.error != POD_LIST_EMPTY:
+                res = fresh
+                deadline = time.monotonic() + fresh.wait_seconds
+
+    def _record(
+        self, req: HttpRequest, ip: str, res: RequestResult, seconds: float, *, cancelled: bool = False
+    ) -> None:
+        if not res.nmi_log:
+            return  # only the token and /host/token handlers log and measure (§8.12)
+        path = req.url_path() or req.path
+        if res.nmi_log[0].startswith("panic"):
+            log.error("%s", res.nmi_log[0])
+            return
+        line = nmi_status_line(res.status, round(seconds * 1e9), req.method, path, ip)
+        if cancelled:
+            log.info("%s (client went away: context canceled)", line)
+        else:
+            log.info("%s", line)
+        if res.route == ROUTE_HOST_TOKEN:
+            namespace = req.header("podns")
+        else:
+            found = self.world.pods_at(self.node, ip)
+            namespace = found[0].namespace if len(found) == 1 else ""
+        self.metrics.nmi_operation(path, res.status, namespace, req.q("resource"), seconds)
+        if res.error == POD_LIST_EMPTY:
+            self.metrics.kubernetes_error("get_pod_list", POD_LOOKUP_ATTEMPTS)
+        self._imds_metrics(req, res)
+
+    def _imds_metrics(self, req: HttpRequest, res: RequestResult) -> None:
+        """NMI's calls to IMDS/AAD (``pkg/auth``): the exempt/MIC token fetch, and GetTokens."""
+        if res.route == ROUTE_TOKEN and res.served_by == SERVED_BY_IMDS:
+            op = "adal_token_msi_userassignedid" if req.q("client_id") else "adal_token_msi"
+        elif res.azure_identity is not None:
+            ident = res.azure_identity
+            if ident.type in (TYPE_SERVICE_PRINCIPAL, TYPE_SERVICE_PRINCIPAL_CERTIFICATE):
+                op = "adal_token"
+            elif ident.type == 0:
+                op = "adal_token_msi_userassignedid" if ident.client_id else "adal_token_msi"
+            else:
+                return
+        else:
+            return
+        self.metrics.imds_operation(op, res.status == 200, 0.0)
