@@ -32,7 +32,9 @@ def _tar_bytes(members: list[tuple[str, bytes, int]]) -> bytes:
 
 def build(tag: str, layer: bytes, entrypoint: list[str], cmd: list[str], user: str) -> bytes:
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    image_config: dict[str, object] = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+    image_config: dict[str, object] = {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    }
     if entrypoint:
         image_config["Entrypoint"] = entrypoint
     if cmd:
@@ -52,7 +54,9 @@ def build(tag: str, layer: bytes, entrypoint: list[str], cmd: list[str], user: s
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     layer_name = diff_id.removeprefix("sha256:") + "/layer.tar"
     manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": [layer_name]}]).encode()
-    return _tar_bytes([(config_name, config, 0o644), (layer_name, layer, 0o644), ("manifest.json", manifest, 0o644)])
+    return _tar_bytes(
+        [(config_name, config, 0o644), (layer_name, layer, 0o644), ("manifest.json", manifest, 0o644)]
+    )
 
 
 def main(argv: list[str]) -> int:
