@@ -89,7 +89,8 @@ wheels() { # the operator's dependencies as wheels, plus the build backend, keye
 }
 
 DOCKERD_PID=
-KEY_JSON_EXISTED=0
+DOCKER_HOST_PATHS=(/etc/docker/key.json /opt/containerd /run/containerd)
+DOCKER_PATHS_BEFORE=()
 docker_up() {
   [[ -n $DOCKER ]] || die "docker is missing (hack/host-deps.sh installs Debian's docker.io)"
   if [[ -n ${DOCKER_HOST:-} ]] && "$DOCKER" info >/dev/null 2>&1; then return 0; fi
@@ -98,8 +99,10 @@ docker_up() {
   local run="$CACHE_ROOT/docker/run"
   mkdir -p "$run" "$CACHE_ROOT/docker/data"
   export DOCKER_HOST="unix://$run/docker.sock"
-  # dockerd 20.10 writes a trust key to /etc/docker/key.json: removed again by docker_down if new.
-  [[ -e /etc/docker/key.json ]] && KEY_JSON_EXISTED=1
+  # dockerd 20.10 writes a trust key to /etc/docker/key.json, and its containerd makes /opt/containerd
+  # and /run/containerd: docker_down removes each again when it is new (and holds no socket).
+  local p
+  for p in "${DOCKER_HOST_PATHS[@]}"; do [[ -e $p ]] && DOCKER_PATHS_BEFORE+=("$p"); done
   say "starting dockerd for the build (no bridge, no iptables; stopped afterwards)"
   setsid dockerd --data-root "$CACHE_ROOT/docker/data" --exec-root "$run/exec" --pidfile "$run/dockerd.pid" \
     -H "$DOCKER_HOST" --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
@@ -120,7 +123,12 @@ docker_down() {
   for _ in $(seq 1 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
   kill -KILL "$DOCKERD_PID" 2>/dev/null || true
   DOCKERD_PID=
-  ((KEY_JSON_EXISTED)) || rm -f /etc/docker/key.json
+  local p
+  for p in "${DOCKER_HOST_PATHS[@]}"; do
+    [[ -e $p ]] || continue
+    [[ " ${DOCKER_PATHS_BEFORE[*]} " == *" $p "* ]] && continue
+    [[ -z "$(find "$p" -type s 2>/dev/null | head -1)" ]] && rm -rf "$p"
+  done
 }
 
 build_operator() {

@@ -126,13 +126,15 @@ host_snapshot() { # host_snapshot DIR
   done > "$out/sysctls"
   for s in "${HOST_PATHS[@]}"; do [[ -e $s ]] && echo "$s"; done > "$out/paths"
   find /sys/fs/cgroup -maxdepth 2 -name kubepods -type d 2>/dev/null | sort > "$out/cgroups"
+  # containerd 1.6 puts its shims' sockets in /run/containerd/s whatever its state directory is.
+  find /run/containerd/s -maxdepth 1 -type s 2>/dev/null | sort > "$out/shim-sockets"
   # Processes of the node (any program started with this cluster's node directory in its arguments).
   pgrep -af -- "$N/" 2>/dev/null | grep -v -e pgrep -e 'node.sh' | awk '{print $2}' | sort > "$out/processes" || true
 }
 
 host_compare() { # host_compare BEFORE AFTER: prints the differences, returns 1 when there are any
   local f diffs=""
-  for f in iptables ip6tables nft-tables links addresses routes mounts sysctls paths cgroups processes; do
+  for f in iptables ip6tables nft-tables links addresses routes mounts sysctls paths cgroups shim-sockets processes; do
     local d; d=$(diff -u "$1/$f" "$2/$f" 2>&1 | tail -n +3) || true
     [[ -n $d ]] && diffs+="--- $f"$'\n'"$d"$'\n'
   done
@@ -181,6 +183,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state beside containerd's, not in /run/containerd/runc.
+        Root = "$N/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$N/cni/conf"
@@ -465,17 +469,30 @@ shims_down() {
 }
 
 mounts_down() {
-  local m
-  # Deepest first: pod volumes, container rootfs overlays, the kubelet's self bind-mount, netns files.
-  for _ in 1 2 3; do
-    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done < <(awk '{print $5}' /proc/self/mountinfo | grep -E "^($N/|/run/netns/cni-|/run/containerd/)" | sort -r)
+  # Newest first (mountinfo lists mounts in the order they were made): pod volumes, container rootfs
+  # overlays, the kubelet's self bind-mount, netns files and the /run/netns bind-mount that CNI makes
+  # (a netns mounted before that bind-mount is reachable only once it is gone). Mounts the host had
+  # before `up` are left alone.
+  local pass m fstype
+  for pass in 1 2 3 4 5; do
+    local left=0
+    while read -r m fstype; do
+      grep -qxF "$m $fstype" "$N/host-before/mounts" 2>/dev/null && continue
+      left=1
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(tac /proc/self/mountinfo | awk '{print $5, $9}' | grep -E "^($N/|/run/netns(/| )|/run/containerd/)")
+    ((left)) || break
+    ((pass < 5)) || say "warning: mounts left under $N or /run/netns after 5 passes"
   done
   for m in /run/netns/cni-*; do [[ -e $m ]] && rm -f "$m"; done
+  return 0
 }
 
 host_paths_restore() {
-  local p
+  local p s
+  while read -r s; do
+    if [[ -n $s ]] && ! grep -qxF "$s" "$N/host-before/shim-sockets" 2>/dev/null; then rm -f "$s"; fi
+  done < <(find /run/containerd/s -maxdepth 1 -type s 2>/dev/null)
   for p in "${HOST_PATHS[@]}"; do
     [[ -e $p ]] || continue
     grep -qxF "$p" "$N/host-before/paths" 2>/dev/null || rm -rf "$p"
