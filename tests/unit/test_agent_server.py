@@ -1,0 +1,252 @@
+"""``nmisim serve``'s NMI listener over real sockets: for every route and case the answer on the wire is
+the engine's (``nmisim request``) for the same objects, and waits are real without holding up others."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from agent_support import NODE, AgentThread, Answer, assert_same, build, engine_answer, send
+from helpers import CID1, CID2, binding, config, exc, ident, pod, world
+
+from nmisim.engine.paths import go_parse_query
+from nmisim.engine.routes import HttpRequest, RequestResult
+from nmisim.engine.world import World
+
+BOUND, UNBOUND, EXEMPT, TWO = "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"
+TOKEN = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/"
+MD = [("Host", "169.254.169.254"), ("Metadata", "true")]
+#: a short NMI schedule: C=1, A=1 attempts 1 s apart
+SHORT = {"retryAttemptsForCreated": 1, "retryAttemptsForAssigned": 1, "findIdentityRetryIntervalSeconds": 1}
+
+
+def fixture_world(nmi: dict[str, object] | None = None, imds: dict[str, object] | None = None) -> World:
+    return world(
+        ident("id1", "ns", CID1),
+        ident("id2", "ns", CID2),
+        binding("b1", "ns", "id1", "one"),
+        binding("b2a", "ns", "id1", "two"),
+        binding("b2b", "ns", "id2", "two"),
+        pod("bound", "ns", {"aadpodidbinding": "one"}, ip=BOUND),
+        pod("unbound", "ns", {}, ip=UNBOUND),
+        pod("exempt", "ns", {"app": "custom"}, ip=EXEMPT),
+        pod("two", "ns", {"aadpodidbinding": "two"}, ip=TWO),
+        exc("test-exception", "ns", {"app": "custom"}),
+        cfg=config({**SHORT, **(nmi or {})}, imds),
+    )
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentThread]:
+    with AgentThread(fixture_world()) as a:
+        yield a
+
+
+def req(target: str = TOKEN, headers: list[tuple[str, str]] | None = None) -> HttpRequest:
+    path, _, raw = target.partition("?")
+    hs = tuple((k, v) for k, v in (MD if headers is None else headers) if k != "Host")
+    return HttpRequest(path=path, query=go_parse_query(raw), headers=hs, raw=raw)
+
+
+def roundtrip(
+    a: AgentThread, src: str, target: str = TOKEN, headers: list[tuple[str, str]] | None = None
+) -> tuple[Answer, RequestResult]:
+    hs = MD if headers is None else headers
+    ans = send(a.port, build(target=target, headers=hs), src=src)
+    res = engine_answer(a.world, req(target, hs), src)
+    assert_same(ans, res)
+    return ans, res
+
+
+def test_bound_pod_gets_nmi_token_json(agent: AgentThread) -> None:
+    ans, _ = roundtrip(agent, BOUND)
+    assert ans.status == 200 and ans.header("Content-Type") == "application/json"
+    token = json.loads(ans.body)
+    for key in (
+        "access_token",
+        "refresh_token",
+        "expires_in",
+        "expires_on",
+        "not_before",
+        "resource",
+        "token_type",
+    ):
+        assert isinstance(token[key], str), key
+    assert token["resource"] == "https://management.azure.com/"
+    assert CID1 in token["access_token"] and "NOT-A-REAL-CREDENTIAL" in token["access_token"]
+    assert ans.seconds < 0.5
+
+
+@pytest.mark.parametrize("cid", [CID1, CID2])
+def test_client_id_selects_among_identities(agent: AgentThread, cid: str) -> None:
+    ans, _ = roundtrip(agent, TWO, TOKEN + f"&client_id={cid}")
+    assert ans.status == 200 and cid in json.loads(ans.body)["access_token"]
+
+
+def test_unbound_pod_waits_then_404(agent: AgentThread) -> None:
+    ans, res = roundtrip(agent, UNBOUND)
+    assert ans.status == 404 and res.wait_seconds > 0
+    assert res.wait_seconds <= ans.seconds < res.wait_seconds + 1.0
+    assert ans.body.decode().startswith("getting assigned identities for pod ns/unbound")
+
+
+def test_retry_after_503_when_configured() -> None:
+    with AgentThread(fixture_world({"setRetryAfterHeader": True})) as a:
+        ans, res = roundtrip(a, UNBOUND)
+    assert (ans.status, ans.header("Retry-After")) == (503, "20")
+    assert ans.seconds >= res.wait_seconds > 0
+
+
+def test_exempt_pod_answered_by_imds_model_identity_not_found(agent: AgentThread) -> None:
+    ans, _ = roundtrip(agent, EXEMPT)
+    assert ans.status == 403 and b"Identity not found" in ans.body
+
+
+def test_exempt_pod_system_assigned_200() -> None:
+    with AgentThread(fixture_world(imds={"systemAssigned": True})) as a:
+        ans, _ = roundtrip(a, EXEMPT)
+    assert ans.status == 200 and b"system-assigned" in ans.body
+
+
+def test_missing_metadata_header_400_exact_body(agent: AgentThread) -> None:
+    ans, _ = roundtrip(agent, BOUND, headers=[("Host", "169.254.169.254")])
+    assert ans.status == 400
+    assert (
+        ans.body
+        == b'{"error":"invalid_request","error_description":"Required metadata header not specified"}\n'
+    )
+    assert ans.header("Content-Type") == "application/json; charset=utf-8"
+
+
+def test_blocked_instance_metadata_403() -> None:
+    with AgentThread(fixture_world({"blockInstanceMetadata": True})) as a:
+        ans, _ = roundtrip(a, BOUND, "/metadata/instance?api-version=2021-02-01")
+    assert (ans.status, ans.body) == (403, b"Request blocked by AAD Pod Identity NMI\n")
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("//metadata/identity/oauth2/token?resource=r", "/metadata/identity/oauth2/token?resource=r"),
+        ("/metadata/identity/oauth2/token/../token?resource=r", "/metadata/identity/oauth2/token?resource=r"),
+        ("/metadata/./instance/compute", "/metadata/instance/compute"),
+    ],
+)
+def test_unclean_paths_301(agent: AgentThread, target: str, location: str) -> None:
+    ans, _ = roundtrip(agent, BOUND, target)
+    assert (ans.status, ans.header("Location"), ans.header("Content-Length")) == (301, location, "0")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/metadata/identity\\oauth2\\token?resource=r",  # invalid-path 400
+        "/metadata/instance?api-version=2021-02-01",  # proxy -> IMDS model
+        "/latest/meta-data",  # proxy: header check first
+        "/metadata/identity/oauth2/token?api-version=2018-02-01",  # no resource -> 400
+        "/metadata/identity/oauth2/token%zz",  # malformed escape: net/http's own 400, closed
+        "/metadata/identity/oauth2/token?resource=r&msi_res_id=x",
+        "/host/token?resource=r",  # /host/token from a pod address
+    ],
+)
+def test_other_routes_equal_engine(agent: AgentThread, target: str) -> None:
+    roundtrip(agent, BOUND, target)
+
+
+def test_host_token_from_loopback(agent: AgentThread) -> None:
+    hs = [*MD, ("podns", "ns"), ("podname", "bound")]
+    ans, _ = roundtrip(agent, "127.0.0.1", "/host/token?resource=r", hs)
+    assert ans.status == 200 and json.loads(ans.body)["clientid"] == CID1
+
+
+def test_unknown_ip_pod_list_is_empty_after_lookup_retries(agent: AgentThread) -> None:
+    ans, res = roundtrip(agent, "127.0.0.99")
+    assert (ans.status, ans.body) == (500, b"pod list is empty\n")
+    assert ans.seconds >= res.wait_seconds == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "DELETE", "FOO"])
+def test_methods(agent: AgentThread, method: str) -> None:
+    ans = send(agent.port, build(method=method, headers=MD), src=BOUND, head_only=method == "HEAD")
+    res = engine_answer(agent.world, HttpRequest(method=method), BOUND)
+    assert_same(ans, res, method)
+
+
+def test_http10_closes_and_keeps_nmi_answer(agent: AgentThread) -> None:
+    ans = send(agent.port, build(headers=MD, version="HTTP/1.0"), src=BOUND)
+    assert ans.raw.startswith(b"HTTP/1.0 200 OK") and ans.closed
+    assert_same(ans, engine_answer(agent.world, HttpRequest(), BOUND))
+
+
+def test_one_waiting_caller_does_not_hold_up_another(agent: AgentThread) -> None:
+    waiting: list[float] = []
+    t = threading.Thread(target=lambda: waiting.append(send(agent.port, build(headers=MD), UNBOUND).seconds))
+    t.start()
+    time.sleep(0.2)
+    served = [send(agent.port, build(headers=MD), BOUND) for _ in range(5)]
+    t.join()
+    assert all(s.status == 200 for s in served)
+    assert max(s.seconds for s in served) < 0.1, [s.seconds for s in served]
+    assert waiting and waiting[0] >= 1.0
+
+
+def test_waiting_caller_answered_at_the_next_poll_once_bound(agent: AgentThread) -> None:
+    """NMI polls while it waits: a binding that appears meanwhile is served at the next poll."""
+    out: list[object] = []
+    t = threading.Thread(target=lambda: out.append(send(agent.port, build(headers=MD), UNBOUND)))
+    t.start()
+    time.sleep(0.3)
+    relabelled = pod("unbound", "ns", {"aadpodidbinding": "one"}, ip=UNBOUND)
+    agent.call(lambda: agent.world.upsert(relabelled))
+    t.join()
+    ans = out[0]
+    assert_same(ans, engine_answer(agent.world, HttpRequest(), UNBOUND))  # type: ignore[arg-type]
+    assert ans.status == 200 and ans.seconds < 1.9  # type: ignore[attr-defined]
+
+
+def test_metrics_and_log_line(agent: AgentThread, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="nmisim.agent.nmi")
+    roundtrip(agent, BOUND)
+    roundtrip(agent, BOUND, "/metadata/instance")  # proxy: no line, no metric
+    lines = [r.getMessage() for r in caplog.records if r.name == "nmisim.agent.nmi"]
+    assert len(lines) == 1
+    assert lines[0].startswith("status (200) took ")
+    assert lines[0].endswith(
+        " ns for req.method=GET reg.path=/metadata/identity/oauth2/token req.remote=127.0.0.5"
+    )
+    text = agent.metrics.render()
+    assert (
+        'aadpodidentity_nmi_operations_duration_seconds_count{namespace="ns",'
+        'operation_type="/metadata/identity/oauth2/token",resource="https://management.azure.com/",'
+        'status_code="200"} 1'
+    ) in text
+    assert 'operation_type="/metadata/instance"' not in text
+
+
+def test_pipelined_requests_answered_in_order(agent: AgentThread) -> None:
+    import socket  # noqa: PLC0415
+
+    data = build(headers=MD) + build(target="/metadata/instance?api-version=2021-02-01", headers=MD)
+    with socket.create_connection(("127.0.0.1", agent.port), source_address=(BOUND, 0), timeout=10) as s:
+        s.sendall(data)
+        buf = b""
+        deadline = time.monotonic() + 5
+        while buf.count(b"HTTP/1.1 ") < 2 and time.monotonic() < deadline:
+            buf += s.recv(65536)
+    first, second = buf.split(b"HTTP/1.1 ")[1:3]
+    assert first.startswith(b"200") and b"access_token" in first
+    assert second.startswith(b"200") and b"nmisim-simulated-vm" in second
+
+
+def test_world_lookup_by_ip_is_an_index(agent: AgentThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller is found through the World's (node, IP) index, never by listing the pods."""
+
+    def no_scan() -> Iterator[object]:
+        raise AssertionError("a request listed every pod")
+
+    monkeypatch.setattr(agent.world, "pods", no_scan)
+    roundtrip(agent, BOUND)
+    assert NODE == "node-1"
