@@ -55,7 +55,7 @@ lint: install ## ruff and mypy --strict
 test-unit: install ## unit tests of the engine and CLI (no cluster)
 	$(BIN)/pytest tests/unit -q
 
-test: install binaries host-deps lint image-if-node ## lint, then all tests in two phases (hack/test.sh; starts the cluster if none runs)
+test: install binaries host-deps helm lint image-if-node ## lint, then all tests in two phases (hack/test.sh; starts the cluster if none runs)
 	@hack/test.sh
 
 # Fault tests restart cluster components: always on a cluster of their own (.cluster-faults, started if

@@ -125,11 +125,11 @@ host_snapshot() { # host_snapshot DIR
     printf '%s = %s\n' "$s" "$(sysctl -n "$s" 2>/dev/null || echo absent)"
   done > "$out/sysctls"
   for s in "${HOST_PATHS[@]}"; do [[ -e $s ]] && echo "$s"; done > "$out/paths"
-  find /sys/fs/cgroup -maxdepth 2 -name kubepods -type d 2>/dev/null | sort > "$out/cgroups"
+  { find /sys/fs/cgroup -maxdepth 2 -name kubepods -type d 2>/dev/null || true; } | sort > "$out/cgroups"
   # containerd 1.6 puts its shims' sockets in /run/containerd/s whatever its state directory is.
-  find /run/containerd/s -maxdepth 1 -type s 2>/dev/null | sort > "$out/shim-sockets"
+  { find /run/containerd/s -maxdepth 1 -type s 2>/dev/null || true; } | sort > "$out/shim-sockets"
   # Processes of the node (any program started with this cluster's node directory in its arguments).
-  pgrep -af -- "$N/" 2>/dev/null | grep -v -e pgrep -e 'node.sh' | awk '{print $2}' | sort > "$out/processes" || true
+  { pgrep -af -- "$N/" 2>/dev/null || true; } | { grep -v -e pgrep -e 'node.sh' || true; } | awk '{print $2}' | sort > "$out/processes"
 }
 
 host_compare() { # host_compare BEFORE AFTER: prints the differences, returns 1 when there are any
@@ -526,7 +526,11 @@ node_up() {
     node_down_quiet || true
   fi
   mkdir -p "$N"
-  [[ -s $N/host-before/links ]] || host_snapshot "$N/host-before"
+  if [[ ! -s $N/host-before/links ]]; then
+    rm -rf "$N/host-before.tmp"
+    host_snapshot "$N/host-before.tmp"
+    mv "$N/host-before.tmp" "$N/host-before"
+  fi
   node_pki
   for kc_user in kubelet kube-proxy; do write_kubeconfig "$D/$kc_user.kubeconfig" "$kc_user"; done
   node_configs
