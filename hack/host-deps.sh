@@ -7,7 +7,8 @@
 #
 # containerd, runc, CNI plugins (in /usr/lib/cni), iptables, conntrack (kube-proxy), nftables (to
 # delete the empty tables kube-proxy leaves), docker.io (dockerd, classic builder), debootstrap (the base
-# image), shellcheck (tests/unit/test_scripts.py), gcc with a static libc (the pause binary).
+# image), shellcheck (tests/unit/test_scripts.py), gcc with a static libc (the pause binary), jq (the
+# docs' commands, tests/integration/test_docs_commands.py).
 set -euo pipefail
 
 say() { printf '\033[1m[host-deps]\033[0m %s\n' "$*" >&2; }
@@ -17,7 +18,7 @@ declare -A PKG=(
   [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
   [iptables]=iptables [ip6tables]=iptables [conntrack]=conntrack [nft]=nftables
   [dockerd]=docker.io [debootstrap]=debootstrap [shellcheck]=shellcheck [gcc]=gcc
-  [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
+  [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev [jq]=jq
 )
 
 missing=()
