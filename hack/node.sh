@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 # The real node `nmisim-node`, sourced by hack/cluster.sh: containerd (CRI) + runc + CNI bridge from
 # Debian's packages, kubelet and kube-proxy built from Go modules, beside kwok's fake nodes. Facts and
-# settings measured on these machines: ../shared/reference/real-node.md (and docs in README "Real node").
+# settings measured on these machines: ../shared/reference/real-node.md (and docs/development.md, "The real node").
 #
 # Order matters for safety: the host is snapshotted, then the bridge and the safety rules exist before
 # containerd, kubelet or any pod starts; `node_down` undoes everything and compares the host with the

@@ -1,6 +1,5 @@
 """nmi-semantics §8: NMI v1.8.17 (tag d17ea6a), gorilla/mux v1.8.0 and go-autorest adal v0.9.23, one table
-per item, each citing the upstream place; then what was found beside them (see README "Where nmisim
-knowingly differs")."""
+per item, each citing the upstream place; then what was found beside them (see docs/differences.md)."""
 
 from __future__ import annotations
 
