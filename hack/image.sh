@@ -25,7 +25,7 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 [[ -x $PY ]] || PY=python3
 SUITE=bookworm
 MIRROR=${NMISIM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-BASE_PACKAGES=python3,python3-venv,ca-certificates
+BASE_PACKAGES=python3,python3-venv,ca-certificates,iptables  # iptables: nmisim serve (NMI's rules)
 DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
 
 say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
