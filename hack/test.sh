@@ -21,7 +21,8 @@ say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
 
 started=0
 if [[ $KUBECONFIG == "$D/kubeconfig" ]]; then
-  if ! "$ROOT/hack/cluster.sh" status | grep -q 'kube-apiserver .*running'; then started=1; fi
+  status=$("$ROOT/hack/cluster.sh" status)
+  [[ $status == *"kube-apiserver"*running* ]] || started=1
   "$ROOT/hack/cluster.sh" up
 fi
 finish() {
