@@ -87,6 +87,8 @@ def netns() -> Iterator[Netns]:
         f"10.251.{octet}.1",
         f"10.251.{octet}.2",
     )
+    run_netns = Path("/run/netns")
+    had_run_netns = run_netns.exists()
     try:
         before = host_snapshot()
         sh("ip", "netns", "add", ns.node)
@@ -132,6 +134,10 @@ def netns() -> Iterator[Netns]:
     finally:
         for name in (ns.pod, ns.node):
             sh("ip", "netns", "del", name, check=False)
+        # `ip netns add` made /run/netns (a shared bind-mount of itself) if it was not there: undo that too
+        if not had_run_netns and run_netns.exists() and not any(run_netns.iterdir()):
+            sh("umount", str(run_netns), check=False)
+            run_netns.rmdir()
         after = host_snapshot()
         ours = ("aad-metadata", ns.node_if, ns.pod_if, "nmisim-agent-test", ":2579")
         changed = (before[0] ^ after[0]) | (before[1] ^ after[1])
