@@ -76,7 +76,7 @@ build_base() {
 wheels() { # the operator's dependencies as wheels, plus the build backend, keyed by pyproject.toml
   local k; k=$(key < "$ROOT/pyproject.toml")
   local dir="$IMG/wheels-$k"
-  if [[ ! -s "$dir/.complete" ]]; then
+  if [[ ! -e "$dir/.complete" ]]; then
     rm -rf "$dir"; mkdir -p "$dir"
     say "downloading wheels for the image (no network inside the build)"
     "$PY" -m pip wheel -q --wheel-dir "$dir" "$ROOT" >&2
