@@ -32,8 +32,8 @@ say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 key() { sha256sum | cut -c1-16; }
-files_key() { # files_key PATH...: content of every file below PATH (sorted, no caches)
-  find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | key
+files_key() { # files_key DIR...: names (relative to the repository) and content of every file below DIR
+  (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | key
 }
 current() { readlink -f "$IMG/$1.tar" 2>/dev/null || true; }
 publish() { # publish NAME KEY FILE: FILE becomes the current archive of NAME
@@ -134,7 +134,7 @@ docker_down() {
 build_operator() {
   local base_tar; base_tar=$(current base)
   local w; w=$(wheels)
-  local k; k=$( { echo "$base_tar"; ls "$w"; files_key "$ROOT/operator/nmisim"; \
+  local k; k=$( { echo "$base_tar"; ls "$w"; files_key operator/nmisim; \
     cat "$ROOT/operator/Dockerfile" "$ROOT/pyproject.toml" "$ROOT/README.md"; } | key)
   fresh operator "$k" && return 0
   local t0=$SECONDS ctx="$IMG/work/operator-ctx"
