@@ -32,7 +32,7 @@ SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.forwarding net.ipv4.conf.default.
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 # Paths outside $D that these programs create when absent; removed at `down` only if absent before.
 HOST_PATHS=(/var/log/pods /var/log/containers /var/lib/cni /run/netns /opt/containerd /etc/cni /opt/cni
-  /run/containerd /var/lib/kubelet /etc/kubernetes /var/lib/containerd)
+  /run/containerd /var/lib/kubelet /etc/kubernetes /var/lib/containerd /run/xtables.lock)
 
 node_bin() {
   case "$1" in
@@ -368,11 +368,12 @@ delete_chains() { # delete_chains iptables|ip6tables TABLE REGEX: flush, then de
 
 net_down() {
   local t cmd
-  # Ours, then what `kube-proxy --cleanup` leaves behind (jumps to KUBE-* chains, the chains themselves).
+  # Ours, what `kube-proxy --cleanup` leaves behind (jumps to KUBE-* chains, the chains themselves), and
+  # NMI's chain should a node agent (`nmisim serve`, hostNetwork) have been killed before removing it.
   for cmd in iptables ip6tables; do
     for t in filter nat mangle raw; do
-      delete_jumps "$cmd" "$t" 'NMISIM-[A-Z-]+|KUBE-[A-Z0-9-]+'
-      delete_chains "$cmd" "$t" 'NMISIM-[A-Z-]+|KUBE-[A-Z0-9-]+'
+      delete_jumps "$cmd" "$t" 'NMISIM-[A-Z-]+|KUBE-[A-Z0-9-]+|aad-metadata'
+      delete_chains "$cmd" "$t" 'NMISIM-[A-Z-]+|KUBE-[A-Z0-9-]+|aad-metadata'
     done
   done
   # Veths of pods whose network namespace is already gone, then the bridge.
