@@ -174,11 +174,13 @@ def connection_from_kubeconfig(kubeconfig: str | None, context: str | None) -> C
             ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
 
     def auth() -> dict[str, str]:
-        hook = getattr(cfg, "refresh_api_key_hook", None)
-        if hook is not None:
-            hook(cfg)
-        value = cfg.get_api_key_with_prefix("authorization")
-        return {"Authorization": value} if value else {}
+        # The client's own auth settings (they refresh an in-cluster token): the in-cluster loader keys
+        # the token as "BearerToken", a kubeconfig's as "authorization"; both end up as header fields.
+        return {
+            str(setting["key"]).title(): str(setting["value"])
+            for setting in cfg.auth_settings().values()
+            if setting.get("in") == "header" and setting.get("value")
+        }
 
     return Connection(str(cfg.host).rstrip("/"), ctx, auth)
 
