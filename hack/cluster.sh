@@ -178,17 +178,18 @@ $(tail -n 15 "$D/logs/$c.log")"
   die "$c not ready after ${START_TIMEOUT}s; see $D/logs/$c.log"
 }
 
+terminate() { # terminate PID: TERM, up to 10 s, then KILL
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+}
+
 stop_one() {
-  local c=$1 f pid
+  local c=$1 f
   f=$(pidfile "$c")
   [[ -s "$f" ]] || return 0
-  pid=$(<"$f")
-  if running "$c"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  fi
+  running "$c" && terminate "$(<"$f")"
   rm -f "$f"
 }
 
@@ -273,10 +274,7 @@ down() {
     [[ -e "$f" ]] || continue
     local name; name=$(basename "$f" .pid)
     [[ " ${COMPONENTS[*]} ${NODE_COMPONENTS[*]} " == *" $name "* ]] && continue
-    local pid; pid=$(<"$f")
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    terminate "$(<"$f")"
     rm -f "$f"
   done
   local rc=0

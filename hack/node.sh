@@ -8,7 +8,7 @@
 # containerd, kubelet or any pod starts; `node_down` undoes everything and compares the host with the
 # snapshot (a difference is an error, written to $D/node/host-diff.txt).
 #
-# Needs from cluster.sh: D, BIN, ROOT, API_PORT, say, die, kc, pidfile.
+# Needs from cluster.sh: D, BIN, ROOT, API_PORT, say, die, kc, pidfile, terminate, write_kubeconfig.
 
 NODE_NAME=nmisim-node
 BRIDGE=${NMISIM_NODE_BRIDGE:-nmisim0}
@@ -432,15 +432,9 @@ node_start() { # node_start COMPONENT
 }
 
 node_stop() { # node_stop COMPONENT
-  local c=$1 f pid; f=$(pidfile "$c")
+  local f; f=$(pidfile "$1")
   [[ -s $f ]] || return 0
-  pid=$(<"$f")
-  if node_component_running "$c"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  fi
+  node_component_running "$1" && terminate "$(<"$f")"
   rm -f "$f"
 }
 

@@ -21,6 +21,7 @@ from tests.support import (
     ROOT,
     Cluster,
     OperatorProcess,
+    install_crds,
     is_local_kubeconfig,
     kubectl_path,
     wait_for,
@@ -96,15 +97,7 @@ def installed(cluster: Cluster) -> Cluster:
     """The CRDs and the manifests applied: all of them when the operator runs in the cluster; without
     the Deployment when the tests run the operator themselves (on the embedded cluster the Deployment's
     pod really runs on the real node, and two operators would both write)."""
-    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=nmisim",
-        "--timeout=60s",
-    )
+    install_crds(cluster)
     if in_cluster_operator():
         cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
         return cluster

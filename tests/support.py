@@ -70,6 +70,19 @@ class Cluster:
         )
 
 
+def install_crds(cluster: Cluster) -> None:
+    """`kubectl apply -f crds/` and wait until every nmisim CRD is served, as the README says."""
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=nmisim",
+        "--timeout=60s",
+    )
+
+
 def wait_for(
     predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = ""
 ) -> Any:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.realnode import NODE_NAME, require_real_node
-from tests.support import ROOT, Cluster, wait_for
+from tests.support import ROOT, Cluster, install_crds, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.incluster]
 
@@ -70,15 +70,7 @@ def kustomize_objects(cluster: Cluster) -> str:
 @pytest.fixture(scope="module")
 def released(cluster: Cluster) -> Iterator[dict[str, Any]]:
     require_real_node(cluster)
-    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=nmisim",
-        "--timeout=60s",
-    )
+    install_crds(cluster)
     cluster.kubectl(
         "delete",
         "-f",

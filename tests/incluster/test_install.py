@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.realnode import NODE_NAME, container_pid, elapsed, require_real_node, run_pod
-from tests.support import ROOT, Cluster, wait_for
+from tests.support import ROOT, Cluster, install_crds, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.incluster]
 
@@ -35,15 +35,7 @@ def deployed(cluster: Cluster) -> dict[str, Any]:
         pytest.skip("in-cluster install tests run with NMISIM_OPERATOR=external (make test's second phase)")
     require_real_node(cluster)
     t0 = time.monotonic()
-    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=nmisim",
-        "--timeout=60s",
-    )
+    install_crds(cluster)
     applied = cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
     cluster.kubectl(
         "wait", "--for=condition=Available", f"deployment/{DEPLOY}", "-n", NS, "--timeout=60s", timeout=70
