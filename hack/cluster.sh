@@ -58,6 +58,14 @@ ensure_ports() {
   source "$D/ports.env"
 }
 
+sign() { # sign NAME SUBJECT EXTENSIONS: NAME.key and NAME.crt signed by the CA, in the current directory
+  openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
+    -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+  rm -f "$1.csr" "$1.ext"
+}
+
 ensure_pki() {
   local p="$D/pki"
   mkdir -p "$p"
@@ -68,13 +76,6 @@ ensure_pki() {
       openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=nmisim-local-ca" \
         -keyout ca.key -out ca.crt 2>/dev/null
     fi
-    sign() { # sign NAME SUBJECT EXTENSIONS
-      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-      printf '%s\n' "$3" > "$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
-        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr" "$1.ext"
-    }
     # Pods reach the API server through the `kubernetes` Service address (10.96.0.1), so it is in the SANs.
     if ! openssl x509 -in apiserver.crt -noout -ext subjectAltName 2>/dev/null | grep -q 'IP Address:10.96.0.1'; then
       sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local

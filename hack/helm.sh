@@ -32,20 +32,8 @@ mkdir -p "$SRC"
 start=$SECONDS
 say "building helm $HELM_VERSION into $DIR (first time: a few minutes on 2 cores)"
 
-elapsed() { printf '%dm%02ds' $(( (SECONDS-start)/60 )) $(( (SECONDS-start)%60 )); }
-
-# Run a long command, printing a heartbeat every 30 s so a person (or CI) sees progress.
-with_progress() {
-  local label=$1; shift
-  "$@" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30 &
-    wait $! 2>/dev/null || true
-    kill -0 "$pid" 2>/dev/null && say "  … $label still running ($(elapsed) so far)"
-  done
-  wait "$pid"
-}
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- a scratch module that requires helm.sh/helm/v3 at the wanted version (helm's own go.sum pins the rest).
 cd "$SRC"

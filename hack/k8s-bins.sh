@@ -42,20 +42,8 @@ mkdir -p "$OUT" "$SRC"
 start=$SECONDS
 say "building ${missing[*]} for Kubernetes $KUBE_VERSION into $OUT (first time: 20-40 min on 2 cores)"
 
-elapsed() { printf '%dm%02ds' $(( (SECONDS-start)/60 )) $(( (SECONDS-start)%60 )); }
-
-# Run a long command, printing a heartbeat every 30 s so a person (or CI) sees progress.
-with_progress() {
-  local label=$1; shift
-  "$@" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30 &
-    wait $! 2>/dev/null || true
-    kill -0 "$pid" 2>/dev/null && say "  … $label still running ($(elapsed) so far)"
-  done
-  wait "$pid"
-}
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- the Kubernetes scratch module: k8s.io/kubernetes plus replace lines for every staging module.
 cd "$SRC"

@@ -8,7 +8,7 @@
 # containerd, kubelet or any pod starts; `node_down` undoes everything and compares the host with the
 # snapshot (a difference is an error, written to $D/node/host-diff.txt).
 #
-# Needs from cluster.sh: D, BIN, ROOT, API_PORT, say, die, kc, pidfile, terminate, write_kubeconfig.
+# Needs from cluster.sh: D, BIN, ROOT, API_PORT, say, die, kc, pidfile, terminate, sign, write_kubeconfig.
 
 NODE_NAME=nmisim-node
 BRIDGE=${NMISIM_NODE_BRIDGE:-nmisim0}
@@ -276,13 +276,6 @@ node_pki() {
   [[ -s $p/kubelet.crt && -s $p/kube-proxy.crt && -s $p/kubelet-serving.crt ]] && return 0
   (
     cd "$p" || exit 1
-    sign() { # sign NAME SUBJECT EXT
-      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-      printf '%s\n' "$3" > "$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -extfile "$1.ext" \
-        -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr" "$1.ext"
-    }
     sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "extendedKeyUsage=clientAuth"
     sign kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
     sign kubelet-serving "/CN=$NODE_NAME" "subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME
