@@ -9,10 +9,11 @@
 #   hack/image.sh load        import the built images into the real node's containerd (k8s.io)
 #   hack/image.sh list        the images, their keys, sizes and archive paths
 #   hack/image.sh pause-tar   build the pause image only and print its archive path
-#   hack/image.sh pause|base|operator   build one image only
+#   hack/image.sh pause|base|operator|clients   build one image only
 #
 # Images: nmisim-pause:dev (sandbox), nmisim-base:dev (Debian 12 + python3, the test clients' image),
-# nmisim-operator:dev (what manifests/deployment.yaml runs).
+# nmisim-operator:dev (what manifests/deployment.yaml and manifests/nmi/ run), nmisim-clients:dev (real
+# IMDS clients for the node agent's tests: curl, Python azure-identity, Go azidentity; hack/images/clients/).
 # dockerd: an engine that already answers (DOCKER_HOST or the default socket) is used; otherwise one is
 # started for the build (data in the cache, no bridge, no iptables, no ip_forward) and stopped after.
 set -euo pipefail
@@ -26,6 +27,10 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 SUITE=bookworm
 MIRROR=${NMISIM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_PACKAGES=python3,python3-venv,ca-certificates,iptables  # iptables: nmisim serve (NMI's rules)
+CLIENTS_PACKAGES=python3,python3-venv,ca-certificates,curl
+AZURE_IDENTITY_VERSION=1.27.0   # PyPI
+AZIDENTITY_VERSION=v1.15.0      # github.com/Azure/azure-sdk-for-go/sdk/azidentity, Go module proxy
+IMAGES=(pause base operator clients)
 DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
 
 say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
@@ -55,23 +60,25 @@ build_pause() {
   say "nmisim-pause:dev built in $((SECONDS - t0)) s"
 }
 
-build_base() {
-  local k; k=$(printf '%s\n' "$SUITE" minbase "$BASE_PACKAGES" "$MIRROR" "$(cat "$ROOT/hack/images/archive.py")" | key)
-  fresh base "$k" && return 0
+rootfs_image() { # rootfs_image NAME TAG PACKAGES: debootstrap $SUITE minbase + PACKAGES as one layer
+  local name=$1 tag=$2 packages=$3
+  local k; k=$(printf '%s\n' "$SUITE" minbase "$packages" "$MIRROR" "$(cat "$ROOT/hack/images/archive.py")" | key)
+  fresh "$name" "$k" && return 0
   command -v debootstrap >/dev/null || die "debootstrap is missing (hack/host-deps.sh installs it)"
-  local t0=$SECONDS w="$IMG/work/base-$k"
+  local t0=$SECONDS w="$IMG/work/$name-$k"
   rm -rf "$w"; mkdir -p "$w"
-  say "debootstrap $SUITE (minbase + $BASE_PACKAGES) from $MIRROR: about 2 min"
-  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$w/rootfs" "$MIRROR" \
-    >"$IMG/work/debootstrap.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap.log"
+  say "debootstrap $SUITE (minbase + $packages) from $MIRROR: about 2 min"
+  debootstrap --variant=minbase --include="$packages" "$SUITE" "$w/rootfs" "$MIRROR" \
+    >"$IMG/work/debootstrap-$name.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap-$name.log"
   rm -rf "$w"/rootfs/var/cache/apt/archives/*.deb "$w"/rootfs/var/lib/apt/lists/* "$w"/rootfs/var/log/*.log \
     "$w"/rootfs/usr/share/doc/* "$w"/rootfs/usr/share/man/*
   tar --numeric-owner --sort=name --mtime=@0 -C "$w/rootfs" -cf "$w/rootfs.tar" .
-  python3 "$ROOT/hack/images/archive.py" --tag nmisim-base:dev --cmd /bin/sh --layer "$w/rootfs.tar" "$w/base.tar"
-  publish base "$k" "$w/base.tar"
+  python3 "$ROOT/hack/images/archive.py" --tag "$tag" --cmd /bin/sh --layer "$w/rootfs.tar" "$w/image.tar"
+  publish "$name" "$k" "$w/image.tar"
   rm -rf "$w"
-  say "nmisim-base:dev built in $((SECONDS - t0)) s ($(du -h "$(current base)" | cut -f1))"
+  say "$tag built in $((SECONDS - t0)) s ($(du -h "$(current "$name")" | cut -f1))"
 }
+build_base() { rootfs_image base nmisim-base:dev "$BASE_PACKAGES"; }
 
 wheels() { # the operator's dependencies as wheels, plus the build backend, keyed by pyproject.toml
   local k; k=$(key < "$ROOT/pyproject.toml")
@@ -159,6 +166,64 @@ build_operator() {
   echo "$((SECONDS - t0))" > "$IMG/operator.build-seconds"
 }
 
+sdk_wheels() { # azure-identity and its dependencies for the clients image (CPython 3.11, manylinux)
+  local dir="$IMG/sdk-wheels-$AZURE_IDENTITY_VERSION"
+  if [[ ! -e "$dir/.complete" ]]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    say "downloading azure-identity $AZURE_IDENTITY_VERSION and its dependencies (wheels)"
+    "$PY" -m pip download -q --only-binary=:all: --implementation cp --python-version 3.11 \
+      --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+      -d "$dir" "azure-identity==$AZURE_IDENTITY_VERSION" >&2
+    find "$IMG" -maxdepth 1 -name 'sdk-wheels-*' ! -name "sdk-wheels-$AZURE_IDENTITY_VERSION" -exec rm -rf {} +
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+
+azgo() { # hack/images/clients/azgo.go as a static binary, azidentity from the Go module proxy
+  local src="$CACHE_ROOT/azgo-$AZIDENTITY_VERSION" out
+  out="$src/azgo-$(key < "$ROOT/hack/images/clients/azgo.go")"
+  if [[ ! -x $out ]]; then
+    command -v go >/dev/null || die "go not found: install Go 1.26+ (it builds the Kubernetes binaries too)"
+    mkdir -p "$src"
+    cp "$ROOT/hack/images/clients/azgo.go" "$src/main.go"
+    (cd "$src" && export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
+      && { [[ -f go.mod ]] || go mod init local/azgo >/dev/null 2>&1; } \
+      && go get "github.com/Azure/azure-sdk-for-go/sdk/azidentity@$AZIDENTITY_VERSION" >&2 \
+      && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$out.tmp" . >&2) \
+      || die "building azgo (azidentity $AZIDENTITY_VERSION) failed"
+    find "$src" -mindepth 1 -maxdepth 1 -name 'azgo-*' ! -name "$(basename "$out").tmp" -delete
+    mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}
+
+build_clients() {
+  rootfs_image clientroot nmisim-clientroot:dev "$CLIENTS_PACKAGES"
+  local root_tar; root_tar=$(current clientroot)
+  local w; w=$(sdk_wheels)
+  local bin; bin=$(azgo)
+  local k; k=$( { echo "$root_tar"; ls "$w"; basename "$bin"; files_key hack/images/clients; } | key)
+  fresh clients "$k" && return 0
+  local t0=$SECONDS ctx="$IMG/work/clients-ctx"
+  rm -rf "$ctx"; mkdir -p "$ctx"
+  cp "$ROOT/hack/images/clients/azpy.py" "$ctx/"
+  cp "$bin" "$ctx/azgo"
+  cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
+  docker_up
+  "$DOCKER" load -q -i "$root_tar" >/dev/null
+  say "docker build nmisim-clients:dev (no network)"
+  DOCKER_BUILDKIT=0 "$DOCKER" build -q --network none -f "$ROOT/hack/images/clients/Dockerfile" \
+    -t nmisim-clients:dev "$ctx" >"$IMG/work/clients-build.log" 2>&1 \
+    || die "docker build failed; see $IMG/work/clients-build.log"
+  "$DOCKER" save -o "$IMG/work/clients.tar" nmisim-clients:dev
+  publish clients "$k" "$IMG/work/clients.tar"
+  "$DOCKER" image prune -f >/dev/null 2>&1 || true
+  docker_down
+  rm -rf "$ctx"
+  say "nmisim-clients:dev built in $((SECONDS - t0)) s ($(du -h "$(current clients)" | cut -f1))"
+}
+
 CTR_SOCK=$D/node/run/containerd.sock
 load() {
   if [[ ! -S $CTR_SOCK ]] || ! ctr --address "$CTR_SOCK" version >/dev/null 2>&1; then
@@ -166,7 +231,7 @@ load() {
     return 0
   fi
   local name f digest
-  for name in pause base operator; do
+  for name in "${IMAGES[@]}"; do
     f=$(current "$name")
     [[ -s $f ]] || continue
     # Import again only when the node does not hold this very build (the archive's file name is its key).
@@ -183,7 +248,7 @@ load() {
 
 list() {
   local name f
-  for name in pause base operator; do
+  for name in "${IMAGES[@]}" clientroot; do
     f=$(current "$name")
     if [[ -s $f ]]; then printf '  nmisim-%-10s %-28s %6s  %s\n' "$name:dev" "$(basename "$f" .tar)" "$(du -h "$f" | cut -f1)" "$f"
     else printf '  nmisim-%-10s not built\n' "$name:dev"; fi
@@ -196,10 +261,11 @@ case "${1:-build}" in
     build_pause
     build_base
     build_operator
+    build_clients
     load ;;
   load) load ;;
   list) list ;;
   pause-tar) build_pause; current pause ;;
-  pause | base | operator) "build_$1" ;;
-  *) die "usage: $0 [build|load|list|pause-tar|pause|base|operator]" ;;
+  pause | base | operator | clients) "build_$1" ;;
+  *) die "usage: $0 [build|load|list|pause-tar|pause|base|operator|clients]" ;;
 esac
