@@ -10,7 +10,7 @@ NMISIM_CLUSTER_DIR ?= $(CURDIR)/.cluster
 export NMISIM_CLUSTER_DIR
 export KUBECONFIG ?= $(NMISIM_CLUSTER_DIR)/kubeconfig
 
-.PHONY: help install host-deps binaries image image-if-node cluster-up cluster-down cluster-status test test-unit test-cluster test-faults lint bench bench-engine demo clean
+.PHONY: help install host-deps binaries image image-if-node cluster-up cluster-down cluster-status test test-unit test-cluster test-faults lint bench bench-engine bench-serve demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ demo: install binaries host-deps ## the main job: local cluster, operator, sampl
 TIER ?= S
 bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; TIER=M: 10,000) -> .bench/
 	$(PY) hack/bench --tier $(TIER)
+
+# Needs the real node (root): starts the cluster if none runs, and stops it afterwards if it did.
+bench-serve: install binaries host-deps image ## nmisim serve from a real pod through NMI's DNAT vs a bare server -> .bench/serve.*
+	$(PY) hack/bench_serve.py
 
 bench-engine: install ## engine throughput, indexed vs naive
 	$(PY) hack/bench_engine.py

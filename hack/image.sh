@@ -180,19 +180,20 @@ sdk_wheels() { # azure-identity and its dependencies for the clients image (CPyt
   echo "$dir"
 }
 
-azgo() { # hack/images/clients/azgo.go as a static binary, azidentity from the Go module proxy
-  local src="$CACHE_ROOT/azgo-$AZIDENTITY_VERSION" out
-  out="$src/azgo-$(key < "$ROOT/hack/images/clients/azgo.go")"
-  if [[ ! -x $out ]]; then
+go_clients() { # hack/images/clients/{azgo,imdsload} as static binaries, azidentity from the Go module proxy
+  local src="$CACHE_ROOT/go-clients-$AZIDENTITY_VERSION" out
+  out="$src/bin-$( (cd "$ROOT/hack/images/clients" && cat azgo/main.go imdsload/main.go) | key)"
+  if [[ ! -x $out/azgo || ! -x $out/imdsload ]]; then
     command -v go >/dev/null || die "go not found: install Go 1.26+ (it builds the Kubernetes binaries too)"
-    mkdir -p "$src"
-    cp "$ROOT/hack/images/clients/azgo.go" "$src/main.go"
+    rm -rf "$src/cmd"; mkdir -p "$src/cmd"
+    cp -r "$ROOT/hack/images/clients/azgo" "$ROOT/hack/images/clients/imdsload" "$src/cmd/"
     (cd "$src" && export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
-      && { [[ -f go.mod ]] || go mod init local/azgo >/dev/null 2>&1; } \
+      && { [[ -f go.mod ]] || go mod init local/nmisim-clients >/dev/null 2>&1; } \
       && go get "github.com/Azure/azure-sdk-for-go/sdk/azidentity@$AZIDENTITY_VERSION" >&2 \
-      && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$out.tmp" . >&2) \
-      || die "building azgo (azidentity $AZIDENTITY_VERSION) failed"
-    find "$src" -mindepth 1 -maxdepth 1 -name 'azgo-*' ! -name "$(basename "$out").tmp" -delete
+      && go mod tidy >&2 \
+      && go build -trimpath -ldflags "-s -w" -o "$out.tmp/" ./cmd/azgo ./cmd/imdsload >&2) \
+      || die "building azgo and imdsload (azidentity $AZIDENTITY_VERSION) failed"
+    find "$src" -mindepth 1 -maxdepth 1 -name 'bin-*' ! -name "$(basename "$out").tmp" -exec rm -rf {} +
     mv "$out.tmp" "$out"
   fi
   echo "$out"
@@ -202,13 +203,13 @@ build_clients() {
   rootfs_image clientroot nmisim-clientroot:dev "$CLIENTS_PACKAGES"
   local root_tar; root_tar=$(current clientroot)
   local w; w=$(sdk_wheels)
-  local bin; bin=$(azgo)
+  local bin; bin=$(go_clients)
   local k; k=$( { echo "$root_tar"; ls "$w"; basename "$bin"; files_key hack/images/clients; } | key)
   fresh clients "$k" && return 0
   local t0=$SECONDS ctx="$IMG/work/clients-ctx"
   rm -rf "$ctx"; mkdir -p "$ctx"
   cp "$ROOT/hack/images/clients/azpy.py" "$ctx/"
-  cp "$bin" "$ctx/azgo"
+  cp "$bin/azgo" "$bin/imdsload" "$ctx/"
   cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
   docker_up
   "$DOCKER" load -q -i "$root_tar" >/dev/null

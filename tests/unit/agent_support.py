@@ -33,7 +33,7 @@ class AgentThread:
 
     def __init__(self, world: World, node: str = NODE) -> None:
         self.world = world
-        self.metrics = Metrics()
+        self.metrics = Metrics(world.counts)
         self.handler = NmiHandler(world, node, self.metrics)
         self.loop = asyncio.new_event_loop()
         self.server = HttpServer(self.handler, "127.0.0.1", 0, "nmi")

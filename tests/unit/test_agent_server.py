@@ -224,6 +224,8 @@ def test_metrics_and_log_line(agent: AgentThread, caplog: pytest.LogCaptureFixtu
         'status_code="200"} 1'
     ) in text
     assert 'operation_type="/metadata/instance"' not in text
+    pods = sum(1 for _ in agent.world.pods())
+    assert f'nmisim_serve_objects{{kind="Pod"}} {pods}' in text.splitlines()
 
 
 def test_pipelined_requests_answered_in_order(agent: AgentThread) -> None:
@@ -250,3 +252,17 @@ def test_world_lookup_by_ip_is_an_index(agent: AgentThread, monkeypatch: pytest.
     monkeypatch.setattr(agent.world, "pods", no_scan)
     roundtrip(agent, BOUND)
     assert NODE == "node-1"
+
+
+def test_cached_answers_follow_every_change_of_the_world(agent: AgentThread) -> None:
+    """The agent keeps answers per world generation: the same request again is served from the cache,
+    and any change (here: the binding removed, then the configuration) is answered afresh."""
+    first, _ = roundtrip(agent, BOUND)
+    again, _ = roundtrip(agent, BOUND)
+    assert first.status == again.status == 200 and first.body == again.body
+    agent.call(lambda: agent.world.remove("AzureIdentityBinding", "ns", "b1"))
+    gone, _ = roundtrip(agent, BOUND)  # roundtrip compares with the engine for the changed world
+    assert gone.status != 200
+    agent.call(lambda: agent.world.set_config(config({**SHORT, "setRetryAfterHeader": True})))
+    retry, _ = roundtrip(agent, BOUND)
+    assert retry.status == 503 and gone.status == 404

@@ -6,6 +6,7 @@ has them (hack/constraints.py writes it; the Makefile installs with it)."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
@@ -24,6 +25,9 @@ SOURCES = {
     # `tests.support`; the unit tests' `helpers`; the benchmark's `bench` (hack/bench)
     ROOT / "tests": [ROOT, ROOT / "tests" / "unit", ROOT / "hack"],
 }
+#: code that runs only in the clients image (hack/images/clients/): its packages are what hack/image.sh
+#: installs there, pinned in that script, not this project's dependencies
+CLIENTS_IMAGE = ROOT / "hack" / "images" / "clients"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -38,6 +42,8 @@ def imported(source: Path) -> set[str]:
     """Top-level names of the absolute imports in every .py file under ``source``."""
     names: set[str] = set()
     for path in source.rglob("*.py"):
+        if path.is_relative_to(CLIENTS_IMAGE) and source != CLIENTS_IMAGE:
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
@@ -63,6 +69,14 @@ def test_every_imported_package_is_declared(source: Path) -> None:
         if not dists & set(want):
             undeclared[name] = sorted(dists)
     assert not undeclared, f"imported but not in pyproject.toml: {undeclared}"
+
+
+def test_the_clients_image_installs_what_its_code_imports() -> None:
+    script = (ROOT / "hack" / "image.sh").read_text()
+    pinned = re.search(r"^AZURE_IDENTITY_VERSION=(\S+)", script, re.M)
+    assert pinned and re.search(r'"azure-identity==\$AZURE_IDENTITY_VERSION"', script)
+    third_party = {n for n in imported(CLIENTS_IMAGE) if n not in sys.stdlib_module_names}
+    assert third_party == {"azure"}  # azure.identity, from the pinned azure-identity wheel
 
 
 def test_the_imports_are_seen() -> None:

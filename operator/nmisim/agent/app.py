@@ -102,7 +102,7 @@ class Agent:
         self.opts = opts
         self.world = World()
         self.store = Store(self.world, opts.overrides)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.world.counts)
         self.active = False
         self.watch: ClusterWatch | None = None
         self.servers: list[HttpServer] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -85,9 +86,11 @@ class Counter:
 
 
 class Metrics:
-    """The metrics NMI emits (the MIC-only ones are not NMI's)."""
+    """The metrics NMI emits (the MIC-only ones are not NMI's), and one of nmisim's own:
+    ``nmisim_serve_objects{kind}``, the objects the agent holds (pods: those on its node)."""
 
-    def __init__(self) -> None:
+    def __init__(self, objects: Callable[[], Mapping[str, int]] | None = None) -> None:
+        self.objects = objects
         self.nmi_operations = Histogram(
             f"{NAMESPACE}_nmi_operations_duration_seconds",
             "nmi operation duration in seconds",
@@ -128,4 +131,10 @@ class Metrics:
         lines: list[str] = []
         for metric in (self.imds_errors, self.imds_operations, self.kubernetes_errors, self.nmi_operations):
             lines += metric.render()
+        if self.objects is not None:
+            lines += [
+                "# HELP nmisim_serve_objects objects the agent holds, by kind",
+                "# TYPE nmisim_serve_objects gauge",
+            ]
+            lines += [f'nmisim_serve_objects{{kind="{k}"}} {n}' for k, n in sorted(self.objects().items())]
         return "\n".join(lines) + "\n"

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 _END_OF_HEAD: Final = re.compile(rb"\n\r?\n")
 #: bytes held for a pipelined request while one is being answered, before reading pauses
 _PIPELINE_BUFFER: Final = 64 << 10
+#: request heads parsed once and kept (clients send the same head again and again); small heads only,
+#: so the cache stays under HEAD_CACHE_SIZE * HEAD_CACHE_MAX_BYTES (4 MiB)
+HEAD_CACHE_SIZE: Final = 1024
+HEAD_CACHE_MAX_BYTES: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +196,7 @@ class _Connection(asyncio.Protocol):
             del self._buf[:end]
             self._scanned = 0
             try:
-                req = parse_head(head)
+                req = self._server.parse(head)
             except WireError as err:
                 self._write_error(err)
                 return
@@ -201,6 +205,19 @@ class _Connection(asyncio.Protocol):
     def _start(self, req: WireRequest) -> None:
         self._body = _Body(req.content_length, req.chunked) if not req.expect_continue else None
         self._busy = True
+        immediate = getattr(self._server.handler, "immediate", None)
+        if immediate is not None and self._body is not None and self._body.done and not req.is_options_star:
+            # No body and an answer the handler has at once (no wait): written now, without a task; the
+            # caller (_advance's loop) goes on with any pipelined request.
+            try:
+                reply = immediate(req, self._peer)
+            except Exception:
+                log.exception("handler failed for %s %s", req.method, req.target)
+                self._close()
+                return
+            if reply is not None:
+                self._send(req, reply, self._server.closing)
+                return
         task = asyncio.get_running_loop().create_task(self._respond(req))
         self._server.tasks.add(task)
         task.add_done_callback(self._server.tasks.discard)
@@ -221,15 +238,13 @@ class _Connection(asyncio.Protocol):
             return
         if self._closing or self._transport is None:
             return
-        if reply.raw:
-            self._transport.write(_raw_bytes(reply))
-            self._close()
-            return
         # net/http: discard at most maxPostHandlerReadBytes of an unread body before answering; more
         # than that, a broken chunked body, or an Expect: 100-continue body never asked for -> close.
         close = self._server.closing
         body = self._body
-        if req.expect_continue and req.content_length:
+        if reply.raw:
+            pass
+        elif req.expect_continue and req.content_length:
             close = True
         elif body is not None and not body.done:
             if (
@@ -241,10 +256,20 @@ class _Connection(asyncio.Protocol):
             else:
                 waited = await self._wait_body(body)
                 close = close or not waited
-        close = close or req.close or self._peer.gone.is_set()
-        data, close = render_response(req, reply.status, reply.headers, reply.body, close=close)
+        self._send(req, reply, close)
+        if not self._closing and not self._busy:
+            self._advance()
+
+    def _send(self, req: WireRequest, reply: Reply, close: bool) -> None:
+        """Write the answer; then either close or make the connection ready for its next request."""
         if self._closing or self._transport is None:
             return
+        if reply.raw:
+            self._transport.write(_raw_bytes(reply))
+            self._close()
+            return
+        close = close or req.close or self._peer.gone.is_set()
+        data, close = render_response(req, reply.status, reply.headers, reply.body, close=close)
         self._transport.write(data)
         if close:
             self._close()
@@ -254,7 +279,6 @@ class _Connection(asyncio.Protocol):
         if self._paused:
             self._transport.resume_reading()
             self._paused = False
-        self._advance()
 
     async def _wait_body(self, body: _Body) -> bool:
         """Wait (briefly) for the rest of a small body the client is still sending."""
@@ -301,6 +325,18 @@ class HttpServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self._server: asyncio.Server | None = None
+        self._heads: dict[bytes, WireRequest] = {}
+
+    def parse(self, head: bytes) -> WireRequest:
+        """:func:`parse_head`, once per distinct small head (a WireRequest is immutable)."""
+        req = self._heads.get(head)
+        if req is None:
+            req = parse_head(head)  # raises WireError: never cached
+            if len(head) <= HEAD_CACHE_MAX_BYTES:
+                if len(self._heads) >= HEAD_CACHE_SIZE:
+                    self._heads.clear()
+                self._heads[head] = req
+        return req
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

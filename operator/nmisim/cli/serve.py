@@ -146,13 +146,21 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class KlogFormatter(logging.Formatter):
-    """klog's header: ``Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg``."""
+    """klog's header: ``Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg``. The agent writes one line per
+    request, as NMI does: the date part is formatted once per second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        t = time.localtime(record.created)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%m%d %H:%M:%S", time.localtime(second))
         micros = int((record.created % 1) * 1e6)
         level = record.levelname[:1] if record.levelname != "CRITICAL" else "F"
-        head = f"{level}{time.strftime('%m%d %H:%M:%S', t)}.{micros:06d} {record.process:>7} "
+        head = f"{level}{self._stamp}.{micros:06d} {record.process:>7} "
         return f"{head}{record.filename}:{record.lineno}] {record.getMessage()}"
 
 
@@ -170,6 +178,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str, verbosity: int) -> None:
+    # Neither format prints the thread or process name: skip finding them for every record.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KlogFormatter())
     root = logging.getLogger("nmisim")

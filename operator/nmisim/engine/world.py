@@ -95,6 +95,9 @@ class World:
         self._bindings_by_ignored_selector: dict[str, set[Key]] = {}
         self._assigned: dict[Key, AzureAssignedIdentity] = {}
         self._assigned_by_pod: dict[Key, set[Key]] = {}
+        #: bumped by every change (objects or configuration): an answer computed at one generation holds
+        #: until the next, the engine being a pure function of the world (the agent caches by it)
+        self.generation = 0
 
     # ----------------------------------------------------------------- state
     @property
@@ -103,10 +106,12 @@ class World:
 
     def set_config(self, config: SimulationConfig) -> None:
         self._config = config
+        self.generation += 1
 
     def upsert(self, obj: Model) -> None:
         """Add or replace an object, keyed by (kind, namespace, name)."""
         self.remove(obj.kind, obj.namespace, obj.name)
+        self.generation += 1
         key = (obj.namespace, obj.name)
         if isinstance(obj, Pod):
             self._pods[key] = obj
@@ -132,6 +137,7 @@ class World:
 
     def remove(self, kind: str, namespace: str, name: str) -> bool:
         """Remove an object by Kubernetes kind, namespace and name; True if it existed."""
+        self.generation += 1
         key = (namespace, name)
         if kind == KIND_POD:
             pod = self._pods.pop(key, None)
@@ -185,13 +191,17 @@ class World:
         return [self._assigned[k] for k in sorted(self._assigned)]
 
     def __len__(self) -> int:
-        return (
-            len(self._pods)
-            + len(self._exceptions)
-            + len(self._identities)
-            + len(self._bindings)
-            + len(self._assigned)
-        )
+        return sum(self.counts().values())
+
+    def counts(self) -> dict[str, int]:
+        """How many objects of each kind the world holds."""
+        return {
+            KIND_POD: len(self._pods),
+            KIND_EXCEPTION: len(self._exceptions),
+            KIND_IDENTITY: len(self._identities),
+            KIND_BINDING: len(self._bindings),
+            KIND_ASSIGNED: len(self._assigned),
+        }
 
     # ------------------------------------------------- what routes.Cluster needs
     def pods_at(self, node: str, ip: str) -> list[Pod]:
