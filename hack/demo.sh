@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the embedded cluster, nmisim's CRDs and defaults, the operator in the background, and a
-# sample AKS-like cluster; then the operator's verdicts for every sample pod. Leaves everything running.
+# sample AKS-like cluster; then the operator's verdicts for every sample pod; where the real node runs, live
+# requests from real pods to the node agent (hack/demo_live.py; NMISIM_DEMO_LIVE=0 skips them).
+# Leaves everything running.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,4 +56,13 @@ say "applying the sample cluster (examples/demo/)"
 kubectl apply -f "$ROOT/examples/demo/" >/dev/null
 
 python "$ROOT/hack/demo.py" --timeout "${NMISIM_DEMO_TIMEOUT:-120}"
+
+# Where the real node runs: live requests from real pods to the node agent (nmisim serve), beside what
+# nmisim request predicts. The images are built once (minutes) and then cached (a second).
+if [[ ${NMISIM_DEMO_LIVE:-1} != 0 ]] && kubectl get node nmisim-node >/dev/null 2>&1; then
+  "$ROOT/hack/image.sh" build
+  python "$ROOT/hack/demo_live.py"
+else
+  say "no real node here (needs root): the live requests to nmisim serve are skipped"
+fi
 say "done in $((SECONDS - start)) s"
