@@ -47,10 +47,11 @@ cluster-down: ## stop every process cluster-up started; restore the host (fails 
 cluster-status: ## show what runs
 	@hack/cluster.sh status
 
-lint: install ## ruff and mypy --strict
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+lint: install ## ruff and mypy --strict over operator/, tests/ and hack/; the layering contracts (import-linter)
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache pyproject.toml
 
 test-unit: install ## unit tests of the engine and CLI (no cluster)
 	$(BIN)/pytest tests/unit -q

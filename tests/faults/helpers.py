@@ -28,7 +28,6 @@ from tests.support import (
     CLUSTER_DIR,
     Cluster,
     OperatorProcess,
-    settle,  # noqa: F401 - re-exported for the fault tests
     wait_for,
 )
 

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.helpers import Operator, apply, converge, exception, pod, pods_running, report, settle
-from tests.support import Cluster, wait_for
+from tests.faults.helpers import Operator, apply, converge, exception, pod, pods_running, report
+from tests.support import Cluster, settle, wait_for
 
 CLIENT = "00000000-0000-0000-0000-0000000000{:02d}"
 

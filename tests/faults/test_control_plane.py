@@ -18,9 +18,8 @@ from tests.faults.helpers import (
     exception,
     pods_running,
     report,
-    settle,
 )
-from tests.support import Cluster, wait_for
+from tests.support import Cluster, settle, wait_for
 
 PODS = 40
 

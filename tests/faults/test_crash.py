@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import (
-    apply,
-    audit_events,
-    converge,
-    deployment,
-    exception,
-    pods_running,
-    report,
-    settle,
-)
-from tests.support import Cluster
+from tests.faults.helpers import apply, audit_events, converge, deployment, exception, pods_running, report
+from tests.support import Cluster, settle
 
 BURST = 300  # changing pods: an exception comes and goes while the operator is being killed
 STABLE = 60  # pods whose verdict never changes: exactly one Event each
@@ -34,7 +26,7 @@ def test_sigkill_during_a_burst(local: Cluster, operators: OperatorFactory, name
     started = time.monotonic()
     # Changes land while the operator is up, down, or starting: the exception flips every burst pod to
     # exempt and back; a scale-down deletes pods (their verdicts must go too).
-    steps = {
+    steps: dict[int, Callable[[], object]] = {
         2: lambda: apply(local, namespace, exception("web", {"tier": "WEB"})),
         4: lambda: local.kubectl("scale", "deployment", "burst", f"--replicas={BURST - 40}", "-n", namespace),
         6: lambda: local.kubectl("delete", "apie", "web", "-n", namespace),

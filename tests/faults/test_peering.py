@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import apply, converge, pod, pods_running, report, settle
-from tests.support import ROOT, Cluster, wait_for
+from tests.faults.helpers import apply, converge, pod, pods_running, report
+from tests.support import ROOT, Cluster, settle, wait_for
 
 
 def test_two_replicas_one_writer_and_handover(

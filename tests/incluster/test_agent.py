@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.realnode import NODE_NAME, iptables, pod_manifest, require_real_node
+from tests.realnode import NODE_NAME, iptables, pod_manifest, require_real_node, rule_packets
 from tests.support import ROOT, Cluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.incluster]
@@ -348,6 +348,51 @@ def test_an_exempt_pod_is_answered_by_the_imds_model(cluster: Cluster, namespace
         same_answer(curl(cluster, namespace, "exempt"), want)
         result = sdk(cluster, namespace, "exempt", "azpy")
         assert result["ok"] is True and result["token"] == token_of(want), result
+
+
+HOST_IMDS = "http://127.0.0.1:2580"  # manifests/nmi/daemonset.yaml: --host-imds-address
+GUARD = "nmisim-test: nothing from the host to 169.254/16"
+
+
+@contextmanager
+def host_output_guard() -> Iterator[None]:
+    """While a hostNetwork pod runs a client: any packet from the host's namespace to 169.254.0.0/16 is
+    rejected (the harness's safety chains see forwarded and input traffic only), and must count zero."""
+    rule = ["OUTPUT", "-d", "169.254.0.0/16", "-m", "comment", "--comment", GUARD, "-j", "REJECT"]
+    iptables("-I", *rule)
+    try:
+        yield
+        assert rule_packets("OUTPUT", GUARD) == 0, "a hostNetwork client sent to 169.254.0.0/16"
+    finally:
+        iptables("-D", *rule)
+
+
+def test_a_hostnetwork_pod_is_not_intercepted_and_its_sdk_reaches_the_host_listener(
+    cluster: Cluster, namespace: str, agent: None
+) -> None:
+    # The rule: DNAT from PREROUTING only, which a hostNetwork pod's packets never traverse (they leave
+    # through OUTPUT); nothing in OUTPUT jumps to aad-metadata.
+    assert "-A PREROUTING -j aad-metadata" in iptables("-t", "nat", "-S", "PREROUTING")
+    assert "aad-metadata" not in iptables("-t", "nat", "-S", "OUTPUT")
+    manifest = pod_manifest("hostnet", "import time; time.sleep(3600)", image=CLIENTS_IMAGE)
+    manifest["spec"]["hostNetwork"] = True
+    container = manifest["spec"]["containers"][0]
+    container["env"] = [{"name": "AZURE_POD_IDENTITY_AUTHORITY_HOST", "value": HOST_IMDS}]
+    # The verdict: nmisim request sends the pod straight to IMDS, never to NMI.
+    with host_output_guard():
+        cluster.apply(json.dumps(manifest), namespace)
+        cluster.kubectl("wait", "--for=condition=Ready", "pod/hostnet", "-n", namespace, "--timeout=60s")
+        with configured(cluster, imds={"systemAssigned": True}):
+            want = predicted(namespace, "hostnet")
+            assert want["route"] == "direct" and want["servedBy"] == "imds", want
+            assert want["status"] == 200, want
+            # The agent's second listener answers with the same IMDS model (curl and the SDK alike).
+            got = parse_curl(
+                exec_in(cluster, namespace, "hostnet", *curl_argv("", True)[:-1], HOST_IMDS + TOKEN_PATH)
+            )
+            assert got["status"] == want["status"] and got["body"] == want["body"], (got, want)
+            result = sdk(cluster, namespace, "hostnet", "azpy")
+            assert result["ok"] is True and result["token"] == token_of(want), result
 
 
 def test_missing_metadata_header_gets_nmis_400(cluster: Cluster, namespace: str, agent: None) -> None:

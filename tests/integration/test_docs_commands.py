@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.docblocks import Block, sh_blocks
 from tests.support import ROOT, Cluster
-from tests.unit.test_docs import Block, sh_blocks
 
 pytestmark = pytest.mark.cluster
 

@@ -2,8 +2,10 @@
 
 Subcommands live in their own modules, each exposing ``register(subparsers)`` which adds its parser and
 sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning the exit code). To add a
-subcommand, append its module name to :data:`SUBCOMMAND_MODULES`; a module that cannot be imported (e.g.
-an optional dependency is missing) is skipped.
+subcommand, append its module to :data:`SUBCOMMAND_MODULES`; a module that cannot be imported (e.g. an
+optional dependency is missing) is skipped. The operator's ``run`` is the controller's own
+(``nmisim.controller.command``), named here, never imported by the CLI package: the offline commands do not
+depend on the controller (an import-linter contract, ``make lint``).
 
 Exit codes (product.md §4): 0 success, 2 bad input (one line on stderr, no traceback), 1 other failures.
 """
@@ -23,8 +25,14 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
-#: modules under nmisim.cli that provide ``register(subparsers)``, in help order
-SUBCOMMAND_MODULES: tuple[str, ...] = ("run", "evaluate", "request", "explain", "serve")
+#: modules that provide ``register(subparsers)``, in help order
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "nmisim.controller.command",
+    "nmisim.cli.evaluate",
+    "nmisim.cli.request",
+    "nmisim.cli.explain",
+    "nmisim.cli.serve",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMAND_MODULES:
         try:
-            module = importlib.import_module(f"nmisim.cli.{name}")
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name in (f"nmisim.cli.{name}",):
+            if exc.name == name:
                 continue  # not (yet) provided
             raise
         register: Callable[[Any], None] = module.register

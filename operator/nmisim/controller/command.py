@@ -1,4 +1,5 @@
-"""``nmisim run``: the operator (wraps ``kopf.run``)."""
+"""``nmisim run``: the operator (wraps ``kopf.run``). The CLI's entry point names this module
+(:data:`nmisim.cli.main.SUBCOMMAND_MODULES`); it depends on nothing of the CLI package."""
 
 from __future__ import annotations
 
