@@ -30,7 +30,7 @@ import pytest
 from nmisim.agent.interception import Rules
 from nmisim.engine.routes import HttpRequest
 from nmisim.engine.world import World
-from nmisim.kube import load_files
+from nmisim.sources.files import load_files
 
 NODE = "nmisim-netns-node"
 PROBE = 18085

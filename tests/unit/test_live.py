@@ -1,5 +1,5 @@
-"""``nmisim.live`` against a fake API client: pagination, missing CRDs, bad objects, SimulationConfig,
-and failures that must become one-line :class:`ClusterError` (no cluster needed)."""
+"""``nmisim.sources.cluster`` against a fake API client: pagination, missing CRDs, bad objects,
+SimulationConfig, and failures that must become one-line :class:`ClusterError` (no cluster needed)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from nmisim.kube import ClusterError
-from nmisim.live import LiveReader, PodNotFound, Target, context_namespace, load_live
+from nmisim.sources.cluster import LiveReader, PodNotFound, Target, context_namespace, load_live
+from nmisim.sources.files import ClusterError
 
 
 @dataclass

@@ -35,7 +35,7 @@ from nmisim.agent.server import Handler, HttpServer
 from nmisim.agent.watch import ClusterWatch, Store, connection_from_kubeconfig, effective_config
 from nmisim.engine.config import ConfigError
 from nmisim.engine.world import World
-from nmisim.kube import ClusterError, LoadError, load_config, load_files
+from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
 
 log = logging.getLogger("nmisim.agent")
 

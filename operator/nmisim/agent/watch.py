@@ -10,7 +10,7 @@
 Each kind is an informer: a paginated LIST, then a WATCH from its resourceVersion with bookmarks; a
 ``410 Gone`` (or an ERROR event) relists and drops what disappeared; connection errors back off and retry.
 A kind whose CRD is not installed (404) has no objects and is listed again every 30 s. Raw objects are
-parsed with the same ``from_k8s`` parsers as files (:func:`nmisim.kube.parse_object`) and dropped; an
+parsed with the same ``from_k8s`` parsers as files (:func:`nmisim.sources.files.parse_object`) and dropped; an
 object the parsers reject is skipped with a warning.
 """
 
@@ -38,7 +38,7 @@ from nmisim.engine.models import (
     ModelError,
 )
 from nmisim.engine.world import World
-from nmisim.kube import ClusterError, parse_object
+from nmisim.sources.files import ClusterError, parse_object
 
 log = logging.getLogger("nmisim.agent.watch")
 
@@ -158,7 +158,7 @@ class Connection:
 def connection_from_kubeconfig(kubeconfig: str | None, context: str | None) -> Connection:
     """The API server of the kubeconfig (or the in-cluster service account), via the kubernetes client's
     loaders (which also refresh in-cluster tokens)."""
-    from nmisim.live import Target, api_client  # noqa: PLC0415 - the kubernetes client loads only here
+    from nmisim.sources.cluster import Target, api_client  # noqa: PLC0415 - the kubernetes client loads only here
 
     api = api_client(Target(kubeconfig=kubeconfig, context=context))
     cfg = api.configuration

@@ -10,10 +10,10 @@ from nmisim.cli.output import FORMATS
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import Model
 from nmisim.engine.world import World
-from nmisim.kube import ClusterError, LoadError, load_config, load_files
+from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
 
 if TYPE_CHECKING:
-    from nmisim.live import Target
+    from nmisim.sources.cluster import Target
 
 
 class UsageError(Exception):
@@ -68,7 +68,7 @@ def add_kubeconfig_options(p: argparse.ArgumentParser) -> None:
 
 
 def target_of(args: argparse.Namespace) -> Target:
-    from nmisim.live import Target  # noqa: PLC0415 - the kubernetes client loads only for live commands
+    from nmisim.sources.cluster import Target  # noqa: PLC0415 - the kubernetes client loads only for live commands
 
     return Target(kubeconfig=args.kubeconfig, context=args.context)
 
@@ -88,7 +88,7 @@ def build_world(args: argparse.Namespace) -> World:
 
     Files add to (and replace) live objects. The config is ``--config``, else the last SimulationConfig among
     the files, else the cluster's ``SimulationConfig/default``, else NMI's defaults. Raises LoadError (exit 2)
-    on bad input and ``nmisim.live.ClusterError`` (exit 1) when the cluster cannot be read.
+    on bad input and ``nmisim.sources.cluster.ClusterError`` (exit 1) when the cluster cannot be read.
     """
     files: list[str] = args.files or []
     live = bool(getattr(args, "cluster", False))
@@ -105,7 +105,7 @@ def build_world(args: argparse.Namespace) -> World:
     objects: list[Model] = []
     config: SimulationConfig | None = None
     if live:
-        from nmisim.live import load_live  # noqa: PLC0415
+        from nmisim.sources.cluster import load_live  # noqa: PLC0415
 
         cluster = load_live(target_of(args), args.namespace, warn)
         objects.extend(cluster.objects)

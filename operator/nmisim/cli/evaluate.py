@@ -6,9 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from nmisim.cli.common import add_input_options, build_world, cluster_failure
+from nmisim.cli.common import add_input_options, build_world
 from nmisim.cli.output import evaluation_document, evaluation_table, render_data
-from nmisim.kube import ClusterError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -24,10 +23,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        world = build_world(args)
-    except ClusterError as exc:
-        return cluster_failure(exc)
+    world = build_world(args)
     results = world.evaluate_all()
     if args.output == "table":
         sys.stdout.write(evaluation_table(results))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from nmisim.cli.common import UsageError, add_kubeconfig_options, add_output_option, cluster_failure, warn
+from nmisim.cli.common import UsageError, add_kubeconfig_options, add_output_option, warn
 from nmisim.cli.output import render_data
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.exceptions import equal_fold
@@ -34,7 +34,7 @@ from nmisim.engine.verdict import (
     PodResult,
 )
 from nmisim.engine.world import World
-from nmisim.kube import ClusterError, load_config
+from nmisim.sources.files import load_config
 
 POD_KINDS: Final = frozenset({"pod", "pods", "po"})
 PLACEHOLDER_CLIENT_ID: Final = "<client-id>"
@@ -377,7 +377,7 @@ def _invoked_as_kubectl_plugin() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nmisim.live import LiveLoaded, LiveReader, PodNotFound, Target, context_namespace  # noqa: PLC0415
+    from nmisim.sources.cluster import LiveLoaded, LiveReader, PodNotFound, Target, context_namespace  # noqa: PLC0415
 
     name = parse_pod_arg(args.pod)
     file_config = load_config(args.config, sys.stdin) if args.config else None
@@ -393,8 +393,6 @@ def run(args: argparse.Namespace) -> int:
                 for other in reader.pods(None, f"spec.nodeName={node}"):
                     reader.add(loaded, other, "Pod")
             reader.add(loaded, raw, "Pod")
-    except ClusterError as exc:
-        return cluster_failure(exc)
     except PodNotFound as exc:
         print(f"nmisim: error: {exc}", file=sys.stderr)
         return 2

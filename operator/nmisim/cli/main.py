@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from nmisim import __version__
-from nmisim.cli.common import UsageError
+from nmisim.cli.common import UsageError, cluster_failure
+from nmisim.sources.files import ClusterError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return func(args)
+    except ClusterError as exc:  # the one place a cluster that cannot be read becomes exit 1
+        return cluster_failure(exc)
     except (UsageError, ValueError) as exc:
         print(f"nmisim: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -6,12 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from nmisim.cli.common import UsageError, add_input_options, build_world, cluster_failure
+from nmisim.cli.common import UsageError, add_input_options, build_world
 from nmisim.cli.output import render_data, request_table
 from nmisim.engine.imds import TOKEN_PATH
 from nmisim.engine.paths import go_parse_query
 from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, HttpRequest
-from nmisim.kube import ClusterError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -91,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pod is not None and args.node:
         raise UsageError("--node goes with --ip; with --pod the pod's own node is used")
     req = build_request(args)
-    try:
-        world = build_world(args)
-    except ClusterError as exc:
-        return cluster_failure(exc)
+    world = build_world(args)
     if args.pod is not None:
         ns, sep, name = args.pod.partition("/")
         if not sep or not ns or not name:

@@ -27,8 +27,9 @@ class LoadError(ValueError):
 class ClusterError(Exception):
     """A live cluster cannot be read (unreachable, bad kubeconfig, not authorised): exit 1.
 
-    ``str()`` is the one-line message for the user. Raised by :mod:`nmisim.live`; defined here so that
-    callers can catch it without importing the kubernetes client.
+    ``str()`` is the one-line message for the user. Raised by :mod:`nmisim.sources.cluster`; defined here
+    so that callers can catch it without importing the kubernetes client. The CLI turns it into exit 1 in
+    one place (``nmisim.cli.main``).
     """
 
 

@@ -1,9 +1,9 @@
 """Loading objects from a live cluster (current kubeconfig) into engine models.
 
 Reads what NMI reads: Pods, the four aad-pod-identity kinds, and nmisim's cluster-scoped
-``SimulationConfig`` named ``default``. Every object goes through the same ``from_k8s`` parsers as files
-(:func:`nmisim.kube.parse_object`), so a live cluster and ``kubectl get -o yaml`` output give the same
-results.
+``SimulationConfig`` named ``default``. Every object goes through the same ``from_k8s`` parsers as
+files (:func:`nmisim.sources.files.parse_object`), so a live cluster and ``kubectl get -o yaml`` output
+give the same results.
 
 - Lists are paginated (``limit``/``continue``) and read raw JSON (no client-side model conversion), so the
   objects look exactly as ``kubectl get -o json`` prints them.
@@ -44,7 +44,7 @@ from nmisim.engine.models import (
     KIND_POD,
     ModelError,
 )
-from nmisim.kube import ClusterError, Loaded, parse_object
+from nmisim.sources.files import ClusterError, Loaded, parse_object
 
 __all__ = [
     "ClusterError",
