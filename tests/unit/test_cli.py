@@ -259,3 +259,31 @@ def test_subprocess_stdin_pipe() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["route"] == "direct"
+
+
+DEAD_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+users: [{name: u, user: {token: x}}]
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["evaluate", "--cluster"], ["request", "--cluster", "--pod", "ns/p"], ["explain", "pod/p", "-n", "ns"]],
+    ids=["evaluate", "request", "explain"],
+)
+def test_an_unreachable_cluster_is_exit_1_in_one_line(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(DEAD_KUBECONFIG)
+    code, out, err = run([*argv, "--kubeconfig", str(kubeconfig)], capsys)
+    assert code == 1 and out == ""
+    assert (
+        err.startswith("nmisim: error: cannot reach the cluster at https://127.0.0.1:1")
+        and err.count("\n") == 1
+    )
