@@ -127,7 +127,13 @@ def test_json_form_is_pod_result_request() -> None:
     same calls the printer makes), and plain JSON."""
     w, p = _web()
     doc = explain(w, p).to_json()
-    assert list(doc) == ["pod", "result", "request"]
+    assert list(doc) == ["pod", "result", "request", "decisions"]
+    # The engine's own trace: the rule, and the objects it looked at.
+    assert [(d["rule"], d["objects"]) for d in doc["decisions"]] == [
+        ("noException", []),
+        ("binding", ["AzureIdentityBinding shop/web-binding", "AzureIdentity shop/web-identity"]),
+        ("operationMode", ["SimulationConfig default"]),
+    ]
     assert doc["pod"] == "shop/web-7d9c"
     assert doc["result"] == {
         "namespace": "shop",
@@ -231,3 +237,13 @@ def test_request_command_carries_kubeconfig_and_context() -> None:
 )
 def test_wait_note(seconds: float, served_by: str, text: str) -> None:
     assert wait_note(seconds, served_by) == text
+
+
+def test_the_trace_is_the_engines_and_only_when_asked() -> None:
+    """``evaluate`` computes no trace unless asked (the operator never asks), and the trace does not
+    change the result's identity; explain prints exactly the engine's decisions."""
+    w, p = _web()
+    plain, traced = w.evaluate(p), w.evaluate(p, trace=True)
+    assert plain.trace == () and traced.trace and plain == traced
+    assert plain.to_json() == traced.to_json()
+    assert explain(w, p).deciders == tuple(d.text for d in traced.trace)

@@ -5,7 +5,8 @@ Loads the pod from the live cluster (current kubeconfig) together with everythin
 for NMI's lookup by IP, ``SimulationConfig/default``), runs the default token request through the engine and
 prints: a one-line headline, the HTTP outcome, the numbered chain of reasons, the objects and flags that
 decided, the findings, and the ``nmisim request`` command line to try other paths and parameters.
-``-o json|yaml`` prints ``{"pod", "result", "request"}`` instead.
+``-o json|yaml`` prints ``{"pod", "result", "request", "decisions"}`` instead. The decisions are the
+engine's own trace (``World.evaluate(pod, trace=True)``, :mod:`nmisim.engine.trace`): this module prints.
 
 Also reachable as ``kubectl nmisim explain`` (the ``kubectl-nmisim`` entry point).
 """
@@ -23,7 +24,6 @@ from typing import Any, Final, TextIO
 from nmisim.cli.common import UsageError, add_kubeconfig_options, add_output_option, warn
 from nmisim.cli.output import render_data
 from nmisim.engine.config import SimulationConfig
-from nmisim.engine.exceptions import equal_fold
 from nmisim.engine.models import Pod
 from nmisim.engine.routes import HttpRequest, RequestResult, json_number
 from nmisim.engine.verdict import (
@@ -57,98 +57,12 @@ class Explanation:
         return f"{self.pod.namespace}/{self.pod.name}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"pod": self.key, "result": self.result.to_json(), "request": self.request.to_json()}
-
-
-def _matched_labels(pod: Pod, pod_labels: dict[str, str]) -> list[str]:
-    return [
-        f"{k}={v}" for k, v in sorted(pod_labels.items()) if k in pod.labels and equal_fold(pod.labels[k], v)
-    ]
-
-
-def deciders(world: World, pod: Pod, result: PodResult) -> list[str]:
-    """The objects and flags that decided the verdict and the token request, one line each."""
-    cfg = world.config.nmi
-    out: list[str] = []
-    if result.verdict == VERDICT_BYPASS:
-        out.append(
-            f"Pod {pod.namespace}/{pod.name} spec.hostNetwork=true: NMI's iptables rule is in PREROUTING, so "
-            "this traffic goes straight to IMDS"
-        )
-        vm = world.config.imds.vm_for(pod.node_name)
-        out.append(
-            f"SimulationConfig spec.imds for node {pod.node_name or '(unscheduled)'}: systemAssigned="
-            f"{str(vm.system_assigned).lower()}, {len(vm.user_assigned)} user-assigned identities"
-        )
-        return out
-    if result.verdict == VERDICT_INACTIVE:
-        out.append(f"Pod {pod.namespace}/{pod.name} status.phase={pod.phase}: NMI ignores finished pods")
-        return out
-    if result.verdict == VERDICT_EXEMPT:
-        for exc in world.exceptions(pod.namespace):
-            if exc.name in result.exceptions:
-                labels = ", ".join(_matched_labels(pod, exc.pod_labels)) or "?"
-                out.append(
-                    f"AzurePodIdentityException {exc.namespace}/{exc.name} (matched podLabels: {labels})"
-                )
-        if result.mic_shortcut:
-            out.append(
-                f"MIC shortcut: namespace {pod.namespace} is micNamespace={cfg.mic_namespace} and owner "
-                f"ReplicaSet {pod.owner_replicaset} starts with 'mic'"
-            )
-        vm = world.config.imds.vm_for(pod.node_name)
-        out.append(
-            f"SimulationConfig spec.imds for node {pod.node_name or '(unscheduled)'}: systemAssigned="
-            f"{str(vm.system_assigned).lower()}, {len(vm.user_assigned)} user-assigned identities "
-            "(IMDS's default-identity rules decide when no client_id is sent)"
-        )
-        return out
-    # intercepted
-    present = [e.name for e in world.exceptions(pod.namespace)]
-    if present:
-        out.append(
-            f"AzurePodIdentityExceptions in namespace {pod.namespace} ({', '.join(present)}): none matches "
-            "the pod's labels"
-        )
-    else:
-        out.append(
-            f"no AzurePodIdentityException in namespace {pod.namespace} (NMI never looks at other namespaces)"
-        )
-    if not result.mic_shortcut and pod.owner_replicaset and pod.owner_replicaset.startswith("mic"):
-        out.append(f"MIC shortcut: namespace {pod.namespace} is not micNamespace={cfg.mic_namespace}")
-    label = pod.binding_label
-    if not label:
-        out.append(f"Pod {pod.namespace}/{pod.name} has no aadpodidbinding label")
-    managed = world.config.managed
-    identities = {i.key: i for i in world.identities()}
-    for b in world.bindings():
-        if b.selector != label or (not label and not managed):
-            continue
-        if managed and b.namespace != pod.namespace:
-            continue
-        target = f"{b.namespace}/{b.azure_identity}"
-        missing = "" if target in identities else " (does not exist)"
-        out.append(
-            f"AzureIdentityBinding {b.namespace}/{b.name} (selector {b.selector!r}) -> AzureIdentity "
-            f"{target}{missing}"
-        )
-    for a in world.assigned_identities():
-        if a.pod == pod.name and a.pod_namespace == pod.namespace:
-            node = f" on node {a.node_label}" if a.node_label else ""
-            out.append(f"AzureAssignedIdentity {a.namespace}/{a.name}: status {a.status or '(none)'}{node}")
-    mode = f"operationMode={cfg.operation_mode}"
-    if cfg.force_namespaced:
-        mode += ", forceNamespaced=true"
-    out.append(mode)
-    if result.token_request.wait_seconds:
-        out.append(
-            f"retryAttemptsForCreated={cfg.retry_attempts_for_created}, retryAttemptsForAssigned="
-            f"{cfg.retry_attempts_for_assigned}, findIdentityRetryIntervalSeconds="
-            f"{cfg.find_identity_retry_interval_seconds}"
-        )
-    if cfg.set_retry_after_header:
-        out.append("setRetryAfterHeader=true: 'no identity' answers are 503 with Retry-After")
-    return out
+        return {
+            "pod": self.key,
+            "result": self.result.to_json(),
+            "request": self.request.to_json(),
+            "decisions": [d.to_json() for d in self.result.trace],
+        }
 
 
 def client_id_hint(world: World, pod: Pod, result: PodResult) -> str:
@@ -193,14 +107,14 @@ def explain(
     config_source: str = "NMI's defaults",
 ) -> Explanation:
     """The explanation of ``pod`` in ``world``: its verdict and the default token request, simulated."""
-    result = world.evaluate(pod)
+    result = world.evaluate(pod, trace=True)
     request = world.request(HttpRequest(), pod=pod)
     cid = client_id_hint(world, pod, result)
     return Explanation(
         pod=pod,
         result=result,
         request=request,
-        deciders=tuple(deciders(world, pod, result)),
+        deciders=tuple(d.text for d in result.trace),
         command=request_command(pod, cid, kubeconfig=kubeconfig, context=context, kubectl=kubectl),
         config_source=config_source,
     )

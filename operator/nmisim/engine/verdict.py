@@ -7,11 +7,14 @@ sorted) and JSON-serialisable through :meth:`PodResult.to_json`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
 from nmisim.engine.findings import Finding
 from nmisim.engine.routes import json_number
+
+if TYPE_CHECKING:
+    from nmisim.engine.trace import Decision
 
 VERDICT_INTERCEPTED: Final = "intercepted"
 VERDICT_EXEMPT: Final = "exempt"
@@ -50,6 +53,9 @@ class PodResult:
     identities: tuple[str, ...] = ()
     token_request: TokenRequestOutcome = TokenRequestOutcome()
     findings: tuple[Finding, ...] = ()
+    #: the decisions behind the verdict, when asked for (``World.evaluate(pod, trace=True)``); not part
+    #: of the result's identity or of its JSON (``nmisim explain`` prints them)
+    trace: tuple[Decision, ...] = field(default=(), compare=False)
 
     @property
     def exception(self) -> str | None:

@@ -8,7 +8,7 @@ through indexes kept up to date by ``upsert``/``remove``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from nmisim.engine import findings as F
@@ -41,6 +41,7 @@ from nmisim.engine.models import (
     PodIdentityException,
 )
 from nmisim.engine.routes import HttpRequest, RequestResult, json_number, simulate_request
+from nmisim.engine.trace import decision_trace
 from nmisim.engine.verdict import (
     VERDICT_BYPASS,
     VERDICT_EXEMPT,
@@ -214,22 +215,36 @@ class World:
         """Names of the exceptions in the pod's namespace that match it (nmi-semantics §1), sorted."""
         return self._exc_index.match(pod.namespace, pod.labels)
 
+    def mic_owned(self, pod: Pod) -> bool:
+        """The ReplicaSet half of NMI's ``isMIC``: the owning ReplicaSet's name matches ``^mic-*`` (i.e.
+        starts with ``mic``)."""
+        rs = pod.owner_replicaset
+        return rs is not None and rs.startswith("mic")
+
     def is_mic(self, pod: Pod) -> bool:
         """NMI's ``isMIC`` (nmi-semantics §2 step 6): namespace EqualFold ``micNamespace`` and the owning
-        ReplicaSet's name matches ``^mic-*`` (i.e. starts with ``mic``)."""
-        rs = pod.owner_replicaset
-        return (
-            bool(rs)
-            and rs is not None
-            and rs.startswith("mic")
-            and equal_fold(pod.namespace, self._config.nmi.mic_namespace)
-        )
+        ReplicaSet's name matches ``^mic-*`` (:meth:`mic_owned`)."""
+        return self.mic_owned(pod) and equal_fold(pod.namespace, self._config.nmi.mic_namespace)
+
+    def candidate_bindings(self, pod: Pod) -> list[AzureIdentityBinding]:
+        """The bindings NMI (standard mode: MIC) considers for the pod: its ``aadpodidbinding`` label as
+        selector, exactly; in managed mode only those of the pod's namespace."""
+        if self._config.managed:
+            return self._managed_bindings(pod)
+        return self._bindings_for(pod.binding_label) if pod.binding_label else []
+
+    def assigned_for(self, pod: Pod) -> list[AzureAssignedIdentity]:
+        """The AzureAssignedIdentities whose ``spec.pod``/``spec.podNamespace`` name this pod."""
+        keys = self._assigned_by_pod.get((pod.namespace, pod.name), ())
+        return [self._assigned[k] for k in sorted(keys)]
+
+    def get_identity(self, namespace: str, name: str) -> AzureIdentity | None:
+        return self._identities.get((namespace, name))
 
     def _bindings_for(self, selector: str) -> list[AzureIdentityBinding]:
         return [self._bindings[k] for k in sorted(self._bindings_by_selector.get(selector, ()))]
 
-    def _get_identity(self, namespace: str, name: str) -> AzureIdentity | None:
-        return self._identities.get((namespace, name))
+    _get_identity = get_identity
 
     def _standard_info(self, pod: Pod, node: str | None = None) -> _StandardInfo:
         """Assigned identities for a pod in standard mode (product.md §3), as NMI on ``node`` (default: the
@@ -295,8 +310,9 @@ class World:
     def evaluate_all(self) -> list[PodResult]:
         return [self.evaluate(self._pods[k]) for k in sorted(self._pods)]
 
-    def evaluate(self, pod: Pod) -> PodResult:
+    def evaluate(self, pod: Pod, *, trace: bool = False) -> PodResult:
         """The verdict of one pod (product.md §2; precedence bypass > inactive > exempt > intercepted).
+        With ``trace``, the result carries the decisions behind it (:mod:`nmisim.engine.trace`).
 
         A pod with no status (``phase is None``) is evaluated as running.
         """
@@ -323,7 +339,7 @@ class World:
                 self._exempt_findings(pod, excs, mic, res, out)
             else:
                 identities = self._intercepted_findings(pod, res, out)
-        return PodResult(
+        result = PodResult(
             namespace=pod.namespace,
             name=pod.name,
             verdict=verdict,
@@ -333,6 +349,9 @@ class World:
             token_request=token,
             findings=tuple(sorted(set(out))),
         )
+        if trace:
+            result = replace(result, trace=decision_trace(self, pod, result))
+        return result
 
     # --------------------------------------------------------------- findings
     def _capitalised_exception_findings(self, pod: Pod, out: list[Finding]) -> None:
