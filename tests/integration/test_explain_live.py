@@ -232,8 +232,9 @@ def test_explain_json_and_yaml(cluster: Cluster, app_ns: str, config_file: str) 
     proc = nmisim(cluster, "explain", "pod/app", "-n", app_ns, "--config", config_file, "-o", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert list(doc) == ["pod", "result", "request"]
+    assert list(doc) == ["pod", "result", "request", "decisions"]
     assert doc["pod"] == f"{app_ns}/app"
+    assert any(d["rule"] == "binding" for d in doc["decisions"]), doc["decisions"]
     assert doc["result"]["verdict"] == "intercepted"
     assert doc["request"]["status"] == 200 and doc["request"]["route"] == "token"
     assert doc["request"]["explanation"][0].startswith(f"request from Pod {app_ns}/app")
