@@ -30,13 +30,10 @@ import aiohttp
 
 from nmisim.engine.config import ConfigError, NMIConfig, SimulationConfig
 from nmisim.engine.models import (
-    KIND_ASSIGNED,
-    KIND_BINDING,
-    KIND_EXCEPTION,
-    KIND_IDENTITY,
     KIND_POD,
     ModelError,
 )
+from nmisim.engine.resources import AAD_KINDS, resource
 from nmisim.engine.world import World
 from nmisim.sources.files import ClusterError, parse_object
 
@@ -56,14 +53,12 @@ class Source:
 
 
 def sources(node: str) -> list[Source]:
-    aad = "/apis/aadpodidentity.k8s.io/v1"
+    """What the agent watches (paths from :mod:`nmisim.engine.resources`): the pods on its node, the
+    aad-pod-identity kinds everywhere, SimulationConfig/default."""
     return [
-        Source(KIND_POD, "/api/v1/pods", f"spec.nodeName={node}"),
-        Source(KIND_EXCEPTION, f"{aad}/azurepodidentityexceptions"),
-        Source(KIND_IDENTITY, f"{aad}/azureidentities"),
-        Source(KIND_BINDING, f"{aad}/azureidentitybindings"),
-        Source(KIND_ASSIGNED, f"{aad}/azureassignedidentities"),
-        Source(KIND_CONFIG, "/apis/nmisim.dev/v1alpha1/simulationconfigs", "metadata.name=default"),
+        Source(KIND_POD, resource(KIND_POD).path(), f"spec.nodeName={node}"),
+        *(Source(kind, resource(kind).path()) for kind in AAD_KINDS),
+        Source(KIND_CONFIG, resource(KIND_CONFIG).path(), "metadata.name=default"),
     ]
 
 

@@ -19,7 +19,7 @@ import kopf
 
 from nmisim.controller import metrics
 from nmisim.controller.api import KubeAPI
-from nmisim.controller.reconciler import CONFIG_NAME, KIND_VERDICT, Controller, ObjectRecord, Options, parse
+from nmisim.controller.reconciler import CONFIG_NAME, Controller, ObjectRecord, Options, parse
 from nmisim.controller.writer import Writer
 from nmisim.engine.models import (
     KIND_ASSIGNED,
@@ -34,9 +34,14 @@ from nmisim.engine.models import (
     Pod,
     PodIdentityException,
 )
+from nmisim.engine.resources import KIND_VERDICT, resource
 
-AAD = "aadpodidentity.k8s.io"
-NMISIM = "nmisim.dev"
+
+def _gvp(kind: str) -> tuple[str, str, str]:
+    """kopf's (group, version, plural) of a kind, from :mod:`nmisim.engine.resources`."""
+    r = resource(kind)
+    return r.group, r.version, r.plural
+
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await ctl.writer.api.close()
 
 
-@kopf.on.event("", "v1", "pods")
+@kopf.on.event(*_gvp(KIND_POD))
 async def pod_event(
     event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -107,7 +112,7 @@ async def pod_event(
         ctl.pod_changed(pod, terminating=meta.get("deletionTimestamp") is not None)
 
 
-@kopf.on.event(AAD, "v1", "azurepodidentityexceptions")
+@kopf.on.event(*_gvp(KIND_EXCEPTION))
 async def exception_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -135,22 +140,22 @@ async def _identity_kind_event(
         await ctl.identity_object_changed(obj)
 
 
-@kopf.on.event(AAD, "v1", "azureidentities")
+@kopf.on.event(*_gvp(KIND_IDENTITY))
 async def identity_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
     await _identity_kind_event(KIND_IDENTITY, event, memo, kw)
 
 
-@kopf.on.event(AAD, "v1", "azureidentitybindings")
+@kopf.on.event(*_gvp(KIND_BINDING))
 async def binding_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
     await _identity_kind_event(KIND_BINDING, event, memo, kw)
 
 
-@kopf.on.event(AAD, "v1", "azureassignedidentities")
+@kopf.on.event(*_gvp(KIND_ASSIGNED))
 async def assigned_event(event: kopf.RawEvent, memo: kopf.Memo, **kw: Any) -> None:
     await _identity_kind_event(KIND_ASSIGNED, event, memo, kw)
 
 
-@kopf.on.event(NMISIM, "v1alpha1", "nmiverdicts")
+@kopf.on.event(*_gvp(KIND_VERDICT))
 async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = await _controller(memo)
     if event["type"] is None:
@@ -158,7 +163,7 @@ async def verdict_event(event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) ->
     ctl.verdict_observed(event["object"], deleted=event["type"] == "DELETED")
 
 
-@kopf.on.event(NMISIM, "v1alpha1", "simulationconfigs")
+@kopf.on.event(*_gvp(KIND_CONFIG))
 async def config_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     ctl = await _controller(memo)
     if event["type"] is None:

@@ -37,6 +37,7 @@ from nmisim.engine.models import (
     Pod,
     PodIdentityException,
 )
+from nmisim.engine.resources import KIND_VERDICT, resource
 from nmisim.engine.verdict import PodResult
 from nmisim.engine.world import World
 
@@ -47,16 +48,18 @@ CHUNK: Final = 500  # pods re-evaluated between yields to the event loop
 MAX_BACKOFF: Final = 60.0
 RECREATE_DELAY: Final = 1.0  # seconds before putting back a verdict someone deleted
 RELIST_QUIET: Final = 2.0  # seconds without listing events before a relisted kind is checked for deletions
-KIND_VERDICT: Final = "NMIVerdict"
-_AAD_API: Final = "/apis/aadpodidentity.k8s.io/v1"
+#: the collections the operator lists (all namespaces), from :mod:`nmisim.engine.resources`
 LIST_PATHS: Final = {
-    KIND_POD: "/api/v1/pods",
-    KIND_EXCEPTION: f"{_AAD_API}/azurepodidentityexceptions",
-    KIND_IDENTITY: f"{_AAD_API}/azureidentities",
-    KIND_BINDING: f"{_AAD_API}/azureidentitybindings",
-    KIND_ASSIGNED: f"{_AAD_API}/azureassignedidentities",
-    KIND_VERDICT: "/apis/nmisim.dev/v1alpha1/nmiverdicts",
-    KIND_CONFIG: "/apis/nmisim.dev/v1alpha1/simulationconfigs",
+    kind: resource(kind).path()
+    for kind in (
+        KIND_POD,
+        KIND_EXCEPTION,
+        KIND_IDENTITY,
+        KIND_BINDING,
+        KIND_ASSIGNED,
+        KIND_VERDICT,
+        KIND_CONFIG,
+    )
 }
 
 WorkKind = Literal["verdict", "exception", "config"]
@@ -696,7 +699,7 @@ class Controller:
                 name=f"{name}.{record.uid[:8]}.{reason.lower()}.{S.epoch(previous.get('lastTransitionTime'))}",
                 namespace=namespace,
                 involved={
-                    "apiVersion": "aadpodidentity.k8s.io/v1", "kind": "AzurePodIdentityException",
+                    "apiVersion": resource(KIND_EXCEPTION).api_version, "kind": KIND_EXCEPTION,
                     "name": name, "namespace": namespace, "uid": record.uid,
                     "resourceVersion": record.resource_version,
                 },
@@ -753,20 +756,15 @@ class Controller:
             self.queue.add(("config", "", CONFIG_NAME))
 
 
-_PARSERS: Final[dict[str, Any]] = {
-    KIND_POD: Pod,
-    KIND_EXCEPTION: PodIdentityException,
-    KIND_IDENTITY: AzureIdentity,
-    KIND_BINDING: AzureIdentityBinding,
-    KIND_ASSIGNED: AzureAssignedIdentity,
-}
-
-
 def parse(kind: str, body: Mapping[str, Any]) -> Model | None:
     """An engine model of a Kubernetes object; None, with a warning, for one the engine cannot read (the
     operator never stops on an object the API server accepted)."""
     try:
-        model: Model = _PARSERS[kind].from_k8s(body)
+        cls = resource(kind).model
+        parsed = cls.from_k8s(body) if cls is not None else None
+        if isinstance(parsed, SimulationConfig) or parsed is None:  # pragma: no cover - engine kinds only
+            raise ValueError(f"{kind} is not a kind the engine evaluates")
+        model: Model = parsed
     except ValueError as exc:
         meta = body.get("metadata") or {}
         log.warning("ignored: %s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), exc)
@@ -775,17 +773,13 @@ def parse(kind: str, body: Mapping[str, Any]) -> Model | None:
 
 
 def _lookup(world: World, obj: Model) -> Model | None:
+    """The object the world holds under ``obj``'s kind and key (O(1))."""
     if isinstance(obj, AzureIdentity):
-        return next(
-            (i for i in world.identities() if (i.namespace, i.name) == (obj.namespace, obj.name)), None
-        )
+        return world.get_identity(obj.namespace, obj.name)
     if isinstance(obj, AzureIdentityBinding):
-        return next((b for b in world.bindings() if (b.namespace, b.name) == (obj.namespace, obj.name)), None)
+        return world.get_binding(obj.namespace, obj.name)
     if isinstance(obj, AzureAssignedIdentity):
-        return next(
-            (a for a in world.assigned_identities() if (a.namespace, a.name) == (obj.namespace, obj.name)),
-            None,
-        )
+        return world.get_assigned(obj.namespace, obj.name)
     return None
 
 

@@ -10,10 +10,9 @@ from urllib.parse import quote
 
 from nmisim.controller import metrics
 from nmisim.controller.api import KubeAPI, Response
-from nmisim.engine.models import Pod
+from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, Pod
+from nmisim.engine.resources import KIND_EVENT, KIND_VERDICT, resource
 
-VERDICT_API: Final = "/apis/nmisim.dev/v1alpha1"
-EXCEPTION_API: Final = "/apis/aadpodidentity.k8s.io/v1"
 MERGE: Final = "application/merge-patch+json"
 COMPONENT: Final = "nmisim"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "nmisim"}
@@ -33,7 +32,7 @@ def _instance() -> str:
 
 
 def _verdicts(namespace: str, name: str = "") -> str:
-    path = f"{VERDICT_API}/namespaces/{namespace}/nmiverdicts"
+    path = resource(KIND_VERDICT).path(namespace)
     return f"{path}/{name}" if name else path
 
 
@@ -52,7 +51,7 @@ class Writer:
     async def create_verdict(self, pod: Pod) -> Response:
         """Create the pod's NMIVerdict (empty spec; status comes in a second write). 409 is returned."""
         body = {
-            "apiVersion": "nmisim.dev/v1alpha1",
+            "apiVersion": resource(KIND_VERDICT).api_version,
             "kind": "NMIVerdict",
             "metadata": {
                 "name": pod.name,
@@ -96,7 +95,7 @@ class Writer:
         return _check(f"delete nmiverdict {namespace}/{name}", resp, 404, 409)
 
     async def patch_exception_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Response:
-        path = f"{EXCEPTION_API}/namespaces/{namespace}/azurepodidentityexceptions/{name}/status"
+        path = resource(KIND_EXCEPTION).path(namespace, name, "status")
         resp = await self.api.request(
             "PATCH", path, {"status": status}, content_type=MERGE, kind="azurepodidentityexceptions/status"
         )
@@ -105,7 +104,7 @@ class Writer:
         return _check(f"patch azurepodidentityexception {namespace}/{name} status", resp, 404)
 
     async def patch_config_status(self, name: str, status: Mapping[str, Any]) -> Response:
-        path = f"{VERDICT_API}/simulationconfigs/{name}/status"
+        path = resource(KIND_CONFIG).path(None, name, "status")
         resp = await self.api.request(
             "PATCH", path, {"status": status}, content_type=MERGE, kind="simulationconfigs/status"
         )
@@ -141,7 +140,7 @@ class Writer:
             query = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnmisim"
             query += "&fieldSelector=involvedObject.kind%3DPod&limit=500"
             query += f"&continue={quote(token)}" if token else ""
-            resp = await self.api.request("GET", f"/api/v1/events?{query}", kind="events")
+            resp = await self.api.request("GET", f"{resource(KIND_EVENT).path()}?{query}", kind="events")
             if not resp.ok:
                 raise WriteError("list events", resp)
             items.extend(resp.body.get("items") or [])
@@ -177,7 +176,7 @@ class Writer:
             "lastTimestamp": timestamp,
             "count": 1,
         }
-        resp = await self.api.request("POST", f"/api/v1/namespaces/{namespace}/events", body, kind="events")
+        resp = await self.api.request("POST", resource(KIND_EVENT).path(namespace), body, kind="events")
         if resp.ok:
             metrics.WRITES.labels(kind="events").inc()
         return _check(f"post event {namespace}/{name}", resp, 409, 404, 403)

@@ -241,6 +241,12 @@ class World:
     def get_identity(self, namespace: str, name: str) -> AzureIdentity | None:
         return self._identities.get((namespace, name))
 
+    def get_binding(self, namespace: str, name: str) -> AzureIdentityBinding | None:
+        return self._bindings.get((namespace, name))
+
+    def get_assigned(self, namespace: str, name: str) -> AzureAssignedIdentity | None:
+        return self._assigned.get((namespace, name))
+
     def _bindings_for(self, selector: str) -> list[AzureIdentityBinding]:
         return [self._bindings[k] for k in sorted(self._bindings_by_selector.get(selector, ()))]
 

@@ -36,14 +36,14 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InsecureRequestWarning
 
 from nmisim.engine.config import ConfigError, SimulationConfig
+from nmisim.engine.models import KIND_CONFIG as _KIND_CONFIG
 from nmisim.engine.models import (
-    KIND_ASSIGNED,
-    KIND_BINDING,
     KIND_EXCEPTION,
-    KIND_IDENTITY,
     KIND_POD,
     ModelError,
 )
+from nmisim.engine.resources import AAD_KINDS as AAD_RESOURCE_KINDS
+from nmisim.engine.resources import resource
 from nmisim.sources.files import ClusterError, Loaded, parse_object
 
 __all__ = [
@@ -56,24 +56,19 @@ __all__ = [
     "load_live",
 ]
 
-AAD_GROUP: Final = "aadpodidentity.k8s.io"
-AAD_VERSION: Final = "v1"
-NMISIM_GROUP: Final = "nmisim.dev"
-NMISIM_VERSION: Final = "v1alpha1"
-CONFIG_PLURAL: Final = "simulationconfigs"
+AAD_GROUP: Final = resource(KIND_EXCEPTION).group
+AAD_VERSION: Final = resource(KIND_EXCEPTION).version
+NMISIM_GROUP: Final = resource(_KIND_CONFIG).group
+NMISIM_VERSION: Final = resource(_KIND_CONFIG).version
+CONFIG_PLURAL: Final = resource(_KIND_CONFIG).plural
 CONFIG_NAME: Final = "default"
 DEFAULT_NAMESPACE: Final = "default"
 PAGE_SIZE: Final = 500
 #: (connect, read) seconds for every API call
 REQUEST_TIMEOUT: Final = (10.0, 60.0)
 
-#: the aad-pod-identity kinds and their plurals, in loading order
-AAD_KINDS: Final = (
-    (KIND_EXCEPTION, "azurepodidentityexceptions"),
-    (KIND_IDENTITY, "azureidentities"),
-    (KIND_BINDING, "azureidentitybindings"),
-    (KIND_ASSIGNED, "azureassignedidentities"),
-)
+#: the aad-pod-identity kinds and their plurals, in loading order (:mod:`nmisim.engine.resources`)
+AAD_KINDS: Final = tuple((kind, resource(kind).plural) for kind in AAD_RESOURCE_KINDS)
 
 Warn = Callable[[str], None]
 
