@@ -52,7 +52,7 @@ pods = st.builds(
     lambda key, node, ip, sel, phase, host, mic: {
         "kind": KIND_POD,
         "metadata": {
-            **meta(*key, {"aadpodidbinding": sel} if sel else {"app": "web"}),
+            **meta(key[0], key[1], {"aadpodidbinding": sel} if sel else {"app": "web"}),
             **({"ownerReferences": [{"kind": "ReplicaSet", "name": "mic-7d9c"}]} if mic else {}),
         },
         "spec": {"nodeName": node, "hostNetwork": host},
