@@ -331,6 +331,20 @@ ensure_first() { # ensure_first iptables|ip6tables TABLE CHAIN RULE...
   done
   return 0
 }
+kube_proxy_jumps_settled() {
+  local now last="" same=0 i
+  for i in $(seq 1 80); do
+    now=$( { ipt -S FORWARD; ipt -S INPUT; ipt -t nat -S PREROUTING; ipt -t nat -S OUTPUT; } 2>/dev/null)
+    if [[ $now == *"-j KUBE-FORWARD"* && $now == "$last" ]]; then
+      ((++same >= 8)) && return 0
+    else
+      same=0
+    fi
+    last=$now
+    sleep 0.25
+  done
+  say "warning: kube-proxy's jumps still changing after 20 s; putting ours first anyway"
+}
 jumps_first() {
   ensure_first iptables filter FORWARD -j NMISIM-FORWARD
   ensure_first iptables filter INPUT -j NMISIM-INPUT
@@ -539,8 +553,11 @@ $(tail -n 15 "$D/logs/kubelet.log")"
   # controller would, so the Node looks like any other (spec.podCIDR can be set once).
   [[ -n "$(kc get node "$NODE_NAME" -o jsonpath='{.spec.podCIDR}')" ]] \
     || kc patch node "$NODE_NAME" -p "{\"spec\":{\"podCIDR\":\"$POD_SUBNET\",\"podCIDRs\":[\"$POD_SUBNET\"]}}" >/dev/null
-  # kube-proxy puts its jumps at the top of FORWARD and PREROUTING when it starts: ours go back on top.
-  for _ in $(seq 1 40); do ipt -S FORWARD | grep -q -- '-j KUBE-FORWARD' && break; sleep 0.25; done
+  # kube-proxy puts its jumps at the top of FORWARD, INPUT, PREROUTING and OUTPUT when it first syncs
+  # (KUBE-FORWARD, then KUBE-PROXY-FIREWALL and others within the same sync): once they are all there
+  # (the chains unchanged for 2 s), ours go back on top. kube-proxy only re-inserts a jump that is
+  # missing, so they stay below ours.
+  kube_proxy_jumps_settled
   jumps_first
   namespace_policy
   say "real node $NODE_NAME Ready in $((SECONDS - t0)) s (taint $NODE_TAINT; label $NODE_LABEL)"
