@@ -150,7 +150,6 @@ class Controller:
         self.config_error: str | None = None
         self.queue: WorkQueueT = _new_queue()
         self.seeded = False
-        self._failures: dict[WorkKey, int] = {}
         # The Event reason last made true per pod uid: survives a verdict deleted by someone else, so
         # putting it back does not announce the same transition twice.
         self.last_reason: dict[str, tuple[str | None, int]] = {}  # uid -> (reason, transitions)
@@ -576,9 +575,7 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(0.5 * 2 ** (failures - 1), MAX_BACKOFF)
+                delay = self.queue.add_rate_limited(key)
                 # Refusals and an unreachable API server are expected: a warning; anything else is a bug.
                 expected = isinstance(exc, WriteError | aiohttp.ClientError | TimeoutError)
                 level = logging.WARNING if expected else logging.ERROR
@@ -590,9 +587,8 @@ class Controller:
                     delay,
                     exc_info=level == logging.ERROR,
                 )
-                self.queue.add_after(key, delay)
             else:
-                self._failures.pop(key, None)
+                self.queue.forget(key)
                 metrics.RECONCILE.observe(time.monotonic() - since)
             finally:
                 self.queue.done(key)

@@ -1,4 +1,6 @@
-"""A coalescing work queue, as client-go's: a key waits at most once, and never runs twice at a time."""
+"""A coalescing, rate-limiting work queue, as client-go's: a key waits at most once, never runs twice at
+a time, and a key that failed comes back after a per-key exponential backoff (client-go's
+``ItemExponentialFailureRateLimiter``) until it is forgotten."""
 
 from __future__ import annotations
 
@@ -9,12 +11,39 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
+#: client-go's controller defaults are 5 ms doubling to 1000 s; the operator's writes are retried from
+#: half a second up to a minute
+BASE_DELAY = 0.5
+MAX_DELAY = 60.0
+
+
+class ExponentialBackoff(Generic[K]):
+    """Per-key exponential backoff: ``base * 2**failures``, at most ``cap``; ``forget`` starts afresh."""
+
+    def __init__(self, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> None:
+        self.base = base
+        self.cap = cap
+        self._failures: dict[K, int] = {}
+
+    def when(self, key: K) -> float:
+        """The delay before the key's next try; counts one more failure."""
+        n = self._failures.get(key, 0)
+        self._failures[key] = n + 1
+        return float(min(self.base * 2**n, self.cap))
+
+    def forget(self, key: K) -> None:
+        self._failures.pop(key, None)
+
+    def failures(self, key: K) -> int:
+        return self._failures.get(key, 0)
+
 
 class WorkQueue(Generic[K]):
     """``add`` marks a key dirty; ``get`` hands it to one worker; ``done`` requeues it if it was re-added
     while being processed. Many ``add`` calls before a worker picks the key up cost one run."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: ExponentialBackoff[K] | None = None) -> None:
+        self.limiter: ExponentialBackoff[K] = limiter if limiter is not None else ExponentialBackoff()
         self._ready: asyncio.Queue[K] = asyncio.Queue()
         self._dirty: dict[K, float] = {}  # key -> when it was first marked dirty
         self._processing: set[K] = set()
@@ -28,6 +57,16 @@ class WorkQueue(Generic[K]):
 
     def add_after(self, key: K, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    def add_rate_limited(self, key: K) -> float:
+        """The key failed: add it again after its backoff; the delay."""
+        delay = self.limiter.when(key)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        """The key succeeded: its next failure backs off from the start."""
+        self.limiter.forget(key)
 
     async def get(self) -> tuple[K, float]:
         """The next key and when it became dirty."""
