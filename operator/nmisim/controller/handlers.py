@@ -82,7 +82,7 @@ async def login(memo: kopf.Memo, logger: Any, settings: kopf.OperatorSettings, *
         old = ctl.writer
         o = ctl.options
         ctl.writer = Writer(KubeAPI(info, concurrency=o.concurrency, qps=o.qps, burst=o.burst))
-        if old is not None:
+        if isinstance(old, Writer):
             await old.api.close()
         else:
             ctl.start()
@@ -94,7 +94,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctl: Controller | None = memo.get("controller")
     if ctl is not None:
         await ctl.stop()
-        if ctl.writer is not None:
+        if isinstance(ctl.writer, Writer):
             await ctl.writer.api.close()
 
 

@@ -21,7 +21,7 @@ import aiohttp
 
 from nmisim.controller import metrics
 from nmisim.controller import status as S
-from nmisim.controller.writer import WriteError, Writer
+from nmisim.controller.writer import WriteError, Writer, WriterLike
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import (
     KIND_ASSIGNED,
@@ -138,7 +138,7 @@ class Options:
 
 @dataclass
 class Controller:
-    writer: Writer | None = None
+    writer: WriterLike | None = None  #: a Writer in the operator; reconciler tests pass a fake
     options: Options = field(default_factory=Options)
 
     def __post_init__(self) -> None:
@@ -231,7 +231,7 @@ class Controller:
         works. A kind whose CRD is not installed (404) has no objects. kopf's own indexes would do this,
         but their readiness bookkeeping waits object by object: O(n^2), 49 s to seed 11,000 pods and
         2,500 exceptions, identities and bindings (py-spy), against about 2 s here."""
-        assert self.writer is not None
+        assert isinstance(self.writer, Writer), "the start-up LIST needs the API client"
         api = self.writer.api
         delay = 0.5
         while True:

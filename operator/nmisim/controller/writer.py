@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 from nmisim.controller import metrics
@@ -40,6 +40,34 @@ def _check(what: str, resp: Response, *ok: int) -> Response:
     if resp.ok or resp.status in ok:
         return resp
     raise WriteError(what, resp)
+
+
+class WriterLike(Protocol):
+    """What the reconcilers write through (``Writer`` against the API server; a fake in the unit tests)."""
+
+    async def create_verdict(self, pod: Pod) -> Response: ...
+    async def get_verdict(self, namespace: str, name: str) -> Response: ...
+    async def patch_verdict_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> Response: ...
+    async def delete_verdict(self, namespace: str, name: str, uid: str | None = None) -> Response: ...
+    async def patch_exception_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> Response: ...
+    async def patch_config_status(self, name: str, status: Mapping[str, Any]) -> Response: ...
+    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]: ...
+    async def list_events(self) -> list[dict[str, Any]]: ...
+    async def post_event(
+        self,
+        *,
+        name: str,
+        namespace: str,
+        involved: Mapping[str, Any],
+        reason: str,
+        message: str,
+        warning: bool,
+        timestamp: str,
+    ) -> Response: ...
 
 
 class Writer:
