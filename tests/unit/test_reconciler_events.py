@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from fake_writer import FakeWriter
+
 from nmisim.controller import status as S
 from nmisim.controller.reconciler import Controller, VerdictRecord
 from nmisim.engine.models import KIND_POD, Pod
@@ -67,7 +69,12 @@ async def _test_an_unrecorded_later_event_is_corrected() -> None:
     # is back to denied: the Event must be followed by a third one, not left standing.
     assert ctl.announced([_event(1, S.REASON_DENIED), _event(2, S.REASON_EXEMPTED)]) == 2
     assert ctl.last_reason[UID] == (S.REASON_EXEMPTED, 2)
-    assert ctl._verdict_needs_write(("ns", "p"))
+    fake = FakeWriter()
+    ctl.writer = fake
+    await ctl.reconcile(("verdict", "ns", "p"))
+    assert fake.ops() == ["event", "patch"]
+    assert fake.calls[0][1] == (f"p.{UID[:8]}.3", S.REASON_DENIED)
+    assert fake.calls[1][1]["transitions"] == 3
 
 
 def test_older_or_foreign_events_change_nothing() -> None:
@@ -81,17 +88,10 @@ async def _test_older_or_foreign_events_change_nothing() -> None:
     ctl.announced([{**_event(5, S.REASON_EXEMPTED, other), "metadata": {"name": "p.00000000.5"}}])
     assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
     assert other not in ctl.last_reason
-    assert not ctl._verdict_needs_write(("ns", "p"))
-
-
-class _Lister:
-    """A writer that only lists: the pod is gone from the cluster at resourceVersion 10."""
-
-    def __init__(self, found: dict[tuple[str, str], str]) -> None:
-        self.found = found
-
-    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]:
-        return "10", self.found
+    fake = FakeWriter()
+    ctl.writer = fake
+    await ctl.reconcile(("verdict", "ns", "p"))
+    assert fake.ops() == []
 
 
 def test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
@@ -100,10 +100,15 @@ def test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
 
 async def _test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
     ctl, _ = await _seeded()
-    ctl.writer = _Lister({})  # type: ignore[assignment]
+    fake = FakeWriter()
+    fake.listed = ("10", {})  # the pod is gone from the cluster at resourceVersion 10
+    ctl.writer = fake
     assert await ctl.prune(KIND_POD) == 1
     assert ctl.world.get_pod("ns", "p") is None
-    assert ("verdict", "ns", "p") in ctl.queue._dirty  # its verdict is deleted next
+    assert len(ctl.queue) == 1  # its verdict is deleted next
+    key, _ = await ctl.queue.get()
+    await ctl.reconcile(key)
+    assert fake.ops() == ["delete"]
 
 
 def test_prune_keeps_objects_newer_than_the_list() -> None:
@@ -112,7 +117,9 @@ def test_prune_keeps_objects_newer_than_the_list() -> None:
 
 async def _test_prune_keeps_objects_newer_than_the_list() -> None:
     ctl, _ = await _seeded()
-    ctl.writer = _Lister({})  # type: ignore[assignment]
+    fake = FakeWriter()
+    fake.listed = ("10", {})
+    ctl.writer = fake
     ctl.world.upsert(_pod().model_copy(update={"resource_version": "11"}))
     assert await ctl.prune(KIND_POD) == 0
     assert ctl.world.get_pod("ns", "p") is not None

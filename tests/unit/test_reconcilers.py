@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from fake_writer import UID, FakeWriter, verdict_body
 
 from nmisim.controller import status as S
 from nmisim.controller.api import Response
@@ -20,7 +21,6 @@ from nmisim.controller.reconciler import Controller, ObjectRecord, VerdictRecord
 from nmisim.controller.writer import WriteError
 from nmisim.engine.models import Pod, PodIdentityException
 
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
 OTHER = "ffffffff-0000-4000-8000-000000000002"
 
 
@@ -40,70 +40,6 @@ def pod(labels: Mapping[str, str] | None = None, uid: str = UID) -> Pod:
             "status": {"phase": "Running", "podIP": "10.0.0.5"},
         }
     )
-
-
-def verdict_body(owner: str, status: Mapping[str, Any] | None = None, rv: str = "7") -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": "p",
-            "namespace": "ns",
-            "resourceVersion": rv,
-            "ownerReferences": [{"kind": "Pod", "uid": owner}],
-        },
-        "status": dict(status or {}),
-    }
-
-
-class FakeWriter:
-    """Records every write; answers as told (default: success, echoing a body)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.answers: dict[str, Response] = {}
-        self.existing: dict[str, Any] | None = None  # what GET nmiverdict returns
-
-    def _answer(self, op: str, body: Any) -> Response:
-        return self.answers.get(op) or Response(201 if op == "create" else 200, body)
-
-    async def create_verdict(self, pod: Pod) -> Response:
-        self.calls.append(("create", pod.name))
-        return self._answer("create", verdict_body(pod.uid, rv="8"))
-
-    async def get_verdict(self, namespace: str, name: str) -> Response:
-        self.calls.append(("get", name))
-        return Response(200, self.existing) if self.existing else Response(404, {})
-
-    async def patch_verdict_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Response:
-        self.calls.append(("patch", dict(status)))
-        return self._answer("patch", verdict_body(UID, status, rv="9"))
-
-    async def delete_verdict(self, namespace: str, name: str, uid: str | None = None) -> Response:
-        self.calls.append(("delete", name))
-        return Response(200, {})
-
-    async def patch_exception_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Response:
-        self.calls.append(("exception", dict(status)))
-        return Response(
-            200,
-            {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "20"}, "status": status},
-        )
-
-    async def patch_config_status(self, name: str, status: Mapping[str, Any]) -> Response:
-        self.calls.append(("config", dict(status)))
-        return Response(200, {"metadata": {"name": name, "resourceVersion": "30"}, "status": status})
-
-    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]:
-        return "1", {}
-
-    async def list_events(self) -> list[dict[str, Any]]:
-        return []
-
-    async def post_event(self, *, name: str, reason: str, **_: Any) -> Response:
-        self.calls.append(("event", (name, reason)))
-        return Response(201, {})
-
-    def ops(self) -> list[str]:
-        return [op for op, _ in self.calls]
 
 
 def controller(
