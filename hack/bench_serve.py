@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realpod import clients_pod
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = Path(os.environ.get("NMISIM_CLUSTER_DIR") or ROOT / ".cluster")
 KUBECONFIG = CLUSTER / "kubeconfig"
@@ -186,21 +188,13 @@ class Results:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def in_loader(*argv: str, check: bool = True, timeout: float = 120) -> str:
+    """Run a command in the loader pod (its own network namespace, on the real node); its stdout."""
+    return kubectl("exec", "-n", NS, "loader", "--", *argv, check=check, timeout=timeout)
+
+
 def load(args: list[str], duration: int) -> dict[str, Any]:
-    out = kubectl(
-        "exec",
-        "-n",
-        NS,
-        "loader",
-        "--",
-        "imdsload",
-        "-url",
-        TOKEN_URL,
-        "-d",
-        f"{duration}s",
-        *args,
-        timeout=duration + 60,
-    )
+    out = in_loader("imdsload", "-url", TOKEN_URL, "-d", f"{duration}s", *args, timeout=duration + 60)
     result: dict[str, Any] = json.loads(out)
     if result["errors"] or set(result["statuses"]) != {"200"}:
         raise SystemExit(
@@ -244,28 +238,9 @@ def setup(pods: int) -> None:
         "metadata": {"name": "bench"},
         "spec": {"azureIdentity": "bench", "selector": "bench"},
     }
-    loader = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "loader", "labels": {"aadpodidbinding": "bench"}},
-        "spec": {
-            "nodeSelector": {"nmisim.dev/node": "real"},
-            "tolerations": [
-                {"key": "nmisim.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-            ],
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "nmisim-clients:dev",
-                    "imagePullPolicy": "Never",
-                    "command": ["sleep", "infinity"],
-                    "resources": {"limits": {"cpu": "1", "memory": "128Mi"}},
-                }
-            ],
-        },
-    }
+    loader = clients_pod(
+        "loader", {"aadpodidbinding": "bench"}, resources={"limits": {"cpu": "1", "memory": "128Mi"}}
+    )
     apply([identity, binding, loader])
     kubectl("wait", "--for=condition=Ready", "pod/loader", "-n", NS, "--timeout=90s")
 
@@ -277,12 +252,7 @@ def agent_up() -> int:
     wait_for("the agent's rule", chain_present, timeout=120)
 
     def answers() -> bool:
-        out = kubectl(
-            "exec",
-            "-n",
-            NS,
-            "loader",
-            "--",
+        out = in_loader(
             "curl",
             "-s",
             "-o",

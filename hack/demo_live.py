@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from realpod import clients_pod
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -50,36 +51,18 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
 
 
 def pod(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {**labels, **LIVE}},
-        "spec": {
-            "nodeSelector": {"nmisim.dev/node": "real"},
-            "tolerations": [
-                {"key": "nmisim.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-            ],
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "nmisim-clients:dev",
-                    "imagePullPolicy": "Never",
-                    "command": ["sleep", "infinity"],
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65534,
-                        "allowPrivilegeEscalation": False,
-                    },
-                }
-            ],
-        },
-    }
+    return clients_pod(
+        name,
+        {**labels, **LIVE},
+        namespace=namespace,
+        container="app",
+        securityContext={"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False},
+    )
 
 
 def curl_argv(namespace: str, name: str) -> list[str]:
-    return [KUBECTL, "exec", "-n", namespace, name, "--", "curl", "-s", "-i", "--max-time", "200",
+    """kubectl's arguments for curl's token request from the pod, its time appended to the answer."""
+    return ["exec", "-n", namespace, name, "--", "curl", "-s", "-i", "--max-time", "200",
             "-H", "Metadata:true", "-w", "\n@@%{time_total}", URL]  # fmt: skip
 
 
@@ -121,13 +104,13 @@ def main() -> int:
         kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", ns, "--timeout=90s")
     # The agent sees a pod once the API server has its IP; the bound pod's 200 says it is known.
     deadline = time.monotonic() + 60
-    while parse(kubectl(*curl_argv("shop", "live-web")[1:], check=False))["status"] != 200:
+    while parse(kubectl(*curl_argv("shop", "live-web"), check=False))["status"] != 200:
         if time.monotonic() > deadline:
             raise SystemExit("demo: the agent did not answer the bound pod within 60 s")
         time.sleep(0.5)
 
     wants = {(ns, n): predicted(ns, n) for ns, n, _, _ in PODS}
-    waiting = {(ns, n): subprocess.Popen(curl_argv(ns, n), stdout=subprocess.PIPE, text=True)
+    waiting = {(ns, n): subprocess.Popen([KUBECTL, *curl_argv(ns, n)], stdout=subprocess.PIPE, text=True)
                for ns, n, _, _ in PODS}  # fmt: skip
     longest = max(w["waitSeconds"] for w in wants.values())
     say(f"curl from each pod at once; NMI holds the unbound pod's request {longest:.0f} s, as real NMI does")

@@ -138,6 +138,21 @@ docker_down() {
   done
 }
 
+docker_image() { # docker_image NAME KEY BASE_TAR DOCKERFILE CONTEXT [BUILD-ARG...]: nmisim-NAME:dev built
+  # offline on the image in BASE_TAR from CONTEXT (then removed), published as NAME's archive under KEY
+  local name=$1 k=$2 base_tar=$3 dockerfile=$4 ctx=$5; shift 5
+  docker_up
+  "$DOCKER" load -q -i "$base_tar" >/dev/null
+  say "docker build nmisim-$name:dev (no network)"
+  DOCKER_BUILDKIT=0 "$DOCKER" build -q --network none "$@" -f "$dockerfile" -t "nmisim-$name:dev" "$ctx" \
+    >"$IMG/work/$name-build.log" 2>&1 || die "docker build failed; see $IMG/work/$name-build.log"
+  "$DOCKER" save -o "$IMG/work/$name.tar" "nmisim-$name:dev"
+  publish "$name" "$k" "$IMG/work/$name.tar"
+  "$DOCKER" image prune -f >/dev/null 2>&1 || true
+  docker_down
+  rm -rf "$ctx"
+}
+
 build_operator() {
   local base_tar; base_tar=$(current base)
   local w; w=$(wheels)
@@ -150,17 +165,7 @@ build_operator() {
   cp -r "$ROOT/operator/nmisim" "$ctx/operator/"
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
   cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
-  docker_up
-  "$DOCKER" load -q -i "$base_tar" >/dev/null
-  say "docker build nmisim-operator:dev (no network)"
-  DOCKER_BUILDKIT=0 "$DOCKER" build -q --network none --build-arg PYTHON_IMAGE=nmisim-base:dev \
-    -f "$ROOT/operator/Dockerfile" -t nmisim-operator:dev "$ctx" >"$IMG/work/operator-build.log" 2>&1 \
-    || die "docker build failed; see $IMG/work/operator-build.log"
-  "$DOCKER" save -o "$IMG/work/operator.tar" nmisim-operator:dev
-  publish operator "$k" "$IMG/work/operator.tar"
-  "$DOCKER" image prune -f >/dev/null 2>&1 || true
-  docker_down
-  rm -rf "$ctx"
+  docker_image operator "$k" "$base_tar" "$ROOT/operator/Dockerfile" "$ctx" --build-arg PYTHON_IMAGE=nmisim-base:dev
   local size; size=$(tar -xOf "$(current operator)" manifest.json >/dev/null 2>&1 && du -h "$(current operator)" | cut -f1)
   say "nmisim-operator:dev built in $((SECONDS - t0)) s (archive $size)"
   echo "$((SECONDS - t0))" > "$IMG/operator.build-seconds"
@@ -211,17 +216,7 @@ build_clients() {
   cp "$ROOT/hack/images/clients/azpy.py" "$ctx/"
   cp "$bin/azgo" "$bin/imdsload" "$ctx/"
   cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
-  docker_up
-  "$DOCKER" load -q -i "$root_tar" >/dev/null
-  say "docker build nmisim-clients:dev (no network)"
-  DOCKER_BUILDKIT=0 "$DOCKER" build -q --network none -f "$ROOT/hack/images/clients/Dockerfile" \
-    -t nmisim-clients:dev "$ctx" >"$IMG/work/clients-build.log" 2>&1 \
-    || die "docker build failed; see $IMG/work/clients-build.log"
-  "$DOCKER" save -o "$IMG/work/clients.tar" nmisim-clients:dev
-  publish clients "$k" "$IMG/work/clients.tar"
-  "$DOCKER" image prune -f >/dev/null 2>&1 || true
-  docker_down
-  rm -rf "$ctx"
+  docker_image clients "$k" "$root_tar" "$ROOT/hack/images/clients/Dockerfile" "$ctx"
   say "nmisim-clients:dev built in $((SECONDS - t0)) s ($(du -h "$(current clients)" | cut -f1))"
 }
 

@@ -332,8 +332,8 @@ ensure_first() { # ensure_first iptables|ip6tables TABLE CHAIN RULE...
   return 0
 }
 kube_proxy_jumps_settled() {
-  local now last="" same=0 i
-  for i in $(seq 1 80); do
+  local now last="" same=0
+  for _ in $(seq 1 80); do
     now=$( { ipt -S FORWARD; ipt -S INPUT; ipt -t nat -S PREROUTING; ipt -t nat -S OUTPUT; } 2>/dev/null)
     if [[ $now == *"-j KUBE-FORWARD"* && $now == "$last" ]]; then
       ((++same >= 8)) && return 0
