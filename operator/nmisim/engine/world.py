@@ -250,7 +250,6 @@ class World:
     def _bindings_for(self, selector: str) -> list[AzureIdentityBinding]:
         return [self._bindings[k] for k in sorted(self._bindings_by_selector.get(selector, ()))]
 
-    _get_identity = get_identity
 
     def _standard_info(self, pod: Pod, node: str | None = None) -> _StandardInfo:
         """Assigned identities for a pod in standard mode (product.md §3), as NMI on ``node`` (default: the
@@ -275,7 +274,7 @@ class World:
             info.entries = entries_from_assigned(visible)
             return info
         info.mic = simulate_mic(
-            pod, self._bindings_for(pod.binding_label), self._get_identity, self._config.nmi
+            pod, self._bindings_for(pod.binding_label), self.get_identity, self._config.nmi
         )
         elsewhere = bool(nmi_node) and bool(pod.node_name) and pod.node_name != nmi_node
         info.entries = [] if elsewhere else info.mic.entries
@@ -292,7 +291,7 @@ class World:
         if self._config.managed:
             idents = []
             for b in self._managed_bindings(pod):
-                ident = self._get_identity(pod.namespace, b.azure_identity)
+                ident = self.get_identity(pod.namespace, b.azure_identity)
                 if ident is not None:
                     idents.append(ident)
             return select_managed(idents, pod, client_id, res_id)
@@ -507,7 +506,7 @@ class World:
 
     def _managed_findings(self, pod: Pod, out: list[Finding]) -> None:
         for b in self._managed_bindings(pod):
-            if self._get_identity(pod.namespace, b.azure_identity) is None:
+            if self.get_identity(pod.namespace, b.azure_identity) is None:
                 out.append(_missing_identity(b))
             if b.selector == "" and not pod.binding_label:
                 out.append(

@@ -36,12 +36,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InsecureRequestWarning
 
 from nmisim.engine.config import ConfigError, SimulationConfig
-from nmisim.engine.models import KIND_CONFIG as _KIND_CONFIG
-from nmisim.engine.models import (
-    KIND_EXCEPTION,
-    KIND_POD,
-    ModelError,
-)
+from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, KIND_POD, ModelError
 from nmisim.engine.resources import AAD_KINDS as AAD_RESOURCE_KINDS
 from nmisim.engine.resources import resource
 from nmisim.sources.files import ClusterError, Loaded, parse_object
@@ -58,9 +53,9 @@ __all__ = [
 
 AAD_GROUP: Final = resource(KIND_EXCEPTION).group
 AAD_VERSION: Final = resource(KIND_EXCEPTION).version
-NMISIM_GROUP: Final = resource(_KIND_CONFIG).group
-NMISIM_VERSION: Final = resource(_KIND_CONFIG).version
-CONFIG_PLURAL: Final = resource(_KIND_CONFIG).plural
+NMISIM_GROUP: Final = resource(KIND_CONFIG).group
+NMISIM_VERSION: Final = resource(KIND_CONFIG).version
+CONFIG_PLURAL: Final = resource(KIND_CONFIG).plural
 CONFIG_NAME: Final = "default"
 DEFAULT_NAMESPACE: Final = "default"
 PAGE_SIZE: Final = 500
