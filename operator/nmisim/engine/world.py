@@ -250,7 +250,6 @@ class World:
     def _bindings_for(self, selector: str) -> list[AzureIdentityBinding]:
         return [self._bindings[k] for k in sorted(self._bindings_by_selector.get(selector, ()))]
 
-
     def _standard_info(self, pod: Pod, node: str | None = None) -> _StandardInfo:
         """Assigned identities for a pod in standard mode (product.md §3), as NMI on ``node`` (default: the
         pod's own node) sees them.
