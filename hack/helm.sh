@@ -54,8 +54,9 @@ ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor"
 
 say "building helm (client-go $client_go)"
-with_progress "go build" nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp" helm.sh/helm/v3/cmd/helm
-mv "$BIN.tmp" "$BIN"
+# A temporary name of this run's own: two builds at once (make test's and a unit test's) must not collide.
+with_progress "go build" nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp.$$" helm.sh/helm/v3/cmd/helm
+mv "$BIN.tmp.$$" "$BIN"
 got=$("$BIN" version --template '{{.Version}}')
 [[ "$got" == "$HELM_VERSION" ]] || { say "built helm reports $got, not $HELM_VERSION"; exit 1; }
 say "helm $HELM_VERSION ready in $(elapsed) ($(du -h "$BIN" | cut -f1))"

@@ -16,7 +16,7 @@ import tracemalloc
 import kopf
 
 import nmisim.controller.handlers  # noqa: F401 - registers the handlers
-from nmisim.controller.reconciler import Options
+from nmisim.controller.controller import Options
 
 
 def main() -> int:

@@ -16,7 +16,8 @@ import kopf
 import yaml
 
 from bench.config import AUDIT_POLICY, Paths
-from nmisim.controller.api import KubeAPI, ssl_context
+from nmisim.controller.api import KubeAPI
+from nmisim.kube.connection import ssl_context
 
 
 def cluster_env(paths: Paths, environ: dict[str, str]) -> dict[str, str]:

@@ -63,9 +63,6 @@ class FakeWriter:
         self.calls.append(("config", dict(status)))
         return Response(200, {"metadata": {"name": name, "resourceVersion": "30"}, "status": status})
 
-    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]:
-        return self.listed
-
     async def list_events(self) -> list[dict[str, Any]]:
         return []
 

@@ -11,7 +11,8 @@ import pytest
 from tests.support import caught_up, parse_seeded
 
 from nmisim.controller import status as S
-from nmisim.controller.reconciler import Controller, ObjectRecord, VerdictRecord
+from nmisim.controller.controller import Controller
+from nmisim.controller.records import ObjectRecord, VerdictRecord
 from nmisim.engine.models import Pod, PodIdentityException
 
 
@@ -39,12 +40,12 @@ async def _seed() -> None:
         }
     )
     record = ObjectRecord.from_body({"metadata": {"resourceVersion": "3"}, "status": {}})
-    ctl.world.upsert(a)
-    ctl.world.upsert(exc)
+    ctl.store.world.upsert(a)
+    ctl.store.world.upsert(exc)
     verdict = VerdictRecord.from_body(
         {
             "metadata": {"resourceVersion": "7", "ownerReferences": [{"kind": "Pod", "uid": "uid-a"}]},
-            "status": S.verdict_status(ctl.world.evaluate(a), a),
+            "status": S.verdict_status(ctl.store.world.evaluate(a), a),
         }
     )
     # a: exempt by e, its verdict in step; b: no verdict yet (1 write); e: its status looked at again (1)
@@ -52,9 +53,9 @@ async def _seed() -> None:
 
 
 def test_the_seeded_line_says_what_was_listed_and_queued(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="nmisim.controller.reconciler"):
+    with caplog.at_level(logging.INFO, logger="nmisim.controller.intake"):
         asyncio.run(_seed())
-    log = f"[2026-01-01 00:00:00,000] nmisim.controller.re [INFO    ] {caplog.messages[-1]}\n"
+    log = f"[2026-01-01 00:00:00,000] nmisim.controller.in [INFO    ] {caplog.messages[-1]}\n"
     assert parse_seeded(log) == {"pods": 2, "exceptions": 1, "verdicts": 1, "pending": 2}
     assert parse_seeded(log, start=2) == {}  # a second start has not seeded yet
     assert parse_seeded(log + log.replace("2 pods", "5 pods"), start=2)["pods"] == 5

@@ -1,5 +1,5 @@
-"""The operator's memory across faults: Events of a run killed before it recorded them, and objects
-deleted while its watches were away."""
+"""The operator's memory across faults: Events of a run killed before it recorded them (objects deleted
+while its watches were away: tests/unit/test_informer.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 from fake_writer import FakeWriter
 
 from nmisim.controller import status as S
-from nmisim.controller.reconciler import Controller, VerdictRecord
-from nmisim.engine.models import KIND_POD, Pod
+from nmisim.controller.controller import Controller
+from nmisim.controller.records import VerdictRecord
+from nmisim.engine.models import Pod
 
 UID = "0a1b2c3d-0000-4000-8000-000000000001"
 
@@ -36,8 +37,8 @@ async def _seeded() -> tuple[Controller, Pod]:
     event loop, as in the operator."""
     ctl = Controller()
     pod = _pod()
-    ctl.world.upsert(pod)
-    result = ctl.world.evaluate(pod)
+    ctl.store.world.upsert(pod)
+    result = ctl.store.world.evaluate(pod)
     status = {**S.verdict_status(result, pod), "transitions": 1}
     record = VerdictRecord.from_body(
         {
@@ -56,7 +57,7 @@ def test_a_verdict_in_step_needs_no_write() -> None:
 async def _test_a_verdict_in_step_needs_no_write() -> None:
     ctl, _ = await _seeded()
     assert ctl.queue.idle
-    assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
+    assert ctl.recorder.last[UID] == (S.REASON_DENIED, 1)
 
 
 def test_an_unrecorded_later_event_is_corrected() -> None:
@@ -67,8 +68,8 @@ async def _test_an_unrecorded_later_event_is_corrected() -> None:
     ctl, _ = await _seeded()
     # An earlier run announced transition 2 (exempted) and was killed before writing the status; the pod
     # is back to denied: the Event must be followed by a third one, not left standing.
-    assert ctl.announced([_event(1, S.REASON_DENIED), _event(2, S.REASON_EXEMPTED)]) == 2
-    assert ctl.last_reason[UID] == (S.REASON_EXEMPTED, 2)
+    assert ctl.recorder.announced([_event(1, S.REASON_DENIED), _event(2, S.REASON_EXEMPTED)]) == 2
+    assert ctl.recorder.last[UID] == (S.REASON_EXEMPTED, 2)
     fake = FakeWriter()
     ctl.writer = fake
     await ctl.reconcile(("verdict", "ns", "p"))
@@ -84,42 +85,14 @@ def test_older_or_foreign_events_change_nothing() -> None:
 async def _test_older_or_foreign_events_change_nothing() -> None:
     ctl, _ = await _seeded()
     other = "ffffffff-0000-4000-8000-000000000002"
-    assert ctl.announced([_event(1, S.REASON_EXEMPTED), {"metadata": {"name": "x.y"}, "reason": "X"}]) == 1
-    ctl.announced([{**_event(5, S.REASON_EXEMPTED, other), "metadata": {"name": "p.00000000.5"}}])
-    assert ctl.last_reason[UID] == (S.REASON_DENIED, 1)
-    assert other not in ctl.last_reason
+    assert (
+        ctl.recorder.announced([_event(1, S.REASON_EXEMPTED), {"metadata": {"name": "x.y"}, "reason": "X"}])
+        == 1
+    )
+    ctl.recorder.announced([{**_event(5, S.REASON_EXEMPTED, other), "metadata": {"name": "p.00000000.5"}}])
+    assert ctl.recorder.last[UID] == (S.REASON_DENIED, 1)
+    assert other not in ctl.recorder.last
     fake = FakeWriter()
     ctl.writer = fake
     await ctl.reconcile(("verdict", "ns", "p"))
     assert fake.ops() == []
-
-
-def test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
-    asyncio.run(_test_prune_forgets_a_pod_deleted_while_the_watch_was_away())
-
-
-async def _test_prune_forgets_a_pod_deleted_while_the_watch_was_away() -> None:
-    ctl, _ = await _seeded()
-    fake = FakeWriter()
-    fake.listed = ("10", {})  # the pod is gone from the cluster at resourceVersion 10
-    ctl.writer = fake
-    assert await ctl.prune(KIND_POD) == 1
-    assert ctl.world.get_pod("ns", "p") is None
-    assert len(ctl.queue) == 1  # its verdict is deleted next
-    key, _ = await ctl.queue.get()
-    await ctl.reconcile(key)
-    assert fake.ops() == ["delete"]
-
-
-def test_prune_keeps_objects_newer_than_the_list() -> None:
-    asyncio.run(_test_prune_keeps_objects_newer_than_the_list())
-
-
-async def _test_prune_keeps_objects_newer_than_the_list() -> None:
-    ctl, _ = await _seeded()
-    fake = FakeWriter()
-    fake.listed = ("10", {})
-    ctl.writer = fake
-    ctl.world.upsert(_pod().model_copy(update={"resource_version": "11"}))
-    assert await ctl.prune(KIND_POD) == 0
-    assert ctl.world.get_pod("ns", "p") is not None

@@ -17,7 +17,8 @@ from fake_writer import UID, FakeWriter, verdict_body
 
 from nmisim.controller import status as S
 from nmisim.controller.api import Response
-from nmisim.controller.reconciler import Controller, ObjectRecord, VerdictRecord
+from nmisim.controller.controller import Controller
+from nmisim.controller.records import ObjectRecord, VerdictRecord
 from nmisim.controller.writer import WriteError
 from nmisim.engine.models import Pod, PodIdentityException
 
@@ -110,7 +111,7 @@ def test_a_verdict_deleted_under_the_patch_is_forgotten_and_queued_again() -> No
 
     fake, ctl = run(go())
     assert fake.ops() == ["create", "event", "patch"]
-    assert ("ns", "p") not in ctl.verdicts and len(ctl.queue) == 1
+    assert ("ns", "p") not in ctl.store.verdicts and len(ctl.queue) == 1
 
 
 def test_a_verdict_in_step_is_not_written_and_drift_is_put_back_without_an_event() -> None:
@@ -124,7 +125,9 @@ def test_a_verdict_in_step_is_not_written_and_drift_is_put_back_without_an_event
         await ctl2.reconcile(("verdict", "ns", "p"))
         # Someone edits the verdict under the running operator: its watch tells it; it puts the status
         # back, with no Event and no new transition (the pod did not change).
-        ctl.verdict_observed(verdict_body(UID, {**written, "verdict": "exempt"}, rv="10"), deleted=False)
+        ctl.intake.verdict_observed(
+            verdict_body(UID, {**written, "verdict": "exempt"}, rv="10"), deleted=False
+        )
         before = len(fake.calls)
         await ctl.reconcile(("verdict", "ns", "p"))
         return fake2.ops(), fake.ops()[before:], fake.calls[-1][1]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nmisim.agent.watch import sources
-from nmisim.controller.reconciler import LIST_PATHS
+from nmisim.controller.controller import WATCHED
 from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, KIND_POD
 from nmisim.engine.resources import AAD_KINDS, KIND_EVENT, KIND_VERDICT, RESOURCES, resource
 from nmisim.sources.cluster import AAD_KINDS as CLI_AAD_KINDS
@@ -60,7 +60,7 @@ def test_paths() -> None:
 
 
 def test_every_edge_takes_its_paths_from_the_registry() -> None:
-    assert {k: resource(k).path() for k in LIST_PATHS} == LIST_PATHS
+    assert all(w.path == resource(w.kind).path() for w in WATCHED)
     assert {s.kind: s.path for s in sources("n1")} == {
         k: resource(k).path() for k in (KIND_POD, *AAD_KINDS, KIND_CONFIG)
     }

@@ -7,26 +7,20 @@
 * ``SimulationConfig/default`` (field selector ``metadata.name=default``); the flags given on the command
   line override its fields (:func:`effective_config`).
 
-Each kind is an informer: a paginated LIST, then a WATCH from its resourceVersion with bookmarks; a
-``410 Gone`` (or an ERROR event) relists and drops what disappeared; connection errors back off and retry.
-A kind whose CRD is not installed (404) has no objects and is listed again every 30 s. Raw objects are
-parsed with the same ``from_k8s`` parsers as files (:func:`nmisim.sources.files.parse_object`) and dropped; an
-object the parsers reject is skipped with a warning.
+Each kind is an informer (:mod:`nmisim.kube.informer`, the operator's too): a paginated LIST, then a
+WATCH with bookmarks, a relist on ``410 Gone`` that drops what disappeared, backoff on errors. Raw objects
+are parsed with the same ``from_k8s`` parsers as files (:func:`nmisim.sources.files.parse_object`) and
+dropped; an object the parsers reject is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import quote
-
-import aiohttp
 
 from nmisim.engine.config import ConfigError, NMIConfig, SimulationConfig
 from nmisim.engine.models import (
@@ -35,30 +29,23 @@ from nmisim.engine.models import (
 )
 from nmisim.engine.resources import AAD_KINDS, resource
 from nmisim.engine.world import World
+from nmisim.kube.connection import Connection, Transport
+from nmisim.kube.informer import Informer, Watched
 from nmisim.sources.files import ClusterError, parse_object
 
 log = logging.getLogger("nmisim.agent.watch")
 
 KIND_CONFIG: Final = "SimulationConfig"
-PAGE: Final = 500
-WATCH_TIMEOUT: Final = 300
-MISSING_RETRY: Final = 30.0
+__all__ = ["ClusterWatch", "Connection", "Store", "connection_from_kubeconfig", "effective_config", "sources"]
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    kind: str
-    path: str
-    selector: str = ""
-
-
-def sources(node: str) -> list[Source]:
+def sources(node: str) -> list[Watched]:
     """What the agent watches (paths from :mod:`nmisim.engine.resources`): the pods on its node, the
     aad-pod-identity kinds everywhere, SimulationConfig/default."""
     return [
-        Source(KIND_POD, resource(KIND_POD).path(), f"spec.nodeName={node}"),
-        *(Source(kind, resource(kind).path()) for kind in AAD_KINDS),
-        Source(KIND_CONFIG, resource(KIND_CONFIG).path(), "metadata.name=default"),
+        Watched(KIND_POD, resource(KIND_POD).path(), f"spec.nodeName={node}"),
+        *(Watched(kind, resource(kind).path()) for kind in AAD_KINDS),
+        Watched(KIND_CONFIG, resource(KIND_CONFIG).path(), "metadata.name=default"),
     ]
 
 
@@ -77,7 +64,8 @@ def effective_config(base: SimulationConfig | None, overrides: Mapping[str, Any]
 
 
 class Store:
-    """Applies watch events to the World; knows which keys each kind holds (for relists)."""
+    """Applies watch events to the World; knows which keys each kind holds (for relists). It is the
+    informers' sink (:class:`nmisim.kube.informer.Sink`)."""
 
     def __init__(self, world: World, overrides: Mapping[str, Any]) -> None:
         self.world = world
@@ -123,6 +111,15 @@ class Store:
         for key in before - self.keys[kind]:
             self.world.remove(kind, *key)
 
+    async def upsert(self, kind: str, body: Mapping[str, Any]) -> None:
+        self.apply(kind, "ADDED", body)
+
+    async def delete(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
+        self.apply(kind, "DELETED", {"metadata": {"namespace": namespace, "name": name}})
+
+    async def synced(self, kind: str) -> None:
+        return None
+
     def _config(self, obj: Mapping[str, Any] | None) -> None:
         base: SimulationConfig | None = None
         if obj is not None:
@@ -139,15 +136,6 @@ class Store:
         if cfg != self.world.config:
             log.info("configuration: %s", cfg.nmi.model_dump())
         self.world.set_config(cfg)
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """How to reach the API server: base URL, TLS, and a function giving the Authorization header."""
-
-    server: str
-    ssl: ssl.SSLContext | bool
-    auth: Callable[[], dict[str, str]]
 
 
 def connection_from_kubeconfig(kubeconfig: str | None, context: str | None) -> Connection:
@@ -180,118 +168,6 @@ def connection_from_kubeconfig(kubeconfig: str | None, context: str | None) -> C
     return Connection(str(cfg.host).rstrip("/"), ctx, auth)
 
 
-class Gone(Exception):
-    """The watch's resourceVersion is too old (410): relist."""
-
-
-class Informer:
-    """LIST + WATCH of one kind into the store."""
-
-    def __init__(self, session: aiohttp.ClientSession, conn: Connection, src: Source, store: Store) -> None:
-        self.session = session
-        self.conn = conn
-        self.src = src
-        self.store = store
-        self.synced = asyncio.Event()
-        self.lists = 0
-
-    def _url(self, **params: str) -> str:
-        query = dict(params)
-        if self.src.selector:
-            query["fieldSelector"] = self.src.selector
-        qs = "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
-        return f"{self.conn.server}{self.src.path}?{qs}"
-
-    async def _get(self, url: str, timeout: float) -> aiohttp.ClientResponse:
-        return await self.session.get(
-            url, headers=self.conn.auth(), ssl=self.conn.ssl, timeout=aiohttp.ClientTimeout(total=timeout)
-        )
-
-    async def list(self) -> str | None:
-        """Relist into the store; the list's resourceVersion, or None when the kind is not served."""
-        items: list[Mapping[str, Any]] = []
-        token = ""
-        rv = ""
-        while True:
-            params = {"limit": str(PAGE)}
-            if token:
-                params["continue"] = token
-            resp = await self._get(self._url(**params), 60)
-            async with resp:
-                if resp.status == 404:
-                    self.store.replace(self.src.kind, [])
-                    return None
-                if resp.status != 200:
-                    raise RuntimeError(
-                        f"list {self.src.path}: HTTP {resp.status}: {(await resp.text())[:200]}"
-                    )
-                page = await resp.json()
-            items += [i for i in page.get("items") or [] if isinstance(i, Mapping)]
-            meta = page.get("metadata") or {}
-            token = meta.get("continue") or ""
-            rv = meta.get("resourceVersion") or rv
-            if not token:
-                break
-        self.store.replace(self.src.kind, items)
-        self.lists += 1
-        return rv
-
-    async def watch(self, rv: str) -> str:
-        """Stream events from ``rv``; returns the last resourceVersion when the server ends the watch."""
-        url = self._url(
-            watch="1", resourceVersion=rv, allowWatchBookmarks="true", timeoutSeconds=str(WATCH_TIMEOUT)
-        )
-        resp = await self._get(url, WATCH_TIMEOUT + 30)
-        async with resp:
-            if resp.status == 410:
-                raise Gone
-            if resp.status != 200:
-                raise RuntimeError(f"watch {self.src.path}: HTTP {resp.status}")
-            buf = b""
-            async for chunk in resp.content.iter_any():
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        rv = self._event(line, rv)
-        return rv
-
-    def _event(self, line: bytes, rv: str) -> str:
-        ev = json.loads(line)
-        kind = ev.get("type")
-        obj = ev.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise Gone
-            raise RuntimeError(f"watch {self.src.path}: {obj.get('message')}")
-        new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self.store.apply(self.src.kind, kind, obj)
-        return new_rv
-
-    async def run(self) -> None:
-        delay = 0.5
-        rv: str | None = None
-        while True:
-            try:
-                if rv is None:
-                    rv = await self.list()
-                    self.synced.set()
-                    if rv is None:
-                        await asyncio.sleep(MISSING_RETRY)
-                        continue
-                rv = await self.watch(rv)
-                delay = 0.5
-            except Gone:
-                rv = None
-            except asyncio.CancelledError:
-                raise
-            except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError, OSError) as exc:
-                log.warning("%s: %s; retrying in %.1f s", self.src.kind, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-
 class ClusterWatch:
     """All informers of one agent; :meth:`start` returns once each has listed once."""
 
@@ -299,14 +175,13 @@ class ClusterWatch:
         self.conn = conn
         self.node = node
         self.store = store
-        self.session: aiohttp.ClientSession | None = None
+        self.transport = Transport(conn)
         self.informers: list[Informer] = []
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 120.0) -> None:
-        self.session = aiohttp.ClientSession(headers={"Accept": "application/json"})
         for src in sources(self.node):
-            inf = Informer(self.session, self.conn, src, self.store)
+            inf = Informer(self.transport, src, self.store)
             self.informers.append(inf)
             self.tasks.append(asyncio.get_running_loop().create_task(inf.run()))
         try:
@@ -323,5 +198,4 @@ class ClusterWatch:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self.session is not None:
-            await self.session.close()
+        await self.transport.close()

@@ -11,16 +11,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 
 from nmisim import __version__
 from nmisim.controller import metrics
+from nmisim.kube.backoff import Backoff
+from nmisim.kube.connection import ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +71,12 @@ class TokenBucket:
                 await asyncio.sleep((1 - self.tokens) / self.qps)
 
 
-def ssl_context(info: Any) -> ssl.SSLContext | bool:
-    if info.insecure:
-        return False
-    ctx = ssl.create_default_context()
-    if info.ca_path:
-        ctx.load_verify_locations(cafile=info.ca_path)
-    elif info.ca_data:
-        data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-        ctx.load_verify_locations(cadata=data)
-    if info.certificate_path and info.private_key_path:
-        ctx.load_cert_chain(info.certificate_path, info.private_key_path)
-    elif info.certificate_data and info.private_key_data:
-        raise ValueError("inline client certificate data is not supported; use file paths")
-    return ctx
+class ListError(RuntimeError):
+    """A LIST the API server refused."""
+
+    def __init__(self, what: str, resp: Response) -> None:
+        super().__init__(f"{what}: HTTP {resp.status}: {resp.message}")
+        self.status = resp.status
 
 
 class KubeAPI:
@@ -119,7 +113,7 @@ class KubeAPI:
         headers = {"Content-Type": content_type} if data is not None else {}
         if accept:
             headers["Accept"] = accept
-        delay = 0.2
+        backoff = Backoff(base=0.2, cap=10.0)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             await self._bucket.acquire()
             started = time.monotonic()
@@ -135,9 +129,9 @@ class KubeAPI:
                 metrics.API_REQUESTS.labels(kind=kind, verb=method, code="error").inc()
                 if attempt == MAX_ATTEMPTS:
                     raise
+                delay = backoff.next()
                 log.warning("%s %s failed (%s); retrying in %.1fs", method, path, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
                 continue
             finally:
                 metrics.API_LATENCY.labels(verb=method).observe(time.monotonic() - started)
@@ -147,31 +141,36 @@ class KubeAPI:
             except ValueError:
                 parsed = text
             if status in RETRYABLE and attempt < MAX_ATTEMPTS:
-                wait = delay
+                wait = backoff.next()
                 if retry_after:
                     with contextlib.suppress(ValueError):
                         wait = max(float(retry_after), 0.0)
                 log.warning("%s %s answered %d; retrying in %.1fs", method, path, status, wait)
                 await asyncio.sleep(wait)
-                delay = min(delay * 2, 10.0)
                 continue
             return Response(status, parsed)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def pages(
-        self, path: str, *, kind: str = "", limit: int = 500, missing_ok: bool = False
+        self,
+        path: str,
+        *,
+        kind: str = "",
+        limit: int = 500,
+        missing_ok: bool = False,
+        accept: str | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """The items of a LIST, page by page (so that no more than a page of raw bodies is held).
         ``missing_ok``: a 404 (the kind's CRD is not installed) is an empty list."""
         token = ""
         while True:
             sep = "&" if "?" in path else "?"
-            query = f"{sep}limit={limit}" + (f"&continue={token}" if token else "")
-            resp = await self.request("GET", path + query, kind=kind)
+            query = f"{sep}limit={limit}" + (f"&continue={quote(token)}" if token else "")
+            resp = await self.request("GET", path + query, kind=kind, accept=accept)
             if resp.status == 404 and missing_ok:
                 return
             if not resp.ok:
-                raise RuntimeError(f"list {path}: HTTP {resp.status}: {resp.message}")
+                raise ListError(f"list {path}", resp)
             yield resp.body.get("items") or []
             token = (resp.body.get("metadata") or {}).get("continue") or ""
             if not token:

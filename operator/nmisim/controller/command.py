@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass
 import logging
+import os
+import secrets
+import socket
 from typing import Any
 
 
@@ -32,12 +37,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def peering_identity() -> str:
+    """This replica's name among its peers, as kopf makes one (``POD_ID``, else user@host/time/random):
+    given to kopf and to the operator's peering gate, which must know which peer it is."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return f"{getpass.getuser()}@{socket.gethostname()}/{stamp}/{secrets.token_hex(2)}"
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here: the offline subcommands need neither kopf nor the operator's handlers.
     import kopf  # noqa: PLC0415
 
     import nmisim.controller.handlers  # noqa: F401, PLC0415 - registers the handlers
-    from nmisim.controller.reconciler import Options  # noqa: PLC0415
+    from nmisim.controller.controller import Options  # noqa: PLC0415
 
     if args.concurrency < 1 or args.api_qps < 0 or args.api_burst < 1:
         raise ValueError("--concurrency and --api-burst must be at least 1, --api-qps not negative")
@@ -47,15 +62,21 @@ def run(args: argparse.Namespace) -> int:
         # kopf logs every handled event at INFO: thousands of lines per minute on a busy cluster.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     options = Options(
-        concurrency=args.concurrency, qps=args.api_qps, burst=args.api_burst, metrics_port=args.metrics_port
+        concurrency=args.concurrency,
+        qps=args.api_qps,
+        burst=args.api_burst,
+        metrics_port=args.metrics_port,
+        namespaces=() if args.all_namespaces else tuple(args.namespace),
     )
+    identity = peering_identity()
     kopf.run(
+        identity=identity,  # type: ignore[arg-type]  # kopf.Identity: a NewType of str, not exported
         standalone=args.standalone or None,
         peering_name=args.peering,
         priority=args.priority,
         liveness_endpoint=args.liveness,
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
-        memo=kopf.Memo(options=options),
+        memo=kopf.Memo(options=options, identity=identity),
     )
     return 0

@@ -9,12 +9,14 @@ import time
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
+from nmisim.kube import backoff
+
 K = TypeVar("K", bound=Hashable)
 
 #: client-go's controller defaults are 5 ms doubling to 1000 s; the operator's writes are retried from
 #: half a second up to a minute
-BASE_DELAY = 0.5
-MAX_DELAY = 60.0
+BASE_DELAY = backoff.BASE
+MAX_DELAY = backoff.CAP
 
 
 class ExponentialBackoff(Generic[K]):
@@ -29,7 +31,7 @@ class ExponentialBackoff(Generic[K]):
         """The delay before the key's next try; counts one more failure."""
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
-        return float(min(self.base * 2**n, self.cap))
+        return backoff.delay(n, self.base, self.cap)
 
     def forget(self, key: K) -> None:
         self._failures.pop(key, None)
@@ -79,6 +81,10 @@ class WorkQueue(Generic[K]):
         self._processing.discard(key)
         if key in self._dirty:
             self._ready.put_nowait(key)
+
+    def waiting(self) -> list[K]:
+        """The keys waiting for a worker, oldest first."""
+        return list(self._dirty)
 
     def __len__(self) -> int:
         return len(self._dirty)

@@ -6,17 +6,15 @@ import os
 import socket
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
-from urllib.parse import quote
 
 from nmisim.controller import metrics
-from nmisim.controller.api import KubeAPI, Response
+from nmisim.controller.api import KubeAPI, ListError, Response
 from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, Pod
 from nmisim.engine.resources import KIND_EVENT, KIND_VERDICT, resource
 
 MERGE: Final = "application/merge-patch+json"
 COMPONENT: Final = "nmisim"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "nmisim"}
-METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class WriteError(RuntimeError):
@@ -55,7 +53,6 @@ class WriterLike(Protocol):
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> Response: ...
     async def patch_config_status(self, name: str, status: Mapping[str, Any]) -> Response: ...
-    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]: ...
     async def list_events(self) -> list[dict[str, Any]]: ...
     async def post_event(
         self,
@@ -140,41 +137,15 @@ class Writer:
             metrics.WRITES.labels(kind="simulationconfigs/status").inc()
         return _check(f"patch simulationconfig {name} status", resp, 404)
 
-    async def list_metadata(self, path: str) -> tuple[str, dict[tuple[str, str], str]]:
-        """Names and resourceVersions of every object of a kind (metadata only, 500 per page), and the
-        list's resourceVersion: what exists at one point in time."""
-        found: dict[tuple[str, str], str] = {}
-        token, version = "", ""
-        while True:
-            query = "limit=500" + (f"&continue={quote(token)}" if token else "")
-            resp = await self.api.request("GET", f"{path}?{query}", kind="list", accept=METADATA_LIST)
-            if not resp.ok:
-                raise WriteError(f"list {path}", resp)
-            meta = resp.body.get("metadata") or {}
-            version = version or str(meta.get("resourceVersion") or "")
-            for item in resp.body.get("items") or []:
-                m = item.get("metadata") or {}
-                key = (str(m.get("namespace") or ""), str(m.get("name") or ""))
-                found[key] = str(m.get("resourceVersion") or "")
-            token = meta.get("continue") or ""
-            if not token:
-                return version, found
-
     async def list_events(self) -> list[dict[str, Any]]:
         """The Pod Events this operator posted (all namespaces), read page by page."""
-        items: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            query = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnmisim"
-            query += "&fieldSelector=involvedObject.kind%3DPod&limit=500"
-            query += f"&continue={quote(token)}" if token else ""
-            resp = await self.api.request("GET", f"{resource(KIND_EVENT).path()}?{query}", kind="events")
-            if not resp.ok:
-                raise WriteError("list events", resp)
-            items.extend(resp.body.get("items") or [])
-            token = (resp.body.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return items
+        query = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dnmisim"
+        query += "&fieldSelector=involvedObject.kind%3DPod"
+        path = f"{resource(KIND_EVENT).path()}?{query}"
+        try:
+            return [item async for page in self.api.pages(path, kind="events") for item in page]
+        except ListError as exc:
+            raise WriteError("list events", Response(exc.status, {"message": str(exc)})) from None
 
     async def post_event(
         self,

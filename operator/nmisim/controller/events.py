@@ -1,0 +1,143 @@
+"""The Event recorder: one core/v1 Event per transition, named so that a transition posted twice (a run
+killed between the Event and the status that records it) is refused with 409 and stays one Event.
+
+* a pod's Events are ``<pod>.<uid[:8]>.<n>``, ``n`` the pod's transition number, reasons IMDSIntercepted,
+  IMDSDenied (Warning), IMDSExempted and IMDSBypassed;
+* an exception's are ``<name>.<uid[:8]>.<reason>.<epoch of the previous transition>``, reasons
+  ExceptionMatchesPods and ExceptionMatchesNoPods (Warning).
+
+It remembers the last transition announced per pod: read back at start from the Events earlier runs
+posted, updated by every transition, kept when someone else deletes a verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nmisim.controller import status as S
+from nmisim.controller.records import ObjectRecord
+from nmisim.controller.writer import WriteError, WriterLike
+from nmisim.engine.models import KIND_EXCEPTION, Pod
+from nmisim.engine.resources import resource
+from nmisim.kube.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+
+class EventRecorder:
+    def __init__(self, writer: WriterLike | None = None) -> None:
+        self.writer = writer
+        self.last: dict[str, tuple[str | None, int]] = {}  # pod uid -> (reason, transition number)
+        self.loaded = asyncio.Event()  # set once the Events of earlier runs are known
+
+    # --- what was announced -------------------------------------------------------------------------
+
+    def remember(self, uid: str, reason: str | None, transitions: int) -> None:
+        """Keep the latest transition known for a pod: the one with the highest number, whether a
+        verdict's status or an Event of an earlier run says so."""
+        known = self.last.get(uid)
+        if known is None or transitions > known[1]:
+            self.last[uid] = (reason, transitions)
+
+    def forget(self, uid: str) -> None:
+        self.last.pop(uid, None)
+
+    def announced(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Learn the transitions earlier runs announced (their Events); how many."""
+        n = 0
+        for event in events:
+            name = str((event.get("metadata") or {}).get("name") or "")
+            uid = str((event.get("involvedObject") or {}).get("uid") or "")
+            number = name.rsplit(".", 1)[-1]
+            if uid and number.isdigit() and name.split(".")[-2:-1] == [uid[:8]]:
+                self.remember(uid, event.get("reason"), int(number))
+                n += 1
+        return n
+
+    def stale(self, uid: str, reason: str | None) -> bool:
+        """The last Event announced for this pod says something else than ``reason``, its verdict's (an
+        earlier run posted an Event and was killed before recording it, and the pod went back since)."""
+        known = self.last.get(uid)
+        return known is not None and known[0] != reason
+
+    def transition(
+        self, uid: str, recorded: Mapping[str, Any], desired: Mapping[str, Any]
+    ) -> tuple[bool, int]:
+        """Whether the desired verdict is a transition, and the pod's transition number after it. What
+        the operator last announced wins over what the verdict says: an edited verdict is drift."""
+        if uid in self.last:
+            old_reason, count = self.last[uid]
+        else:
+            old_reason, count = S.event_reason(recorded), int(recorded.get("transitions") or 0)
+        changed = old_reason != S.event_reason(desired)
+        return changed, count + 1 if changed else count
+
+    async def load(self) -> None:
+        """Read the Events of earlier runs, retrying until it works (a 403: go on without them)."""
+        assert self.writer is not None
+        backoff = Backoff()
+        while not self.loaded.is_set():
+            try:
+                n = self.announced(await self.writer.list_events())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, WriteError) and exc.status == 403:
+                    log.warning("cannot list this operator's Events (%s): a restart may repeat one", exc)
+                    self.loaded.set()
+                    return
+                wait = backoff.next()
+                log.warning("listing this operator's Events failed: %s; retrying in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
+            else:
+                log.info("%d pod Events of earlier runs known", n)
+                self.loaded.set()
+
+    # --- posting -----------------------------------------------------------------------------------
+
+    async def pod(self, pod: Pod, desired: Mapping[str, Any], number: int, stamp: str) -> None:
+        """Announce a pod's transition ``number`` to ``desired`` (nothing for an inactive verdict)."""
+        assert self.writer is not None
+        reason = S.event_reason(desired)
+        if reason is not None:
+            await self.writer.post_event(
+                name=f"{pod.name}.{pod.uid[:8]}.{number}",
+                namespace=pod.namespace,
+                involved={
+                    "apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+                    "uid": pod.uid, "resourceVersion": pod.resource_version,
+                },
+                reason=reason,
+                message=S.event_message(desired),
+                warning=reason == S.REASON_DENIED,
+                timestamp=stamp,
+            )  # fmt: skip
+
+    def recorded(self, uid: str, desired: Mapping[str, Any], number: int) -> None:
+        """The verdict now records transition ``number`` (after its status write: a write that failed
+        announces the same transition, under the same name, again)."""
+        self.last[uid] = (S.event_reason(desired), number)
+
+    async def exception(
+        self, namespace: str, name: str, record: ObjectRecord, matches: bool, message: str
+    ) -> None:
+        """Announce that an exception starts or stops exempting pods."""
+        assert self.writer is not None
+        reason = S.REASON_EXC_MATCHES if matches else S.REASON_EXC_NO_MATCH
+        previous = S.ready_condition(record.status) or {}
+        await self.writer.post_event(
+            name=f"{name}.{record.uid[:8]}.{reason.lower()}.{S.epoch(previous.get('lastTransitionTime'))}",
+            namespace=namespace,
+            involved={
+                "apiVersion": resource(KIND_EXCEPTION).api_version, "kind": KIND_EXCEPTION,
+                "name": name, "namespace": namespace, "uid": record.uid,
+                "resourceVersion": record.resource_version,
+            },
+            reason=reason,
+            message=message,
+            warning=not matches,
+            timestamp=S.now(),
+        )  # fmt: skip

@@ -1,0 +1,286 @@
+"""The informers' sink: watch events into the store, and what they affect (:mod:`.projector`) onto the
+work queue. Until :meth:`Intake.seed` (every informer has listed once) objects are only stored; the
+seed evaluates every pod once, so the first answers already see every exception, binding and verdict,
+and a restart with nothing changed writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from nmisim.controller import status as S
+from nmisim.controller.events import EventRecorder
+from nmisim.controller.projector import CONFIG_KEY, WorkKey, exception_keys, pods_affected, verdict_key
+from nmisim.controller.records import ObjectRecord, VerdictRecord, rv
+from nmisim.controller.store import CONFIG_NAME, Store
+from nmisim.controller.verdicts import VerdictReconciler
+from nmisim.controller.workqueue import WorkQueue
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.models import (
+    KIND_CONFIG,
+    KIND_EXCEPTION,
+    KIND_POD,
+    AzureAssignedIdentity,
+    AzureIdentity,
+    AzureIdentityBinding,
+    Model,
+    Pod,
+    PodIdentityException,
+)
+from nmisim.engine.resources import KIND_VERDICT, resource
+from nmisim.engine.world import World
+
+log = logging.getLogger(__name__)
+
+CHUNK: Final = 500  # pods re-evaluated between yields to the event loop
+RECREATE_DELAY: Final = 1.0  # seconds before putting back a verdict someone deleted
+
+
+class Intake:
+    def __init__(
+        self,
+        store: Store,
+        queue: WorkQueue[WorkKey],
+        verdicts: VerdictReconciler,
+        recorder: EventRecorder,
+        *,
+        exception_batch: float = 2.0,
+        namespaces: Iterable[str] = (),
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.verdicts = verdicts
+        self.recorder = recorder
+        self.exception_batch = exception_batch
+        self.namespaces = tuple(namespaces)  # glob patterns; none: every namespace
+        self.seeded = False
+        self._batches: set[str] = set()
+
+    # --- the Sink protocol (nmisim.kube.informer) --------------------------------------------------
+
+    async def upsert(self, kind: str, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        if not self._served(kind, str(meta.get("namespace") or "")):
+            return
+        if kind == KIND_VERDICT:
+            self.verdict_observed(body, deleted=False)
+        elif kind == KIND_CONFIG:
+            if meta.get("name") == CONFIG_NAME:
+                await self.config_changed(body)
+        else:
+            obj = parse(kind, body)
+            if obj is None:  # one the engine cannot read is as good as gone
+                await self.delete(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""), "")
+            elif isinstance(obj, Pod):
+                self.pod_changed(obj, terminating=meta.get("deletionTimestamp") is not None)
+            elif isinstance(obj, PodIdentityException):
+                await self.exception_changed(obj, ObjectRecord.from_body(body))
+            else:
+                await self.identity_object_changed(obj)
+
+    async def delete(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
+        if not self._served(kind, namespace):
+            return
+        if kind == KIND_POD:
+            self.pod_deleted(namespace, name)
+        elif kind == KIND_EXCEPTION:
+            await self.exception_deleted(namespace, name)
+        elif kind == KIND_VERDICT:
+            meta = {"namespace": namespace, "name": name, "resourceVersion": resource_version}
+            self.verdict_observed({"metadata": meta}, deleted=True)
+        elif kind == KIND_CONFIG:
+            if name == CONFIG_NAME:
+                await self.config_changed(None)
+        else:
+            await self.identity_object_deleted(kind, namespace, name)
+
+    async def synced(self, kind: str) -> None:
+        return None
+
+    def _served(self, kind: str, namespace: str) -> bool:
+        if not self.namespaces or not resource(kind).namespaced:
+            return True
+        return any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces)
+
+    # --- seeding -----------------------------------------------------------------------------------
+
+    def seed(self) -> None:
+        """Every informer has listed once: evaluate every pod, queue what differs."""
+        if self.seeded:
+            return
+        store = self.store
+        for verdict in store.verdicts.values():
+            if verdict.owner_uid and verdict.status:
+                self.recorder.remember(
+                    verdict.owner_uid,
+                    S.event_reason(verdict.status),
+                    int(verdict.status.get("transitions") or 0),
+                )
+        for pod in list(store.world.pods()):
+            self._evaluate(pod)
+        self.seeded = True
+        for ns, name in list(store.verdicts):
+            if store.world.get_pod(ns, name) is None:
+                self.queue.add(verdict_key(ns, name))
+        for ns, name in store.exceptions:
+            self.queue.add(("exception", ns, name))
+        log.info(
+            "seeded: %d pods, %d exceptions, %d verdicts; %d writes pending",
+            len(store),
+            len(store.exceptions),
+            len(store.verdicts),
+            len(self.queue),
+        )
+
+    def recheck(self) -> None:
+        """Look at every pod's verdict again (the Events of earlier runs became known)."""
+        for pod in list(self.store.world.pods()):
+            if self.verdicts.needs_write((pod.namespace, pod.name)):
+                self.queue.add(verdict_key(pod.namespace, pod.name))
+
+    # --- per kind ----------------------------------------------------------------------------------
+
+    def pod_changed(self, pod: Pod, terminating: bool = False) -> None:
+        store, key = self.store, (pod.namespace, pod.name)
+        known = store.world.get_pod(*key)
+        if (
+            known is not None
+            and known.uid == pod.uid
+            and rv(pod.resource_version) < rv(known.resource_version)
+        ):
+            return  # an older event than what is known
+        if terminating:
+            store.terminating.add(key)
+        else:
+            store.terminating.discard(key)
+        store.world.upsert(pod)
+        if self.seeded:
+            self._evaluate(pod)
+
+    def pod_deleted(self, namespace: str, name: str) -> None:
+        pod = self.store.world.get_pod(namespace, name)
+        if pod is not None:
+            self.recorder.forget(pod.uid)
+        old = self.store.forget_pod(namespace, name)
+        if not self.seeded:
+            return
+        if old is not None and old.exceptions:
+            self._mark_exceptions(namespace)
+        if (namespace, name) in self.store.verdicts:
+            self.queue.add(verdict_key(namespace, name))
+
+    async def exception_changed(self, exc: PodIdentityException, record: ObjectRecord) -> None:
+        store, key = self.store, (exc.namespace, exc.name)
+        if record.newer_or_equal(store.exceptions.get(key)):
+            store.exceptions[key] = record
+        if store.world.get_exception(*key) != exc:
+            store.world.upsert(exc)
+            await self._reevaluate(KIND_EXCEPTION, exc.namespace, exc.name)
+        if self.seeded:
+            self.queue.add(("exception", exc.namespace, exc.name))
+
+    async def exception_deleted(self, namespace: str, name: str) -> None:
+        self.store.exceptions.pop((namespace, name), None)
+        if self.store.world.remove(KIND_EXCEPTION, namespace, name):
+            await self._reevaluate(KIND_EXCEPTION, namespace, name)
+
+    async def identity_object_changed(
+        self, obj: AzureIdentity | AzureIdentityBinding | AzureAssignedIdentity
+    ) -> None:
+        if _lookup(self.store.world, obj) == obj:
+            return
+        self.store.world.upsert(obj)
+        await self._reevaluate(obj.kind, obj.namespace, obj.name)
+
+    async def identity_object_deleted(self, kind: str, namespace: str, name: str) -> None:
+        if self.store.world.remove(kind, namespace, name):
+            await self._reevaluate(kind, namespace, name)
+
+    async def config_changed(self, body: Mapping[str, Any] | None) -> None:
+        if self.store.apply_config(body):
+            await self._reevaluate(KIND_CONFIG, "", CONFIG_NAME)
+
+    def verdict_observed(self, body: Mapping[str, Any], deleted: bool) -> None:
+        """An NMIVerdict changed in the cluster: remember it; if it no longer says what the engine says
+        (edited or deleted by someone else), put it back."""
+        store = self.store
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if deleted:
+            known = store.verdicts.get(key)
+            if known is not None and rv(str(meta.get("resourceVersion") or "")) >= rv(known.resource_version):
+                del store.verdicts[key]
+            if self.seeded and store.world.get_pod(*key) is not None and key not in store.terminating:
+                # Deleted by someone else, or by the garbage collector a moment before the pod's own
+                # DELETED event reaches us: look again shortly rather than race the pod's deletion.
+                self.queue.add_after(verdict_key(*key), RECREATE_DELAY)
+            return
+        record = VerdictRecord.from_body(body)
+        if not record.newer_or_equal(store.verdicts.get(key)):
+            return  # an older event than what a write already told us
+        store.verdicts[key] = record
+        if self.seeded and self.verdicts.needs_write(key):
+            self.queue.add(verdict_key(*key))
+
+    # --- evaluation --------------------------------------------------------------------------------
+
+    def _evaluate(self, pod: Pod) -> None:
+        evaluation = self.store.evaluate(pod)
+        if evaluation.changed and evaluation.exceptions_touched:
+            self._mark_exceptions(pod.namespace)
+        if self.verdicts.needs_write((pod.namespace, pod.name)):
+            self.queue.add(verdict_key(pod.namespace, pod.name))
+
+    async def _reevaluate(self, kind: str, namespace: str, name: str) -> None:
+        if not self.seeded:
+            return
+        for i, pod in enumerate(pods_affected(self.store.world, kind, namespace, name), 1):
+            self._evaluate(pod)
+            if i % CHUNK == 0:
+                await asyncio.sleep(0)
+        if kind == KIND_CONFIG:
+            self.queue.add(CONFIG_KEY)
+
+    def _mark_exceptions(self, namespace: str) -> None:
+        """Exception status follows pod changes in batches: the first change in a namespace schedules one
+        recount of its exceptions ``exception_batch`` seconds later, and every change until then rides
+        along. Verdicts stay immediate; a burst of changes costs one status write per exception."""
+        if not self.seeded or namespace in self._batches:
+            return
+        self._batches.add(namespace)
+        asyncio.get_running_loop().call_later(self.exception_batch, self._flush_exceptions, namespace)
+
+    def _flush_exceptions(self, namespace: str) -> None:
+        self._batches.discard(namespace)
+        for key in exception_keys(self.store.world, namespace):
+            self.queue.add(key)
+
+
+def parse(kind: str, body: Mapping[str, Any]) -> Model | None:
+    """An engine model of a Kubernetes object; None, with a warning, for one the engine cannot read (the
+    operator never stops on an object the API server accepted)."""
+    try:
+        cls = resource(kind).model
+        parsed = cls.from_k8s(body) if cls is not None else None
+        if isinstance(parsed, SimulationConfig) or parsed is None:  # pragma: no cover - engine kinds only
+            raise ValueError(f"{kind} is not a kind the engine evaluates")
+        model: Model = parsed
+    except ValueError as exc:
+        meta = body.get("metadata") or {}
+        log.warning("ignored: %s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), exc)
+        return None
+    return model
+
+
+def _lookup(world: World, obj: Model) -> Model | None:
+    """The object the world holds under ``obj``'s kind and key (O(1))."""
+    if isinstance(obj, AzureIdentity):
+        return world.get_identity(obj.namespace, obj.name)
+    if isinstance(obj, AzureIdentityBinding):
+        return world.get_binding(obj.namespace, obj.name)
+    if isinstance(obj, AzureAssignedIdentity):
+        return world.get_assigned(obj.namespace, obj.name)
+    return None

@@ -1,0 +1,36 @@
+"""A change → what it can affect. Pure functions of the World: which pods must be evaluated again, and
+which keys of the work queue an evaluation concerns. No I/O, no state of its own."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from nmisim.engine.models import KIND_EXCEPTION, KIND_POD, Pod
+from nmisim.engine.world import World
+
+WorkKind = Literal["verdict", "exception", "config"]
+WorkKey = tuple[WorkKind, str, str]
+
+CONFIG_KEY: WorkKey = ("config", "", "default")
+
+
+def pods_affected(world: World, kind: str, namespace: str, name: str) -> list[Pod]:
+    """The pods whose answer a change of this object can change: a pod itself; every pod of an
+    exception's namespace (exceptions match only their own namespace); every pod for identities,
+    bindings, assigned identities and the configuration (bindings match across namespaces by default,
+    and the configuration is NMI's flags)."""
+    if kind == KIND_POD:
+        pod = world.get_pod(namespace, name)
+        return [] if pod is None else [pod]
+    if kind == KIND_EXCEPTION:
+        return [p for p in world.pods() if p.namespace == namespace]
+    return list(world.pods())
+
+
+def verdict_key(namespace: str, name: str) -> WorkKey:
+    return ("verdict", namespace, name)
+
+
+def exception_keys(world: World, namespace: str) -> list[WorkKey]:
+    """The status of every exception of a namespace (they count its exempted pods)."""
+    return [("exception", namespace, e.name) for e in world.exceptions(namespace)]

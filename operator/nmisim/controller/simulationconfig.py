@@ -1,0 +1,36 @@
+"""The SimulationConfig/default status reconciler: totals per verdict, findings per code, and whether
+NMI would accept the configuration (a Ready condition)."""
+
+from __future__ import annotations
+
+from nmisim.controller import status as S
+from nmisim.controller.records import ObjectRecord
+from nmisim.controller.store import CONFIG_NAME, Store
+from nmisim.controller.writer import WriterLike
+
+
+class ConfigReconciler:
+    def __init__(self, store: Store, writer: WriterLike | None) -> None:
+        self.store = store
+        self.writer = writer
+
+    async def reconcile(self) -> None:
+        assert self.writer is not None
+        store = self.store
+        record = store.config_record
+        if record is None:
+            return
+        desired = S.config_status(
+            S.totals(store.results()), record.generation, store.config_error, record.status
+        )
+        if S.config_semantic(desired) == S.config_semantic(record.status):
+            return
+        # A merge patch merges maps: codes that are gone must be sent as null to be removed.
+        stale = dict.fromkeys(record.status.get("findings") or {})
+        resp = await self.writer.patch_config_status(
+            CONFIG_NAME, {**desired, "findings": {**stale, **desired["findings"]}}
+        )
+        if resp.ok:
+            fresh = ObjectRecord.from_body(resp.body)
+            if fresh.newer_or_equal(store.config_record):
+                store.config_record = fresh

@@ -1,0 +1,1 @@
+"""Kubernetes plumbing shared by the operator and the node agent: a connection, one backoff, informers."""

@@ -1,0 +1,199 @@
+"""The shared informer (nmisim.kube.informer) against a fake API server: a paginated LIST, WATCH events
+and bookmarks, a 410 (as an ERROR event) answered by a relist that deletes what is gone, a kind that is
+not served; and the operator's controller fed by its informers: seeded once every kind is listed, a pod
+deleted while the watch was away forgotten at the relist and its verdict deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from fake_writer import FakeWriter
+
+from nmisim.controller.controller import WATCHED, Controller
+from nmisim.controller.records import VerdictRecord
+from nmisim.kube.connection import Connection, Transport
+from nmisim.kube.informer import Informer, Watched
+
+UID = "0a1b2c3d-0000-4000-8000-000000000001"
+
+
+def pod(name: str, rv: str = "1") -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"{UID[:-1]}{len(name)}", "resourceVersion": rv},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.5"},
+    }
+
+
+class FakeApi:
+    """Pods: LIST in pages of ``page`` (continue tokens), WATCH from the queue ``events``; every other
+    collection is empty, and ``missing`` ones answer 404."""
+
+    def __init__(self, pods: list[dict[str, Any]], page: int = 2) -> None:
+        self.pods = pods
+        self.page = page
+        self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.missing: set[str] = set()
+        self.requests: list[str] = []
+        self.app = web.Application()
+        self.app.router.add_get("/{tail:.*}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request.path_qs)
+        if any(request.path.endswith(m) for m in self.missing):
+            return web.json_response({"kind": "Status", "code": 404}, status=404)
+        watching = request.query.get("watch") == "1"
+        if request.path != "/api/v1/pods":
+            if watching:
+                await asyncio.sleep(3600)
+            return web.json_response({"items": [], "metadata": {"resourceVersion": "5"}})
+        if watching:
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            while (ev := await self.events.get()) is not None:
+                await resp.write(json.dumps(ev).encode() + b"\n")
+            return resp
+        start = int(request.query.get("continue") or 0)
+        items = self.pods[start : start + self.page]
+        more = start + self.page < len(self.pods)
+        meta = {"resourceVersion": "10", "continue": str(start + self.page) if more else ""}
+        return web.json_response({"items": items, "metadata": meta})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def upsert(self, kind: str, body: Mapping[str, Any]) -> None:
+        self.calls.append(("upsert", body["metadata"]["name"], body["metadata"]["resourceVersion"]))
+
+    async def delete(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
+        self.calls.append(("delete", name, resource_version))
+
+    async def synced(self, kind: str) -> None:
+        self.calls.append(("synced",))
+
+
+async def serve(api: FakeApi) -> tuple[web.AppRunner, Transport]:
+    runner = web.AppRunner(api.app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, Transport(Connection(f"http://127.0.0.1:{port}", False, dict))
+
+
+async def until(check: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def _informer_scenario() -> None:
+    api = FakeApi([pod("a"), pod("b"), pod("c")])
+    runner, transport = await serve(api)
+    sink = Recorder()
+    informer = Informer(transport, Watched("Pod", "/api/v1/pods", field_selector="spec.nodeName=n1"), sink)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        # three pods in two pages, then synced once
+        assert sink.calls == [("upsert", n, "1") for n in "abc"] + [("synced",)]
+        assert sum("continue=2" in r for r in api.requests) == 1
+        assert all("fieldSelector=spec.nodeName%3Dn1" in r for r in api.requests)
+        await api.events.put({"type": "ADDED", "object": pod("d", "11")})
+        await api.events.put({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}})
+        await api.events.put({"type": "DELETED", "object": pod("a", "13")})
+        await until(lambda: len(sink.calls) == 6)
+        assert sink.calls[4:] == [("upsert", "d", "11"), ("delete", "a", "13")]
+        # 410 as an ERROR event: relist; "b" is gone meanwhile, and is deleted at the list's version
+        api.pods = [pod("c", "14"), pod("d", "14")]
+        await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+        await until(lambda: ("synced",) in sink.calls[6:])
+        assert sink.calls[6:] == [
+            ("upsert", "c", "14"),
+            ("upsert", "d", "14"),
+            ("delete", "b", "10"),
+            ("synced",),
+        ]
+        assert informer.lists == 2 and informer.keys == {("ns", "c"), ("ns", "d")}
+        # a watch from the list's resourceVersion, with bookmarks
+        assert "resourceVersion=10" in api.requests[-1] and "allowWatchBookmarks=true" in api.requests[-1]
+    finally:
+        task.cancel()
+        await api.events.put(None)
+        await runner.cleanup()
+        await transport.close()
+
+
+def test_list_watch_bookmark_and_relist_after_410() -> None:
+    asyncio.run(_informer_scenario())
+
+
+async def _missing_scenario() -> None:
+    api = FakeApi([])
+    api.missing.add("/azureidentities")
+    runner, transport = await serve(api)
+    sink = Recorder()
+    informer = Informer(transport, Watched("AzureIdentity", "/apis/x/v1/azureidentities"), sink)
+    informer.keys = {("ns", "old")}  # held from before the CRD was removed
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        assert sink.calls == [("delete", "old", ""), ("synced",)]
+    finally:
+        task.cancel()
+        await runner.cleanup()
+        await transport.close()
+
+
+def test_a_kind_that_is_not_served_has_no_objects() -> None:
+    asyncio.run(_missing_scenario())
+
+
+async def _controller_scenario() -> None:
+    api = FakeApi([pod("a"), pod("bb")])
+    api.missing.add("/simulationconfigs")
+    runner, transport = await serve(api)
+    fake = FakeWriter()
+    ctl = Controller(writer=fake)
+    ctl.recorder.loaded.set()
+    ctl.informers = [Informer(transport, w, ctl.intake) for w in WATCHED]
+    tasks = [asyncio.create_task(i.run()) for i in ctl.informers]
+    try:
+        await ctl._seed_when_synced()
+        assert ctl.seeded and len(ctl.store) == 2
+        assert sorted(k for k in ctl.queue.waiting() if k[0] == "verdict") == [
+            ("verdict", "ns", "a"),
+            ("verdict", "ns", "bb"),
+        ]
+        # "bb" is deleted while the watch is away (410): the relist forgets it, its verdict goes next
+        ctl.store.verdicts[("ns", "bb")] = _record("bb")  # as if written
+        api.pods = [pod("a")]
+        await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+        await until(lambda: ctl.store.world.get_pod("ns", "bb") is None)
+        await ctl.reconcile(("verdict", "ns", "bb"))
+        assert fake.ops() == ["delete"]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await api.events.put(None)
+        await runner.cleanup()
+        await transport.close()
+
+
+def _record(name: str) -> VerdictRecord:
+    owner = {"kind": "Pod", "uid": pod(name)["metadata"]["uid"]}
+    meta = {"resourceVersion": "3", "ownerReferences": [owner]}
+    return VerdictRecord.from_body({"metadata": meta, "status": {"verdict": "intercepted"}})
+
+
+def test_the_controller_seeds_from_its_informers_and_forgets_what_a_relist_lacks() -> None:
+    asyncio.run(_controller_scenario())
