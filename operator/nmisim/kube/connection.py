@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 
-#: ``observe(kind, verb, code)``: counts a request (the operator's /metrics); code "error" when none came
+#: ``observe(kind, verb, code)``: counts a request (the operator's /metrics; verb is the HTTP method, as
+#: for its writes); code "error" when no answer came
 Observer = Callable[[str, str, str], None]
 
 
@@ -62,7 +63,7 @@ class Transport:
 
     async def get(self, path: str, timeout: float, *, kind: str = "") -> aiohttp.ClientResponse:
         """Start a GET (the caller reads and releases the response)."""
-        verb = "WATCH" if "watch=1" in path else "LIST"
+        verb = "GET"
         try:
             resp = await self.session.get(
                 self.conn.server + path,
