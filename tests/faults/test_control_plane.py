@@ -118,7 +118,7 @@ def test_watch_expiry_410_relists(local: Cluster, operators: OperatorFactory, na
     converge(local, [namespace], timeout=60)
     seconds = time.monotonic() - resumed
     settle(op)
-    gone = op.log.read_text(errors="replace").count("Restarting the watch-stream")
+    gone = op.log.read_text(errors="replace").count("relisting after 410 Gone")
     assert gone >= 1, "no 410 Gone seen in the operator's log"
     audit = audit_events(local, [namespace])
     assert audit.problems == [], audit.problems[:10]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from aiohttp import web
 from fake_writer import FakeWriter
 
@@ -133,8 +135,11 @@ async def _informer_scenario() -> None:
         await transport.close()
 
 
-def test_list_watch_bookmark_and_relist_after_410() -> None:
-    asyncio.run(_informer_scenario())
+def test_list_watch_bookmark_and_relist_after_410(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="nmisim.kube.informer"):
+        asyncio.run(_informer_scenario())
+    # the line the fault suite counts (tests/faults/test_control_plane.py)
+    assert "Pod: relisting after 410 Gone (the resourceVersion is too old)" in caplog.messages
 
 
 async def _missing_scenario() -> None:

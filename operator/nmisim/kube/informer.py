@@ -191,6 +191,7 @@ class Informer:
                 rv = await self.watch(rv)
                 backoff.reset()
             except Gone:
+                log.info("%s: relisting after 410 Gone (the resourceVersion is too old)", self.watched.kind)
                 rv = None
             except asyncio.CancelledError:
                 raise
