@@ -32,7 +32,7 @@ def _event(number: int, reason: str, uid: str = UID) -> dict[str, Any]:
     return {"metadata": {"name": f"p.{uid[:8]}.{number}"}, "involvedObject": {"uid": uid}, "reason": reason}
 
 
-async def _seeded() -> tuple[Controller, Pod]:
+async def _seeded(stamp: str | None = None) -> tuple[Controller, Pod]:
     """A controller whose pod has a verdict that is up to date with the engine (transition 1); inside an
     event loop, as in the operator."""
     ctl = Controller()
@@ -40,6 +40,8 @@ async def _seeded() -> tuple[Controller, Pod]:
     ctl.store.world.upsert(pod)
     result = ctl.store.world.evaluate(pod)
     status = {**S.verdict_status(result, pod), "transitions": 1}
+    if stamp is not None:
+        status["lastTransitionTime"] = stamp
     record = VerdictRecord.from_body(
         {
             "metadata": {"resourceVersion": "7", "ownerReferences": [{"kind": "Pod", "uid": UID}]},
@@ -73,9 +75,10 @@ async def _test_an_unrecorded_later_event_is_corrected() -> None:
     fake = FakeWriter()
     ctl.writer = fake
     await ctl.reconcile(("verdict", "ns", "p"))
-    assert fake.ops() == ["event", "patch"]
-    assert fake.calls[0][1] == (f"p.{UID[:8]}.3", S.REASON_DENIED)
-    assert fake.calls[1][1]["transitions"] == 3
+    await ctl.recorder.flush()
+    assert fake.ops() == ["patch", "event"]
+    assert fake.calls[0][1]["transitions"] == 3
+    assert fake.calls[1][1] == (f"p.{UID[:8]}.3", S.REASON_DENIED)
 
 
 def test_older_or_foreign_events_change_nothing() -> None:
@@ -96,3 +99,34 @@ async def _test_older_or_foreign_events_change_nothing() -> None:
     ctl.writer = fake
     await ctl.reconcile(("verdict", "ns", "p"))
     assert fake.ops() == []
+
+
+def test_a_transition_recorded_without_its_event_is_announced_at_start() -> None:
+    asyncio.run(_test_a_transition_recorded_without_its_event_is_announced_at_start())
+
+
+async def _test_a_transition_recorded_without_its_event_is_announced_at_start() -> None:
+    """A run killed between a verdict's status (transition 1, just now) and its Event: the next run
+    posts the Event, under the transition's name; once, and not when the Events are unknown or the
+    transition is older than REANNOUNCE_WITHIN."""
+    ctl, _ = await _seeded(stamp=S.now())
+    fake = FakeWriter()
+    ctl.writer = fake
+    ctl.recorder.known = True  # the Events of earlier runs were read: none for this pod
+    ctl.recorder.loaded.set()
+    assert ctl.intake.announce_missing() == 1
+    assert ctl.intake.announce_missing() == 0  # once
+    await ctl.recorder.flush()
+    assert fake.calls == [("event", (f"p.{UID[:8]}.1", S.REASON_DENIED))]
+    # already announced: nothing
+    ctl2, _ = await _seeded(stamp=S.now())
+    ctl2.recorder.known = True
+    ctl2.recorder.announced([_event(1, S.REASON_DENIED)])
+    ctl2.recorder.loaded.set()
+    assert ctl2.intake.announce_missing() == 0
+    # Events unknown (403), or the transition long past: nothing
+    for stamp, known in ((S.now(), False), ("2026-01-01T00:00:00Z", True)):
+        ctl3, _ = await _seeded(stamp=stamp)
+        ctl3.recorder.known = known
+        ctl3.recorder.loaded.set()
+        assert ctl3.intake.announce_missing() == 0

@@ -2,8 +2,8 @@
 that matter (a new verdict, a 409 on create adopted or refused, a verdict deleted under a patch, drift,
 a verdict in step, an exception's matched pods, findings cleared from SimulationConfig's status).
 
-Only public entry points are used: ``seed`` (the start-up LIST), ``reconcile(key)`` (what a worker runs)
-and the writes the fake records.
+Only public entry points are used: ``seed`` (the start-up LIST), ``reconcile(key)`` (what a worker runs),
+``recorder.flush()`` (what the Event posters do) and the writes the fake records.
 """
 
 from __future__ import annotations
@@ -60,12 +60,14 @@ def test_a_new_pod_gets_a_verdict_one_event_and_its_status() -> None:
     async def go() -> FakeWriter:
         ctl, fake = controller(pod())
         await ctl.reconcile(("verdict", "ns", "p"))
+        assert fake.ops() == ["create", "patch"] and ctl.recorder.pending == 1  # the Event follows
+        await ctl.recorder.flush()
         return fake
 
     fake = run(go())
-    assert fake.ops() == ["create", "event", "patch"]
-    assert fake.calls[1][1] == (f"p.{UID[:8]}.1", S.REASON_DENIED)
-    status = fake.calls[2][1]
+    assert fake.ops() == ["create", "patch", "event"]
+    assert fake.calls[2][1] == (f"p.{UID[:8]}.1", S.REASON_DENIED)
+    status = fake.calls[1][1]
     assert status["transitions"] == 1 and status["observedPodResourceVersion"] == "5"
 
 
@@ -75,9 +77,10 @@ def test_a_409_on_create_adopts_the_pods_own_verdict() -> None:
         fake.answers["create"] = Response(409, {"message": "exists"})
         fake.existing = verdict_body(UID)
         await ctl.reconcile(("verdict", "ns", "p"))
+        await ctl.recorder.flush()
         return fake
 
-    assert run(go()).ops() == ["create", "get", "event", "patch"]
+    assert run(go()).ops() == ["create", "get", "patch", "event"]
 
 
 def test_a_409_for_another_pods_verdict_is_an_error_and_nothing_more_is_written() -> None:
@@ -97,9 +100,10 @@ def test_a_verdict_of_an_earlier_pod_with_the_same_name_is_replaced() -> None:
         old = VerdictRecord.from_body(verdict_body(OTHER, {"verdict": "intercepted"}))
         ctl, fake = controller(pod(), {("ns", "p"): old})
         await ctl.reconcile(("verdict", "ns", "p"))
+        await ctl.recorder.flush()
         return fake
 
-    assert run(go()).ops() == ["delete", "create", "event", "patch"]
+    assert run(go()).ops() == ["delete", "create", "patch", "event"]
 
 
 def test_a_verdict_deleted_under_the_patch_is_forgotten_and_queued_again() -> None:
@@ -107,10 +111,11 @@ def test_a_verdict_deleted_under_the_patch_is_forgotten_and_queued_again() -> No
         ctl, fake = controller(pod())
         fake.answers["patch"] = Response(404, {"message": "not found"})
         await ctl.reconcile(("verdict", "ns", "p"))
+        await ctl.recorder.flush()
         return fake, ctl
 
     fake, ctl = run(go())
-    assert fake.ops() == ["create", "event", "patch"]
+    assert fake.ops() == ["create", "patch"]  # a transition not recorded is not announced
     assert ("ns", "p") not in ctl.store.verdicts and len(ctl.queue) == 1
 
 

@@ -5,7 +5,8 @@ per kind.
   parsed models in the :class:`Store` and puts the keys a change affects (:mod:`.projector`) on the queue;
 * workers take keys off the rate-limited :class:`WorkQueue` and run the kind's reconciler
   (:mod:`.verdicts`, :mod:`.exceptions`, :mod:`.simulationconfig`), writing through a ``WriterLike``;
-* Events go through the :class:`EventRecorder`; the SimulationConfig totals and the gauges are published
+* Events go through the :class:`EventRecorder`, which posts a transition's Event after the status that
+  records it, from a queue of its own; the SimulationConfig totals and the gauges are published
   at most every ``status_interval`` seconds;
 * with kopf's peering, everything but the read-back of earlier Events waits for the :class:`PeeringGate`.
 """
@@ -50,6 +51,11 @@ from nmisim.kube.connection import Transport
 from nmisim.kube.informer import Informer, Watched
 
 log = logging.getLogger(__name__)
+
+#: Event posters beside the ``concurrency`` status writers: in a mass transition statuses get most of
+#: the API budget, Events follow
+EVENT_WORKERS: Final = 2
+STOP_FLUSH: Final = 5.0  # seconds a clean stop spends posting queued Events
 
 #: what the operator watches, all namespaces (paths from :mod:`nmisim.engine.resources`)
 WATCHED: Final = (
@@ -133,11 +139,17 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        if self.recorder.pending and self.writer is not None:  # a clean stop posts what it recorded
+            try:
+                await asyncio.wait_for(self.recorder.flush(), STOP_FLUSH)
+            except Exception as exc:
+                log.warning("%d Event(s) left unposted at stop: %s", self.recorder.pending, exc)
 
     async def _load_events(self) -> None:
         await self.recorder.load()
         if self.seeded:  # seeded before: look again at what earlier runs announced
             self.intake.recheck()
+            self.intake.announce_missing()
 
     async def _serve(self, gate: PeeringGate) -> None:
         """Informers, workers and the status loop while the gate is active; cancelled when it pauses."""
@@ -152,6 +164,10 @@ class Controller:
                 for n in range(self.options.concurrency)
             ]
             tasks.append(asyncio.create_task(self._status_loop(), name="nmisim-status"))
+            tasks += [
+                asyncio.create_task(self._announcer(), name=f"nmisim-events-{n}")
+                for n in range(EVENT_WORKERS)
+            ]
             try:
                 await gate.paused.wait()
             finally:
@@ -165,6 +181,11 @@ class Controller:
     async def _seed_when_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
         self.intake.seed()
+        self.intake.announce_missing()
+
+    async def _announcer(self) -> None:
+        await self.recorder.loaded.wait()
+        await self.recorder.run()
 
     async def _worker(self) -> None:
         await self.recorder.loaded.wait()

@@ -6,16 +6,27 @@ killed between the Event and the status that records it) is refused with 409 and
 * an exception's are ``<name>.<uid[:8]>.<reason>.<epoch of the previous transition>``, reasons
   ExceptionMatchesPods and ExceptionMatchesNoPods (Warning).
 
-It remembers the last transition announced per pod: read back at start from the Events earlier runs
-posted, updated by every transition, kept when someone else deletes a verdict.
+A pod's verdict status is written first and its Event after it, from a queue of the recorder's own
+(:meth:`EventRecorder.announce`, :meth:`EventRecorder.run`): statuses are what users and tests wait for,
+and when a transition moves a thousand pods at once their statuses are not held behind a thousand
+Events in the API budget. The status records the transition (its number and time) before the Event
+announces it: a run killed in between leaves a transition without its Event, and the next run posts it
+(:meth:`EventRecorder.missing`: the Events earlier runs posted are read back at start), if the
+transition is still the pod's latest and recent (:data:`REANNOUNCE_WITHIN`; Events expire after an hour
+by default, so older transitions cannot be told from announced ones).
+
+It also remembers the last transition known per pod (the highest number a verdict or an Event tells),
+kept when someone else deletes a verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from nmisim.controller import status as S
 from nmisim.controller.records import ObjectRecord
@@ -26,12 +37,27 @@ from nmisim.kube.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
+#: a transition recorded without its Event (a run killed in between) is announced by the next run when
+#: it is at most this old (seconds)
+REANNOUNCE_WITHIN: Final = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    pod: Pod
+    desired: Mapping[str, Any]
+    number: int
+    stamp: str
+
 
 class EventRecorder:
     def __init__(self, writer: WriterLike | None = None) -> None:
         self.writer = writer
         self.last: dict[str, tuple[str | None, int]] = {}  # pod uid -> (reason, transition number)
-        self.loaded = asyncio.Event()  # set once the Events of earlier runs are known
+        self.posted: dict[str, int] = {}  # pod uid -> the highest transition number announced
+        self.loaded = asyncio.Event()  # set once the Events of earlier runs are known (or cannot be)
+        self.known = False  # whether they could be read
+        self._pending: asyncio.Queue[Announcement] = asyncio.Queue()
 
     # --- what was announced -------------------------------------------------------------------------
 
@@ -54,8 +80,16 @@ class EventRecorder:
             number = name.rsplit(".", 1)[-1]
             if uid and number.isdigit() and name.split(".")[-2:-1] == [uid[:8]]:
                 self.remember(uid, event.get("reason"), int(number))
+                self.posted[uid] = max(self.posted.get(uid, 0), int(number))
                 n += 1
         return n
+
+    def missing(self, uid: str, number: int, stamp: str | None) -> bool:
+        """Whether transition ``number``, recorded at ``stamp``, was never announced and is recent enough
+        to be announced now (only when the Events of earlier runs could be read)."""
+        if not self.known or number <= self.posted.get(uid, 0):
+            return False
+        return time.time() - S.epoch(stamp) <= REANNOUNCE_WITHIN
 
     def stale(self, uid: str, reason: str | None) -> bool:
         """The last Event announced for this pod says something else than ``reason``, its verdict's (an
@@ -94,27 +128,63 @@ class EventRecorder:
                 await asyncio.sleep(wait)
             else:
                 log.info("%d pod Events of earlier runs known", n)
+                self.known = True
                 self.loaded.set()
 
     # --- posting -----------------------------------------------------------------------------------
 
-    async def pod(self, pod: Pod, desired: Mapping[str, Any], number: int, stamp: str) -> None:
-        """Announce a pod's transition ``number`` to ``desired`` (nothing for an inactive verdict)."""
+    def announce(self, pod: Pod, desired: Mapping[str, Any], number: int, stamp: str) -> None:
+        """Queue the Event of a pod's transition ``number`` to ``desired`` (none for an inactive verdict);
+        :meth:`run` posts it."""
+        if S.event_reason(desired) is not None:
+            self._pending.put_nowait(Announcement(pod, desired, number, stamp))
+
+    @property
+    def pending(self) -> int:
+        return self._pending.qsize()
+
+    async def run(self) -> None:
+        """Post queued Events, one at a time, in order; a failure is retried after a backoff."""
+        backoff = Backoff()
+        while True:
+            item = await self._pending.get()
+            while True:
+                try:
+                    await self._post(item)
+                except asyncio.CancelledError:
+                    self._pending.put_nowait(item)  # kept for when the gate opens again
+                    raise
+                except Exception as exc:
+                    wait = backoff.next()
+                    log.warning("Event %s.%s: %s; retrying in %.1fs", item.pod.name, item.number, exc, wait)
+                    await asyncio.sleep(wait)
+                else:
+                    backoff.reset()
+                    break
+
+    async def flush(self) -> None:
+        """Post every queued Event now (the unit tests; a clean stop)."""
+        while not self._pending.empty():
+            await self._post(self._pending.get_nowait())
+
+    async def _post(self, item: Announcement) -> None:
         assert self.writer is not None
+        pod, desired = item.pod, item.desired
         reason = S.event_reason(desired)
-        if reason is not None:
-            await self.writer.post_event(
-                name=f"{pod.name}.{pod.uid[:8]}.{number}",
-                namespace=pod.namespace,
-                involved={
-                    "apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
-                    "uid": pod.uid, "resourceVersion": pod.resource_version,
-                },
-                reason=reason,
-                message=S.event_message(desired),
-                warning=reason == S.REASON_DENIED,
-                timestamp=stamp,
-            )  # fmt: skip
+        assert reason is not None
+        await self.writer.post_event(
+            name=f"{pod.name}.{pod.uid[:8]}.{item.number}",
+            namespace=pod.namespace,
+            involved={
+                "apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+                "uid": pod.uid, "resourceVersion": pod.resource_version,
+            },
+            reason=reason,
+            message=S.event_message(desired),
+            warning=reason == S.REASON_DENIED,
+            timestamp=item.stamp,
+        )  # fmt: skip
+        self.posted[pod.uid] = max(self.posted.get(pod.uid, 0), item.number)
 
     def recorded(self, uid: str, desired: Mapping[str, Any], number: int) -> None:
         """The verdict now records transition ``number`` (after its status write: a write that failed

@@ -58,6 +58,7 @@ class Intake:
         self.namespaces = tuple(namespaces)  # glob patterns; none: every namespace
         self.seeded = False
         self._batches: set[str] = set()
+        self._announced_missing = False
 
     # --- the Sink protocol (nmisim.kube.informer) --------------------------------------------------
 
@@ -134,6 +135,29 @@ class Intake:
             len(store.verdicts),
             len(self.queue),
         )
+
+    def announce_missing(self) -> int:
+        """Announce the transitions verdicts record but no Event does (a run killed between the status
+        and its Event), when they are still what the pod calls for; how many. Once, when both the
+        store is seeded and the Events of earlier runs are known."""
+        if self._announced_missing or not self.seeded or not self.recorder.loaded.is_set():
+            return 0
+        self._announced_missing = True
+        store, n = self.store, 0
+        for key, record in store.verdicts.items():
+            pod = store.world.get_pod(*key)
+            number = int(record.status.get("transitions") or 0)
+            if pod is None or record.owner_uid != pod.uid or not number:
+                continue
+            stamp = record.status.get("lastTransitionTime")
+            if self.recorder.missing(pod.uid, number, stamp) and store.verdict_in_step(key, record):
+                desired = store.desired_verdict(pod)
+                if desired is not None:
+                    self.recorder.announce(pod, desired, number, str(stamp))
+                    n += 1
+        if n:
+            log.info("%d transition(s) recorded by an earlier run without their Event: announced", n)
+        return n
 
     def recheck(self) -> None:
         """Look at every pod's verdict again (the Events of earlier runs became known)."""

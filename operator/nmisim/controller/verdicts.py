@@ -1,7 +1,8 @@
 """The NMIVerdict reconciler: one verdict per pod, owned by it, saying what the engine says.
 
 The desired status is built once per reconcile, from the result the store keeps; whether a write is
-needed is decided from digests (:meth:`needs_write`, no status built)."""
+needed is decided from digests (:meth:`needs_write`, no status built). A transition's Event is queued
+once the status records it (:mod:`.events`)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,6 @@ class VerdictReconciler:
             return
         changed, number = self.recorder.transition(pod.uid, record.status, desired)
         stamp = S.now()
-        if changed:
-            await self.recorder.pod(pod, desired, number, stamp)
         body = dict(desired)
         body["observedPodResourceVersion"] = pod.resource_version
         body["lastTransitionTime"] = stamp if changed else record.status.get("lastTransitionTime", stamp)
@@ -75,6 +74,8 @@ class VerdictReconciler:
             self.queue.add(verdict_key(namespace, name))
             return
         self.recorder.recorded(pod.uid, desired, number)
+        if changed:  # announced once recorded (events.py)
+            self.recorder.announce(pod, desired, number, stamp)
         fresh = VerdictRecord.from_body(resp.body)
         if fresh.newer_or_equal(store.verdicts.get(key)):
             store.verdicts[key] = fresh
