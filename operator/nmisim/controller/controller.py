@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 
 #: Event posters beside the ``concurrency`` status writers: in a mass transition statuses get most of
 #: the API budget, Events follow
-EVENT_WORKERS: Final = 2
-STOP_FLUSH: Final = 5.0  # seconds a clean stop spends posting queued Events
+EVENT_WORKERS: Final = 4
+STOP_FLUSH: Final = 10.0  # seconds a clean stop spends at most posting queued Events
 
 #: what the operator watches, all namespaces (paths from :mod:`nmisim.engine.resources`)
 WATCHED: Final = (
@@ -141,7 +141,7 @@ class Controller:
         self._tasks.clear()
         if self.recorder.pending and self.writer is not None:  # a clean stop posts what it recorded
             try:
-                await asyncio.wait_for(self.recorder.flush(), STOP_FLUSH)
+                await asyncio.wait_for(self.recorder.flush(self.options.concurrency), STOP_FLUSH)
             except Exception as exc:
                 log.warning("%d Event(s) left unposted at stop: %s", self.recorder.pending, exc)
 

@@ -162,10 +162,14 @@ class EventRecorder:
                     backoff.reset()
                     break
 
-    async def flush(self) -> None:
-        """Post every queued Event now (the unit tests; a clean stop)."""
-        while not self._pending.empty():
-            await self._post(self._pending.get_nowait())
+    async def flush(self, concurrency: int = 1) -> None:
+        """Post every queued Event now, ``concurrency`` at a time (a clean stop; the unit tests)."""
+
+        async def drain() -> None:
+            while not self._pending.empty():
+                await self._post(self._pending.get_nowait())
+
+        await asyncio.gather(*(drain() for _ in range(max(concurrency, 1))))
 
     async def _post(self, item: Announcement) -> None:
         assert self.writer is not None
