@@ -195,3 +195,26 @@ def test_findings_gone_from_the_config_status_are_sent_as_null() -> None:
     fake = run(go())
     assert fake.ops() == ["config"]
     assert fake.calls[0][1]["findings"]["GoneFinding"] is None
+
+
+def test_a_pods_waiting_event_is_posted_before_its_next_transition_is_recorded() -> None:
+    """Events follow a pod's transitions one by one: its transition 1's Event, still waiting for a
+    poster, is posted before transition 2's status, so a run killed at any point leaves at most the
+    latest transition unannounced (and the next run announces it from the verdict)."""
+
+    async def go() -> FakeWriter:
+        first = pod()
+        ctl, fake = controller(first)
+        await ctl.reconcile(("verdict", "ns", "p"))  # denied: created, status; its Event waits
+        moved = first.model_copy(update={"host_network": True, "resource_version": "6"})
+        ctl.intake.pod_changed(moved)  # now bypass: a second transition
+        await ctl.reconcile(("verdict", "ns", "p"))
+        await ctl.recorder.flush()
+        return fake
+
+    fake = run(go())
+    assert fake.ops() == ["create", "patch", "event", "patch", "event"]
+    assert [c[1] for c in fake.calls if c[0] == "event"] == [
+        (f"p.{UID[:8]}.1", S.REASON_DENIED),
+        (f"p.{UID[:8]}.2", S.REASON_BYPASSED),
+    ]

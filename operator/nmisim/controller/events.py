@@ -57,7 +57,11 @@ class EventRecorder:
         self.posted: dict[str, int] = {}  # pod uid -> the highest transition number announced
         self.loaded = asyncio.Event()  # set once the Events of earlier runs are known (or cannot be)
         self.known = False  # whether they could be read
-        self._pending: asyncio.Queue[Announcement] = asyncio.Queue()
+        # at most one Event per pod waits (its latest recorded transition): a newer transition of the
+        # pod posts it first (settle), so a run killed at any point leaves only the latest unannounced
+        self._pending: dict[str, Announcement] = {}  # pod uid -> its Event to post, oldest first
+        self._inflight: dict[str, asyncio.Event] = {}  # pod uid -> set when its post is done
+        self._wake = asyncio.Event()
 
     # --- what was announced -------------------------------------------------------------------------
 
@@ -135,41 +139,66 @@ class EventRecorder:
 
     def announce(self, pod: Pod, desired: Mapping[str, Any], number: int, stamp: str) -> None:
         """Queue the Event of a pod's transition ``number`` to ``desired`` (none for an inactive verdict);
-        :meth:`run` posts it."""
+        a poster (:meth:`run`) posts it."""
         if S.event_reason(desired) is not None:
-            self._pending.put_nowait(Announcement(pod, desired, number, stamp))
+            self._pending[pod.uid] = Announcement(pod, desired, number, stamp)
+            self._wake.set()
 
     @property
     def pending(self) -> int:
-        return self._pending.qsize()
+        return len(self._pending)
+
+    async def settle(self, uid: str) -> None:
+        """Post the pod's waiting Event now (and wait for one being posted): before a newer transition
+        of the pod is recorded, so that its Events follow its transitions one by one."""
+        while (done := self._inflight.get(uid)) is not None:
+            await done.wait()
+        item = self._pending.pop(uid, None)
+        if item is not None:
+            await self._post_tracked(item)
 
     async def run(self) -> None:
-        """Post queued Events, one at a time, in order; a failure is retried after a backoff."""
+        """Post waiting Events, oldest first; a failure is retried after a backoff."""
         backoff = Backoff()
         while True:
-            item = await self._pending.get()
-            while True:
-                try:
-                    await self._post(item)
-                except asyncio.CancelledError:
-                    self._pending.put_nowait(item)  # kept for when the gate opens again
-                    raise
-                except Exception as exc:
-                    wait = backoff.next()
-                    log.warning("Event %s.%s: %s; retrying in %.1fs", item.pod.name, item.number, exc, wait)
-                    await asyncio.sleep(wait)
-                else:
-                    backoff.reset()
-                    break
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            uid = next(iter(self._pending))
+            item = self._pending.pop(uid)
+            try:
+                await self._post_tracked(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                wait = backoff.next()
+                log.warning("Event %s.%s: %s; retrying in %.1fs", item.pod.name, item.number, exc, wait)
+                await asyncio.sleep(wait)
+            else:
+                backoff.reset()
 
     async def flush(self, concurrency: int = 1) -> None:
-        """Post every queued Event now, ``concurrency`` at a time (a clean stop; the unit tests)."""
+        """Post every waiting Event now, ``concurrency`` at a time (a clean stop; the unit tests)."""
 
         async def drain() -> None:
-            while not self._pending.empty():
-                await self._post(self._pending.get_nowait())
+            while self._pending:
+                uid = next(iter(self._pending))
+                await self._post_tracked(self._pending.pop(uid))
 
         await asyncio.gather(*(drain() for _ in range(max(concurrency, 1))))
+
+    async def _post_tracked(self, item: Announcement) -> None:
+        """Post, marked in flight; put back (unless a newer one is waiting) when it fails or is cancelled."""
+        uid = item.pod.uid
+        done = self._inflight[uid] = asyncio.Event()
+        try:
+            await self._post(item)
+        except BaseException:
+            self._pending.setdefault(uid, item)
+            raise
+        finally:
+            del self._inflight[uid]
+            done.set()
 
     async def _post(self, item: Announcement) -> None:
         assert self.writer is not None

@@ -138,8 +138,9 @@ class Intake:
 
     def announce_missing(self) -> int:
         """Announce the transitions verdicts record but no Event does (a run killed between the status
-        and its Event), when they are still what the pod calls for; how many. Once, when both the
-        store is seeded and the Events of earlier runs are known."""
+        and its Event: only a pod's latest transition can be so), from what the verdict says; how many.
+        Once, when both the store is seeded and the Events of earlier runs are known, before any worker
+        records a newer transition."""
         if self._announced_missing or not self.seeded or not self.recorder.loaded.is_set():
             return 0
         self._announced_missing = True
@@ -150,11 +151,9 @@ class Intake:
             if pod is None or record.owner_uid != pod.uid or not number:
                 continue
             stamp = record.status.get("lastTransitionTime")
-            if self.recorder.missing(pod.uid, number, stamp) and store.verdict_in_step(key, record):
-                desired = store.desired_verdict(pod)
-                if desired is not None:
-                    self.recorder.announce(pod, desired, number, str(stamp))
-                    n += 1
+            if self.recorder.missing(pod.uid, number, stamp) and S.event_reason(record.status):
+                self.recorder.announce(pod, dict(record.status), number, str(stamp))
+                n += 1
         if n:
             log.info("%d transition(s) recorded by an earlier run without their Event: announced", n)
         return n

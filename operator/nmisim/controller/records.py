@@ -10,8 +10,10 @@ from typing import Any, Final
 
 from nmisim.controller import status as S
 
-# The fields of a verdict's status the operator needs again later (the rest is kept as a digest).
-_KEPT: Final = ("verdict", "transitions", "lastTransitionTime")
+# The fields of a verdict's status the operator needs again later (the rest is kept as a digest): for
+# transitions, and to announce a transition an earlier run recorded without its Event (events.py).
+_KEPT: Final = ("verdict", "transitions", "lastTransitionTime", "exception")
+_KEPT_TOKEN: Final = ("status", "identity", "error", "waitSeconds")
 
 
 def rv(value: str | None) -> int:
@@ -41,7 +43,8 @@ class VerdictRecord:
         full = body.get("status") or {}
         kept = {k: full[k] for k in _KEPT if k in full}
         if "tokenRequest" in full:
-            kept["tokenRequest"] = {"status": (full.get("tokenRequest") or {}).get("status")}
+            token = full.get("tokenRequest") or {}
+            kept["tokenRequest"] = {k: token[k] for k in _KEPT_TOKEN if k in token}
         return cls(
             owner_uid=owners[0].get("uid") if owners else None,
             status=kept,

@@ -63,6 +63,8 @@ class VerdictReconciler:
         if store.verdict_in_step(key, record) and not self.recorder.stale(pod.uid, S.event_reason(desired)):
             return
         changed, number = self.recorder.transition(pod.uid, record.status, desired)
+        if changed:  # the pod's previous transition is announced before this one is recorded
+            await self.recorder.settle(pod.uid)
         stamp = S.now()
         body = dict(desired)
         body["observedPodResourceVersion"] = pod.resource_version
