@@ -1,5 +1,6 @@
-"""The Event recorder: one core/v1 Event per transition, named so that a transition posted twice (a run
-killed between the Event and the status that records it) is refused with 409 and stays one Event.
+"""The Event recorder: one core/v1 Event per transition, named so that a transition posted twice (a
+retry whose first try did arrive, a run announcing what a killed run may have posted) is refused with
+409 and stays one Event.
 
 * a pod's Events are ``<pod>.<uid[:8]>.<n>``, ``n`` the pod's transition number, reasons IMDSIntercepted,
   IMDSDenied (Warning), IMDSExempted and IMDSBypassed;
@@ -10,10 +11,11 @@ A pod's verdict status is written first and its Event after it, from a queue of 
 (:meth:`EventRecorder.announce`, :meth:`EventRecorder.run`): statuses are what users and tests wait for,
 and when a transition moves a thousand pods at once their statuses are not held behind a thousand
 Events in the API budget. The status records the transition (its number and time) before the Event
-announces it: a run killed in between leaves a transition without its Event, and the next run posts it
-(:meth:`EventRecorder.missing`: the Events earlier runs posted are read back at start), if the
-transition is still the pod's latest and recent (:data:`REANNOUNCE_WITHIN`; Events expire after an hour
-by default, so older transitions cannot be told from announced ones).
+announces it, and a pod's waiting Event is posted before its next transition is recorded
+(:meth:`EventRecorder.settle`): a run killed at any point leaves at most each pod's latest transition
+without its Event, and the next run posts it from what the verdict says (:meth:`EventRecorder.missing`:
+the Events earlier runs posted are read back at start), when it is recent (:data:`REANNOUNCE_WITHIN`;
+Events expire after an hour by default, so older transitions cannot be told from announced ones).
 
 It also remembers the last transition known per pod (the highest number a verdict or an Event tells),
 kept when someone else deletes a verdict.
