@@ -20,7 +20,6 @@ from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
-PEERING_GROUP: Final = "kopf.dev"
 CLUSTER_PATH: Final = "/apis/kopf.dev/v1/clusterkopfpeerings"
 NAMESPACED_PATH: Final = "/apis/kopf.dev/v1/kopfpeerings"
 
