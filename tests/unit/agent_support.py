@@ -19,7 +19,7 @@ from nmisim.agent.metrics import Metrics
 from nmisim.agent.nmi import NmiHandler, engine_request
 from nmisim.agent.server import HttpServer
 from nmisim.agent.wire import WireError, parse_head
-from nmisim.engine.routes import HttpRequest, RequestResult
+from nmisim.engine.routes import TARGET_NMI, HttpRequest, RequestResult
 from nmisim.engine.world import World
 
 T = TypeVar("T")
@@ -191,11 +191,12 @@ def expected(world: World, data: bytes, src: str, node: str = NODE) -> RequestRe
         wire = parse_head(head)
     except WireError as err:
         return err
-    return world.request(engine_request(wire), ip=src, node=node)
+    return world.request(engine_request(wire), ip=src, node=node, target=TARGET_NMI)
 
 
 def engine_answer(world: World, req: HttpRequest, src: str, node: str = NODE) -> RequestResult:
-    return world.request(req, ip=src, node=node)
+    """``nmisim request --ip SRC --node NODE --to nmi``: what reaches the agent's listener is NMI's."""
+    return world.request(req, ip=src, node=node, target=TARGET_NMI)
 
 
 def assert_same(ans: Answer, res: RequestResult, method: str = "GET") -> None:

@@ -12,6 +12,7 @@ import pytest
 from agent_support import NODE, AgentThread, Answer, assert_same, build, engine_answer, send
 from helpers import CID1, CID2, binding, config, exc, ident, pod, world
 
+from nmisim.engine.models import Pod
 from nmisim.engine.paths import go_parse_query
 from nmisim.engine.routes import HttpRequest, RequestResult
 from nmisim.engine.world import World
@@ -266,3 +267,48 @@ def test_cached_answers_follow_every_change_of_the_world(agent: AgentThread) -> 
     agent.call(lambda: agent.world.set_config(config({**SHORT, "setRetryAfterHeader": True})))
     retry, _ = roundtrip(agent, BOUND)
     assert retry.status == 503 and gone.status == 404
+
+
+# --- nmi-semantics §8.4: a caller of NMI's own port from a hostNetwork pod's IP (pkg/k8s/client.go
+# getPodList filters on status.podIP and the Pending/Running phase only, never on hostNetwork) ------------
+
+NODE_IP = "127.0.0.9"  # the node's IP, which every hostNetwork pod on it reports as its pod IP
+
+
+def host_world(*extra: Pod) -> World:
+    return world(
+        ident("id1", "ns", CID1),
+        binding("b1", "ns", "id1", "one"),
+        pod("host-bound", "ns", {"aadpodidbinding": "one"}, ip=NODE_IP, host_network=True),
+        *extra,
+        cfg=config(SHORT),
+    )
+
+
+def test_one_host_network_pod_on_the_node_ip_gets_its_bound_identity() -> None:
+    """A host process binding the node IP reaches NMI's port: NMI serves that hostNetwork pod's identity,
+    exactly as a DNATed pod's (200, NMI's application/json)."""
+    with AgentThread(host_world()) as a:
+        ans, res = roundtrip(a, NODE_IP)
+    assert (ans.status, ans.header("Content-Type")) == (200, "application/json")
+    assert (res.route, res.served_by, res.identity) == ("token", "nmi", "ns/id1")
+    assert json.loads(ans.body)["access_token"].endswith(CID1)
+    # the same pod's traffic to 169.254.169.254 never reaches NMI: IMDS answers it (route direct)
+    direct = a.world.request(req(), ip=NODE_IP, node=NODE)
+    assert (direct.route, direct.served_by) == ("direct", "imds")
+    assert direct.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+def test_two_host_network_pods_on_the_node_ip_are_500_chunked_like_go() -> None:
+    """Several Pending/Running pods on the IP: 500 ``failed to match pod IP``; NMI prints each pod in full
+    (about 6 KB a pod), so Go sends the body chunked whatever nmisim lists."""
+    other = pod("kube-proxy", "kube-system", {}, ip=NODE_IP, host_network=True, phase="Pending")
+    done = pod("old-job", "kube-system", {}, ip=NODE_IP, host_network=True, phase="Succeeded")
+    with AgentThread(host_world(other, done)) as a:
+        ans, _ = roundtrip(a, NODE_IP)
+    assert ans.status == 500
+    assert (
+        ans.body == f"failed to match pod IP {NODE_IP} with [kube-system/kube-proxy ns/host-bound]\n".encode()
+    )
+    assert ans.header("Transfer-Encoding") == "chunked" and ans.header("Content-Length") is None
+    assert ans.header("Content-Type") == "text/plain; charset=utf-8"

@@ -142,6 +142,103 @@ def test_8_4_shared_ip_error_keeps_the_prefix(phases: tuple[str, ...]) -> None:
     assert res.body.startswith("failed to match pod IP 10.0.0.7 with [") and res.body.endswith("]\n")
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_8_4_shared_ip_error_is_framed_as_nmis_length(n: int) -> None:
+    """NMI prints every pod in full (v1.Pod String(), about 6 KB each): past Go's 2048-byte buffer the
+    body is chunked, even though nmisim's list of names is short."""
+    pods = [pod(f"p{i}", "ns", {}, ip="10.0.0.7") for i in range(n)]
+    res = world(*pods).request(ip="10.0.0.7", node="node-1")
+    assert len(res.body) < 2048
+    assert res.headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in res.headers
+
+
+def host_bound(*others: Pod, cfg: dict[str, Any] | None = None) -> World:
+    hn = pod("hn", "ns", {"aadpodidbinding": "s"}, host_network=True, ip="10.240.0.4")
+    return world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), hn, *others, cfg=config(cfg))
+
+
+# (target, other pods on the node IP, status, route, served by, identity); pkg/k8s/client.go getPodList:
+# status.podIP and phase Pending/Running only, hostNetwork never looked at
+NODE_IP_LOOKUP = [
+    ("nmi", (), 200, "token", "nmi", "ns/id"),
+    ("nmi", (pod("kp", "kube-system", {}, host_network=True, ip="10.240.0.4"),), 500, "token", "nmi", None),
+    ("nmi", (pod("kp", "kube-system", {}, host_network=True, ip="10.240.0.4", phase="Pending"),), 500,
+     "token", "nmi", None),
+    ("nmi", (pod("job", "kube-system", {}, host_network=True, ip="10.240.0.4", phase="Failed"),), 200,
+     "token", "nmi", "ns/id"),
+    ("nmi", (pod("kp", "kube-system", {}, host_network=True, ip="10.240.0.4", node="node-2"),), 200,
+     "token", "nmi", "ns/id"),
+    # to 169.254.169.254 a hostNetwork caller never passes PREROUTING: IMDS answers it
+    ("imds", (), 400, "direct", "imds", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("target", "others", "status", "route", "served", "identity"), NODE_IP_LOOKUP)
+def test_8_4_nmis_port_looks_host_network_callers_up_by_ip(  # noqa: PLR0917
+    target: str, others: tuple[Pod, ...], status: int, route: str, served: str, identity: str | None
+) -> None:
+    w = host_bound(*others)
+    res = w.request(ip="10.240.0.4", node="node-1", target=target)
+    assert (res.status, res.route, res.served_by, res.identity) == (status, route, served, identity)
+    if status == 200:
+        assert res.headers["Content-Type"] == "application/json"  # NMI's, not IMDS's "; charset=utf-8"
+        assert json.loads(res.body)["access_token"].endswith(CID1)
+    if status == 500:
+        assert res.body.startswith("failed to match pod IP 10.240.0.4 with [")
+    hn = w.get_pod("ns", "hn")
+    assert hn is not None
+    assert w.request(pod=hn, target=target).status == status  # --pod does the same lookup
+
+
+def test_8_4_a_pods_own_traffic_is_the_same_on_nmis_port() -> None:
+    w, p = bound()
+    assert w.request(pod=p, target="nmi").body == w.request(pod=p).body
+    assert any(
+        "looks the caller up by its source IP" in s for s in w.request(pod=p, target="nmi").explanation
+    )
+
+
+def test_8_4_finding_host_network_identity_exposed() -> None:
+    alone = host_bound()
+    hn = alone.get_pod("ns", "hn")
+    assert hn is not None
+    found = [f for f in alone.evaluate(hn).findings if f.code == "HostNetworkIdentityExposed"]
+    assert len(found) == 1 and "the only Pending/Running pod with IP 10.240.0.4" in found[0].message
+    assert "gets identity ns/id" in found[0].message
+    shared = host_bound(pod("kp", "kube-system", {}, host_network=True, ip="10.240.0.4"))
+    found = [f for f in shared.evaluate(hn).findings if f.code == "HostNetworkIdentityExposed"]
+    assert len(found) == 1 and "500 'failed to match pod IP'" in found[0].message
+    # no identity to take: unbound, exempt (NMI asks IMDS for the VM's own identity), finished
+    unbound = pod("hn", "ns", {}, host_network=True, ip="10.240.0.4")
+    exempt = pod("hn", "ns", {"aadpodidbinding": "s", "app": "x"}, host_network=True, ip="10.240.0.4")
+    gone = pod("hn", "ns", {"aadpodidbinding": "s"}, host_network=True, ip="10.240.0.4", phase="Succeeded")
+    for p, extra in ((unbound, ()), (exempt, (exc("e", "ns", {"app": "x"}),)), (gone, ())):
+        w = world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p, *extra)
+        assert "HostNetworkIdentityExposed" not in w.evaluate(p).finding_codes
+
+
+def test_8_4_request_cli_to_nmi(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "hn.yaml"
+    f.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: hn, namespace: ns, labels: {aadpodidbinding: s}}\n"
+        "spec: {nodeName: node-1, hostNetwork: true}\nstatus: {phase: Running, podIP: 10.240.0.4}\n---\n"
+        "apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentity\nmetadata: {name: id, namespace: ns}\n"
+        f"spec: {{type: 0, clientID: {CID1}, resourceID: {rid('id')}}}\n---\n"
+        "apiVersion: aadpodidentity.k8s.io/v1\nkind: AzureIdentityBinding\n"
+        "metadata: {name: b, namespace: ns}\nspec: {azureIdentity: id, selector: s}\n"
+    )
+    base = ["request", "-f", str(f), "--ip", "10.240.0.4", "--node", "node-1", "-o", "json"]
+    assert main([*base, "--to", "nmi"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["route"], out["status"], out["identity"]) == ("token", 200, "ns/id")
+    assert any("NMI finds Pod ns/hn by IP 10.240.0.4" in s for s in out["explanation"])
+    assert main(base) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["route"] == "direct"
+    assert any("target nmi" in s for s in out["explanation"])
+    assert main([*base, "--to", "elsewhere"]) == 2
+
+
 # --- §8.5 adal token_1.13.go MultiTenantServicePrincipalToken.RefreshWithContext (%w); pkg/auth/errors.go
 
 
@@ -170,6 +267,22 @@ def test_8_5_aad_refusal_is_403_single_tenant_503_multi_tenant(
     assert res.status == status
     if prefix:
         assert res.body.startswith(prefix) and "AADSTS50059" in res.body
+        # §8.4: adal.NewOAuthConfig always sets api-version=1.0; refreshInternal prints req.URL.String()
+        assert res.body.endswith(" Endpoint https://login.microsoftonline.com/oauth2/token?api-version=1.0\n")
+
+
+def test_8_4_adal_endpoint_resolves_against_a_custom_ad_endpoint() -> None:
+    """url.URL.Parse of ``/oauth2/token?api-version=1.0`` (empty tenant) replaces the endpoint's path."""
+    spec = {
+        "type": 1,
+        "clientID": CID1,
+        "tenantID": "",
+        "adEndpoint": "https://login.example.test/some/path/",
+    }
+    identity = AzureIdentity.from_k8s({"metadata": {"name": "sp", "namespace": "ns"}, "spec": spec})
+    p = pod("app", "ns", {"aadpodidbinding": "s"})
+    res = world(identity, binding("b", "ns", "sp", "s"), p).request(pod=p)
+    assert res.body.endswith(" Endpoint https://login.example.test/oauth2/token?api-version=1.0\n")
 
 
 # --- §8.6 pkg/k8s/client.go getReplicasetName: strings.EqualFold(owner.Kind, "ReplicaSet") ---------------

@@ -27,6 +27,7 @@ from nmisim.engine.routes import (
     ROUTE_HOST_TOKEN,
     ROUTE_TOKEN,
     SERVED_BY_IMDS,
+    TARGET_NMI,
     HttpRequest,
     RequestResult,
     nmi_status_line,
@@ -74,7 +75,9 @@ class NmiHandler:
         self._generation = world.generation
 
     def simulate(self, req: HttpRequest, ip: str) -> RequestResult:
-        return self.world.request(req, ip=ip, node=self.node)
+        """What NMI answers: whatever reaches its listener (DNATed from a pod, or sent to its port by a
+        host process) is looked up by source IP, hostNetwork pods included (§8.4)."""
+        return self.world.request(req, ip=ip, node=self.node, target=TARGET_NMI)
 
     def answer(self, wire: WireRequest, ip: str) -> tuple[HttpRequest, RequestResult]:
         """The engine's answer, computed once per world generation for the same request and caller (the

@@ -10,7 +10,7 @@ from nmisim.cli.common import UsageError, add_input_options, build_world
 from nmisim.cli.output import render_data, request_table
 from nmisim.engine.imds import TOKEN_PATH
 from nmisim.engine.paths import go_parse_query
-from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, HttpRequest
+from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, TARGET_IMDS, TARGETS, HttpRequest
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -25,6 +25,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     who.add_argument("--pod", metavar="NS/NAME", help="the calling pod (its IP, to the NMI on its node)")
     who.add_argument("--ip", metavar="IP", help="the caller's source IP (needs --node)")
     p.add_argument("--node", metavar="NODE", help="the node whose NMI receives the request (with --ip)")
+    p.add_argument(
+        "--to",
+        choices=TARGETS,
+        default=TARGET_IMDS,
+        help="where the caller sends it: imds (169.254.169.254:80, DNATed to NMI from pod networks; "
+        "hostNetwork callers reach IMDS directly) or nmi (NMI's own port: every caller, hostNetwork ones "
+        "included, is looked up by its IP); default imds",
+    )
     p.add_argument(
         "--path",
         default=TOKEN_PATH,
@@ -99,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         if pod is None:
             where = "in the cluster or the input" if args.cluster else "in the input"
             raise UsageError(f"--pod {args.pod}: no such pod {where}")
-        result = world.request(req, pod=pod)
+        result = world.request(req, pod=pod, target=args.to)
     else:
-        result = world.request(req, ip=args.ip, node=args.node)
+        result = world.request(req, ip=args.ip, node=args.node, target=args.to)
     if args.output == "table":
         sys.stdout.write(request_table(result))
     else:

@@ -49,6 +49,9 @@ ASSIGNED_IDENTITY_OTHER_NODE: Final = "AssignedIdentityOtherNode"
 ASSIGNED_IDENTITY_NAME_COLLISION: Final = "AssignedIdentityNameCollision"
 # A type-0 AzureIdentity with an empty or malformed resourceID, which MIC ignores (§8.10).
 INVALID_RESOURCE_ID: Final = "InvalidResourceID"
+# hostNetwork pod NMI would serve its bound identity to a caller of NMI's own port from the node IP:
+# NMI's lookup by IP ignores hostNetwork (pkg/k8s/client.go getPodList, §8.4).
+HOST_NETWORK_IDENTITY_EXPOSED: Final = "HostNetworkIdentityExposed"
 
 ALL_CODES: Final = (
     EXEMPT_POD_HAS_BINDING,
@@ -70,6 +73,7 @@ ALL_CODES: Final = (
     ASSIGNED_IDENTITY_OTHER_NODE,
     ASSIGNED_IDENTITY_NAME_COLLISION,
     INVALID_RESOURCE_ID,
+    HOST_NETWORK_IDENTITY_EXPOSED,
 )
 
 

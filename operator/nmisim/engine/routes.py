@@ -1,8 +1,12 @@
 """One HTTP request to ``169.254.169.254:80`` through NMI's routes (nmi-semantics §2, §3, §7).
 
-The request either never reaches NMI (a hostNetwork caller: route ``direct``, IMDS answers; §3) or is
-DNATed to NMI. Go's ``net/http`` decodes the path (a malformed ``%`` escape: ``400 Bad Request`` from the
-server itself) and gorilla/mux cleans it first: a path that is not clean (``//``, ``.`` or ``..``
+A request sent to ``169.254.169.254:80`` (target ``imds``, the default) either never reaches NMI (a
+hostNetwork caller: route ``direct``, IMDS answers; §3) or is DNATed to NMI. A request sent to NMI's own
+listen address and port (target ``nmi``: a host process, or anything that binds the node IP) is NMI's
+like any other: NMI looks the caller up by its source IP and ignores hostNetwork (§8.4).
+
+Go's ``net/http`` decodes the path (a malformed ``%`` escape: ``400 Bad Request`` from the server
+itself) and gorilla/mux cleans it first: a path that is not clean (``//``, ``.`` or ``..``
 segments) is answered 301 to the cleaned path before any route is tried (§8.1). Then the router checks,
 in order (§2 "Routes"):
 
@@ -22,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 from nmisim.engine.config import SimulationConfig, UserAssignedIdentity, VMIdentities
 from nmisim.engine.identities import (
@@ -74,6 +78,12 @@ JSON_UTF8_CT: Final = "application/json; charset=utf-8"
 
 SERVED_BY_NMI: Final = "nmi"
 SERVED_BY_IMDS: Final = "imds"
+
+#: where the caller sends the request: IMDS's address (DNATed to NMI from pod network namespaces only)
+TARGET_IMDS: Final = "imds"
+#: NMI's own listen address and port, reached without the DNAT (``--nmi-listen-address``/``--nmi-port``)
+TARGET_NMI: Final = "nmi"
+TARGETS: Final = (TARGET_IMDS, TARGET_NMI)
 
 #: net/http buffers this much of a handler's body before it must choose between Content-Length and
 #: chunked encoding (``server.go`` ``bufferBeforeChunkingSize``)
@@ -316,10 +326,15 @@ class _Tokens:
     status: int
 
 
-def _aad_refresh_error(identity: AzureIdentity, resource: str, api_version: bool) -> str:
-    """adal's TokenRefreshError text for AAD's 400 to a client-credentials request with no tenant."""
-    base = identity.ad_endpoint or AAD_ENDPOINT
-    endpoint = base.rstrip("/") + "/oauth2/token" + ("?api-version=1.0" if api_version else "")
+def _aad_refresh_error(identity: AzureIdentity) -> str:
+    """adal's TokenRefreshError text for AAD's 400 to a client-credentials request with no tenant.
+
+    The endpoint is the token URL of ``adal.NewOAuthConfig`` (go-autorest adal v0.9.23 ``config.go``): it
+    always passes API version ``1.0``, and the URL is the AD endpoint resolved against
+    ``<tenant>/oauth2/token?api-version=1.0`` (``url.URL.Parse``: with the empty tenant this refusal
+    needs, an absolute path that replaces the endpoint's own). ``refreshInternal`` prints
+    ``req.URL.String()``, for single- and multi-tenant identities alike (nmi-semantics §8.4)."""
+    endpoint = urljoin(identity.ad_endpoint or AAD_ENDPOINT, "/oauth2/token?api-version=1.0")
     body = json.dumps(
         {"error": "invalid_request", "error_description": ERR_AAD_NO_TENANT}, separators=(",", ":")
     )
@@ -352,7 +367,7 @@ def _service_principal_tokens(identity: AzureIdentity, resource: str, t: _Trace)
         if tenant:
             continue
         which = "primary" if i == 0 else "auxiliary"
-        err = _aad_refresh_error(identity, resource, api_version=multi and i == 0)
+        err = _aad_refresh_error(identity)
         if multi:
             t.add(
                 f"the {which} tenant ID is empty: AAD refuses the request (AADSTS50059); adal wraps the "
@@ -426,13 +441,19 @@ def simulate_request(
     ip: str | None = None,
     node: str | None = None,
     assume_found: bool = False,
+    target: str = TARGET_IMDS,
 ) -> RequestResult:
     """Simulate ``req`` from ``pod`` (its IP, to the NMI on its node) or from ``ip`` on ``node``.
 
+    ``target`` is where the caller sends it: :data:`TARGET_IMDS` (``169.254.169.254:80``; a hostNetwork
+    caller's traffic never passes PREROUTING, so IMDS answers it) or :data:`TARGET_NMI` (NMI's own port:
+    NMI looks every caller up by IP, hostNetwork or not, ``pkg/k8s/client.go`` ``getPodList``; §8.4).
     ``assume_found`` skips NMI's pod lookup by IP (used for a pod's own verdict, so that one pod's result
     does not depend on which other pods share its IP); ``--pod`` requests do the real lookup when the pod
     has an IP, and assume the pod is found when it has none (a manifest).
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     cfg = cluster.config
     t = _Trace()
     if pod is not None:
@@ -446,18 +467,26 @@ def simulate_request(
         t.add(f"request from {ip or 'an empty address'} on node {node}")
     vm = cfg.imds.vm_for(node)
 
-    host_caller = (
-        pod.host_network if pod is not None else any(p.host_network for p in cluster.pods_at(node, ip))
-    )
-    if host_caller and ip != "127.0.0.1":
-        who = f"Pod {pod.namespace}/{pod.name}" if pod is not None else f"a hostNetwork pod with IP {ip}"
-        t.add(
-            f"{who} uses spec.hostNetwork: its traffic leaves through OUTPUT, not PREROUTING, so NMI's "
-            "aad-metadata DNAT rule never sees it and IMDS answers directly"
+    if target == TARGET_IMDS and ip != "127.0.0.1":
+        host_caller = (
+            pod.host_network if pod is not None else any(p.host_network for p in cluster.pods_at(node, ip))
         )
-        return _direct(t, req, vm)
+        if host_caller:
+            who = f"Pod {pod.namespace}/{pod.name}" if pod is not None else f"a hostNetwork pod with IP {ip}"
+            t.add(
+                f"{who} uses spec.hostNetwork: its traffic leaves through OUTPUT, not PREROUTING, so NMI's "
+                "aad-metadata DNAT rule never sees it and IMDS answers directly (sent to NMI's own port "
+                "instead, target nmi, NMI would look the caller up by IP)"
+            )
+            return _direct(t, req, vm)
     if ip == "127.0.0.1":
         t.add("source 127.0.0.1: a host process talking to NMI's listen address 127.0.0.1:2579 directly")
+    elif target == TARGET_NMI:
+        t.add(
+            "sent to NMI's own listen address and port, not through the DNAT: NMI looks the caller up by "
+            f"its source IP {ip or '(none)'} like any pod's, hostNetwork or not (getPodList filters on "
+            "status.podIP and phase only)"
+        )
     else:
         t.add("iptables nat chain aad-metadata DNATs 169.254.169.254:80 to NMI at 127.0.0.1:2579")
 
@@ -579,7 +608,13 @@ def _lookup_pod(  # noqa: PLR0917
             f"{len(matches)} Pending/Running pods on node {node} share "
             f"IP {ip}: NMI cannot tell them apart -> 500"
         )
-        return t.http_error(ROUTE_TOKEN, 500, f"failed to match pod IP {ip} with [{names}]")
+        t.add(
+            "NMI prints each pod in full (v1.Pod's String(), about 6 KB a pod), so its body passes Go's "
+            "2048-byte buffer and is sent chunked; nmisim lists the pods by name"
+        )
+        # pkg/k8s/client.go GetPodInfo: fmt %v of []*v1.Pod (§8.4); the framing is that of NMI's length
+        msg = f"failed to match pod IP {ip} with [{names}]"
+        return t.http_error(ROUTE_TOKEN, 500, msg, {"Transfer-Encoding": "chunked"})
     found = matches[0]
     t.add(f"NMI finds Pod {found.namespace}/{found.name} by IP {ip} on node {node}")
     return found

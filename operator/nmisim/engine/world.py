@@ -40,7 +40,15 @@ from nmisim.engine.models import (
     Pod,
     PodIdentityException,
 )
-from nmisim.engine.routes import HttpRequest, RequestResult, json_number, simulate_request
+from nmisim.engine.routes import (
+    SERVED_BY_NMI,
+    TARGET_IMDS,
+    TARGET_NMI,
+    HttpRequest,
+    RequestResult,
+    json_number,
+    simulate_request,
+)
 from nmisim.engine.trace import decision_trace
 from nmisim.engine.verdict import (
     VERDICT_BYPASS,
@@ -305,11 +313,13 @@ class World:
         pod: Pod | None = None,
         ip: str | None = None,
         node: str | None = None,
+        target: str = TARGET_IMDS,
     ) -> RequestResult:
-        """Simulate one HTTP request from ``pod`` or from ``ip`` on ``node`` (product.md §4 ``request``)."""
+        """Simulate one HTTP request from ``pod`` or from ``ip`` on ``node`` (product.md §4 ``request``),
+        sent to IMDS's address or to NMI's own port (``target``, :func:`simulate_request`)."""
         if pod is None and (ip is None or node is None):
             raise ValueError("request needs a pod, or an ip and a node")
-        return simulate_request(self, request or DEFAULT_REQUEST, pod=pod, ip=ip, node=node)
+        return simulate_request(self, request or DEFAULT_REQUEST, pod=pod, ip=ip, node=node, target=target)
 
     def evaluate_all(self) -> list[PodResult]:
         return [self.evaluate(self._pods[k]) for k in sorted(self._pods)]
@@ -377,6 +387,9 @@ class World:
                 "drop hostNetwork if it must be restricted to its binding",
             )
         )
+        exposed = self._node_ip_identity(pod)
+        if exposed is not None:
+            out.append(exposed)
         if res.status != 200:
             out.append(
                 Finding(
@@ -385,6 +398,38 @@ class World:
                     "send client_id or fix spec.imds for the node",
                 )
             )
+
+    def _node_ip_identity(self, pod: Pod) -> Finding | None:
+        """A hostNetwork pod NMI would serve a pod identity: NMI's lookup by IP ignores hostNetwork
+        (``pkg/k8s/client.go`` ``getPodList``, nmi-semantics §8.4), so a caller of NMI's own port from the
+        node IP is taken for this pod whenever it is the only Pending/Running pod with that IP. Its own
+        IMDS traffic never reaches NMI, so the binding serves only other processes on the node."""
+        if not pod.pod_ip or not pod.node_name or (pod.phase is not None and pod.phase not in LOOKUP_PHASES):
+            return None
+        solo = simulate_request(self, DEFAULT_REQUEST, pod=pod, assume_found=True, target=TARGET_NMI)
+        if solo.status != 200 or solo.served_by != SERVED_BY_NMI:
+            return None
+        where = f"IP {pod.pod_ip} on node {pod.node_name}"
+        fix = (
+            "remove its aadpodidbinding label (the pod's own IMDS requests go to IMDS directly, so the "
+            "binding serves only other processes on the node)"
+        )
+        sharing = self.pods_at(pod.node_name, pod.pod_ip)
+        if any(p.name != pod.name or p.namespace != pod.namespace for p in sharing):
+            return Finding(
+                F.HOST_NETWORK_IDENTITY_EXPOSED,
+                f"NMI looks callers of its own port up by IP and ignores hostNetwork: other Pending/Running "
+                f"pods share {where}, so such callers get 500 'failed to match pod IP' today, but once this "
+                f"pod is alone there any process on the node reaching NMI's port from that IP gets identity "
+                f"{solo.identity}; {fix}",
+            )
+        return Finding(
+            F.HOST_NETWORK_IDENTITY_EXPOSED,
+            f"NMI looks callers of its own port up by IP and ignores hostNetwork: this pod is the only "
+            f"Pending/Running pod with {where}, so any process on the node reaching NMI's port from that IP "
+            f"(NMI listening beyond 127.0.0.1, or a client binding the node IP) gets identity "
+            f"{solo.identity}; {fix}",
+        )
 
     def _exempt_findings(
         self, pod: Pod, excs: tuple[str, ...], mic: bool, res: RequestResult, out: list[Finding]
