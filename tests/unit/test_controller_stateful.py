@@ -13,7 +13,19 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from test_store_stateful import Key, configs, fresh, key_of, objects, pods
+from test_store_stateful import (
+    CLIENT_IDS,
+    IPS,
+    NAMESPACES,
+    NODES,
+    PROVIDER,
+    Key,
+    configs,
+    fresh,
+    key_of,
+    objects,
+    pods,
+)
 
 from nmisim.controller import status as S
 from nmisim.controller.controller import Controller
@@ -59,6 +71,38 @@ class ControllerMachine(RuleBasedStateMachine):
         obj = self._next(obj, incarnation)
         self._run(self.ctl.intake.upsert(obj["kind"], obj))
         self.objects[key_of(obj)] = obj
+
+    @rule(
+        ns=st.sampled_from(NAMESPACES),
+        name=st.sampled_from(("x", "y")),
+        node=st.sampled_from(NODES),
+        ip=st.sampled_from(IPS),
+    )
+    def bound_host_pod(self, ns: str, name: str, node: str, ip: str) -> None:
+        """A hostNetwork pod NMI would serve its identity (an identity MIC assigns, a binding, the label):
+        its answer depends on the other pods that share its node IP (HostNetworkIdentityExposed)."""
+        identity = {
+            "kind": KIND_IDENTITY,
+            "metadata": {"name": "bound-id", "namespace": ns},
+            "spec": {
+                "type": 0,
+                "clientID": CLIENT_IDS[0],
+                "resourceID": f"/subscriptions/s/resourcegroups/r/providers/{PROVIDER}/bound-id",
+            },
+        }
+        binding = {
+            "kind": KIND_BINDING,
+            "metadata": {"name": "bound-b", "namespace": ns},
+            "spec": {"azureIdentity": "bound-id", "selector": "bound"},
+        }
+        pod = {
+            "kind": KIND_POD,
+            "metadata": {"name": name, "namespace": ns, "labels": {"aadpodidbinding": "bound"}},
+            "spec": {"nodeName": node, "hostNetwork": True},
+            "status": {"phase": "Running", "podIP": ip},
+        }
+        for obj in (identity, binding, pod):
+            self.upsert(obj, 1)
 
     @rule(obj=objects)
     def duplicate(self, obj: dict[str, Any]) -> None:

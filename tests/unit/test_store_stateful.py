@@ -35,6 +35,7 @@ NAMES = ("x", "y", "z")
 NODES = ("n1", "n2")
 IPS = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
 SELECTORS = ("s1", "s2", "S1", "")
+PROVIDER = "Microsoft.ManagedIdentity/userAssignedIdentities"
 CLIENT_IDS = ("00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002")
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -74,18 +75,21 @@ exceptions = st.builds(
     ),
 )
 identities = st.builds(
-    lambda key, cid, kind: {
+    lambda key, cid, kind, valid: {
         "kind": KIND_IDENTITY,
         "metadata": meta(*key),
         "spec": {
             "type": kind,
             "clientID": cid,
-            "resourceID": f"/subscriptions/s/resourcegroups/r/providers/p/{key[1]}",
+            # MIC assigns a type-0 identity only when its resourceID passes ValidateResourceID (§8.10)
+            "resourceID": "/subscriptions/s/resourcegroups/r/providers/"
+            + f"{PROVIDER if valid else 'p'}/{key[1]}",
         },
     },
     names,
     st.sampled_from(CLIENT_IDS),
     st.sampled_from((0, 1)),
+    st.booleans(),
 )
 bindings = st.builds(
     lambda key, ident, sel: {

@@ -13,12 +13,20 @@ from typing import Any, Final
 
 from nmisim.controller import status as S
 from nmisim.controller.events import EventRecorder
-from nmisim.controller.projector import CONFIG_KEY, WorkKey, exception_keys, pods_affected, verdict_key
+from nmisim.controller.projector import (
+    CONFIG_KEY,
+    WorkKey,
+    address_neighbours,
+    exception_keys,
+    pods_affected,
+    verdict_key,
+)
 from nmisim.controller.records import ObjectRecord, VerdictRecord, rv
 from nmisim.controller.store import CONFIG_NAME, Store
 from nmisim.controller.verdicts import VerdictReconciler
 from nmisim.controller.workqueue import WorkQueue
 from nmisim.engine.config import SimulationConfig
+from nmisim.engine.findings import HOST_NETWORK_IDENTITY_EXPOSED
 from nmisim.engine.models import (
     KIND_CONFIG,
     KIND_EXCEPTION,
@@ -182,6 +190,7 @@ class Intake:
         store.world.upsert(pod)
         if self.seeded:
             self._evaluate(pod)
+            self._evaluate_neighbours(known, pod)
 
     def pod_deleted(self, namespace: str, name: str) -> None:
         pod = self.store.world.get_pod(namespace, name)
@@ -194,6 +203,16 @@ class Intake:
             self._mark_exceptions(namespace)
         if (namespace, name) in self.store.verdicts:
             self.queue.add(verdict_key(namespace, name))
+        self._evaluate_neighbours(pod)
+
+    def _evaluate_neighbours(self, *changed: Pod | None) -> None:
+        """The pods whose answer names who shares their IP, at the addresses a pod change touched."""
+        for other in address_neighbours(self.store.world, changed, self._exposed):
+            self._evaluate(other)
+
+    def _exposed(self, pod: Pod) -> bool:
+        result = self.store.result(pod.namespace, pod.name)
+        return result is not None and HOST_NETWORK_IDENTITY_EXPOSED in result.finding_codes
 
     async def exception_changed(self, exc: PodIdentityException, record: ObjectRecord) -> None:
         store, key = self.store, (exc.namespace, exc.name)

@@ -3,6 +3,7 @@ which keys of the work queue an evaluation concerns. No I/O, no state of its own
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from nmisim.engine.models import KIND_EXCEPTION, KIND_POD, Pod
@@ -25,6 +26,26 @@ def pods_affected(world: World, kind: str, namespace: str, name: str) -> list[Po
     if kind == KIND_EXCEPTION:
         return [p for p in world.pods() if p.namespace == namespace]
     return list(world.pods())
+
+
+def address_neighbours(
+    world: World, changed: Iterable[Pod | None], depends: Callable[[Pod], bool]
+) -> list[Pod]:
+    """The other pods at the node addresses a pod change touched (its IP before and after), among those
+    whose answer ``depends`` on who else holds their IP: a bound hostNetwork pod's
+    HostNetworkIdentityExposed says whether NMI's lookup by IP finds it alone. Whether a pod has that
+    finding does not depend on its neighbours (only its wording does), so ``depends`` is asked of the
+    pod's kept result; hostNetwork pods with no bound identity cost nothing here."""
+    names = {(p.namespace, p.name) for p in changed if p is not None}
+    out: dict[tuple[str, str], Pod] = {}
+    for pod in changed:
+        if pod is None or not pod.pod_ip:
+            continue
+        for other in world.pods_at(pod.node_name, pod.pod_ip):
+            key = (other.namespace, other.name)
+            if key not in names and key not in out and other.host_network and depends(other):
+                out[key] = other
+    return list(out.values())
 
 
 def verdict_key(namespace: str, name: str) -> WorkKey:
