@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urljoin
 
@@ -490,7 +491,7 @@ def simulate_request(
     else:
         t.add("iptables nat chain aad-metadata DNATs 169.254.169.254:80 to NMI at 127.0.0.1:2579")
 
-    path = req.url_path()
+    path, route = routed_path(req.path, cfg.nmi.block_instance_metadata)
     if path is None:
         # net/http server.go (*conn).serve writes this response itself: no Content-Length
         t.add(f"path {req.path} has a malformed %-escape: Go's net/http answers 400 before NMI's router runs")
@@ -499,7 +500,6 @@ def simulate_request(
         return t.result(ROUTE_BAD_REQUEST, 400, headers, msg, SERVED_BY_NMI, error=msg, framed=False)
     if path != req.path:
         t.add(f"Go decodes the path {req.path} to {path} (URL.Path), which the router cleans and matches")
-    route = route_of(path, block_instance_metadata=cfg.nmi.block_instance_metadata)
     if route == ROUTE_REDIRECT:
         location = mux_redirect_location(path, req.raw_query())
         assert location is not None
@@ -549,6 +549,24 @@ def nmi_status_line(status: int | None, took_ns: int, method: str, path: str, ip
         f"status ({status}) took {took_ns} ns for req.method={method} reg.path={path} "
         f"req.remote={_remote_ip(ip)}"
     )
+
+
+#: distinct (path, flag) pairs :func:`routed_path` keeps; requests mostly repeat a few paths
+ROUTED_PATH_CACHE_SIZE: Final = 1024
+
+
+@lru_cache(maxsize=ROUTED_PATH_CACHE_SIZE)
+def routed_path(raw_path: str, block_instance_metadata: bool) -> tuple[str | None, str]:
+    """``(URL.Path, route)`` for a request target's path as sent: :func:`go_unescape_path` (None and
+    :data:`ROUTE_BAD_REQUEST` for a malformed escape), then :func:`route_of` on the decoded path.
+
+    Memoised: both are pure functions of the path and of ``blockInstanceMetadata``, which is part of the
+    key, so a changed configuration never sees an answer computed for another. Every pod's verdict sends
+    the same default request, whose path is decoded and cleaned once here instead of once a pod."""
+    path = go_unescape_path(raw_path)
+    if path is None:
+        return None, ROUTE_BAD_REQUEST
+    return path, route_of(path, block_instance_metadata=block_instance_metadata)
 
 
 def route_of(url_path: str, *, block_instance_metadata: bool) -> str:
