@@ -296,14 +296,19 @@ class World:
         """NMI's ``GetIdentities`` for the configured operation mode, by NMI on ``node`` (default: the
         pod's node; only ``/host/token`` asks about a pod on another node)."""
         if self._config.managed:
-            idents = []
-            for b in self._managed_bindings(pod):
-                ident = self.get_identity(pod.namespace, b.azure_identity)
-                if ident is not None:
-                    idents.append(ident)
-            return select_managed(idents, pod, client_id, res_id)
-        entries = self._standard_info(pod, node).entries
-        return select_standard(entries, pod, self._config.nmi, client_id, res_id)
+            return self._select_managed(pod, client_id, res_id)
+        return self._select_standard(self._standard_info(pod, node), pod, client_id, res_id)
+
+    def _select_managed(self, pod: Pod, client_id: str, res_id: str) -> Selection:
+        idents = []
+        for b in self._managed_bindings(pod):
+            ident = self.get_identity(pod.namespace, b.azure_identity)
+            if ident is not None:
+                idents.append(ident)
+        return select_managed(idents, pod, client_id, res_id)
+
+    def _select_standard(self, info: _StandardInfo, pod: Pod, client_id: str, res_id: str) -> Selection:
+        return select_standard(info.entries, pod, self._config.nmi, client_id, res_id)
 
     # ------------------------------------------------------------- evaluation
     def request(
@@ -344,15 +349,16 @@ class World:
         identities: tuple[str, ...] = ()
         token = TokenRequestOutcome()
         if verdict != VERDICT_INACTIVE:
-            res = simulate_request(self, DEFAULT_REQUEST, pod=pod, assume_found=True)
+            scope = _PodScope(self, pod, excs, mic)
+            res = simulate_request(scope, DEFAULT_REQUEST, pod=pod, assume_found=True)
             token = TokenRequestOutcome(res.status, res.served_by, res.identity, res.error, res.wait_seconds)
             self._capitalised_exception_findings(pod, out)
             if verdict == VERDICT_BYPASS:
-                self._bypass_findings(pod, res, out)
+                self._bypass_findings(scope, res, out)
             elif verdict == VERDICT_EXEMPT:
                 self._exempt_findings(pod, excs, mic, res, out)
             else:
-                identities = self._intercepted_findings(pod, res, out)
+                identities = self._intercepted_findings(scope, res, out)
         result = PodResult(
             namespace=pod.namespace,
             name=pod.name,
@@ -378,7 +384,7 @@ class World:
                 )
             )
 
-    def _bypass_findings(self, pod: Pod, res: RequestResult, out: list[Finding]) -> None:
+    def _bypass_findings(self, scope: _PodScope, res: RequestResult, out: list[Finding]) -> None:
         out.append(
             Finding(
                 F.HOST_NETWORK_BYPASS,
@@ -387,7 +393,7 @@ class World:
                 "drop hostNetwork if it must be restricted to its binding",
             )
         )
-        exposed = self._node_ip_identity(pod)
+        exposed = self._node_ip_identity(scope)
         if exposed is not None:
             out.append(exposed)
         if res.status != 200:
@@ -399,14 +405,15 @@ class World:
                 )
             )
 
-    def _node_ip_identity(self, pod: Pod) -> Finding | None:
+    def _node_ip_identity(self, scope: _PodScope) -> Finding | None:
         """A hostNetwork pod NMI would serve a pod identity: NMI's lookup by IP ignores hostNetwork
         (``pkg/k8s/client.go`` ``getPodList``, nmi-semantics §8.4), so a caller of NMI's own port from the
         node IP is taken for this pod whenever it is the only Pending/Running pod with that IP. Its own
         IMDS traffic never reaches NMI, so the binding serves only other processes on the node."""
+        pod = scope.pod
         if not pod.pod_ip or not pod.node_name or (pod.phase is not None and pod.phase not in LOOKUP_PHASES):
             return None
-        solo = simulate_request(self, DEFAULT_REQUEST, pod=pod, assume_found=True, target=TARGET_NMI)
+        solo = simulate_request(scope, DEFAULT_REQUEST, pod=pod, assume_found=True, target=TARGET_NMI)
         if solo.status != 200 or solo.served_by != SERVED_BY_NMI:
             return None
         where = f"IP {pod.pod_ip} on node {pod.node_name}"
@@ -453,9 +460,12 @@ class World:
                 )
             )
 
-    def _intercepted_findings(self, pod: Pod, res: RequestResult, out: list[Finding]) -> tuple[str, ...]:
+    def _intercepted_findings(
+        self, scope: _PodScope, res: RequestResult, out: list[Finding]
+    ) -> tuple[str, ...]:
         cfg = self._config
-        sel = self.select_identity(pod)
+        pod = scope.pod
+        sel = scope.default_selection()
         identities = tuple(i.key for i in sel.candidates)
         if equal_fold(pod.labels.get(AKS_MANAGED_LABEL, ""), "aks"):
             out.append(_aks_addon_not_exempt(pod.namespace))
@@ -495,7 +505,7 @@ class World:
         if cfg.managed:
             self._managed_findings(pod, out)
         else:
-            self._standard_findings(pod, out)
+            self._standard_findings(pod, scope.standard_info(), out)
         label = pod.binding_label
         if label:
             for k in sorted(self._bindings_by_ignored_selector.get(label, ())):
@@ -562,8 +572,7 @@ class World:
                     )
                 )
 
-    def _standard_findings(self, pod: Pod, out: list[Finding]) -> None:
-        info = self._standard_info(pod)
+    def _standard_findings(self, pod: Pod, info: _StandardInfo, out: list[Finding]) -> None:
         if info.mic is not None:
             for b in info.mic.missing_identity:
                 out.append(_missing_identity(b))
@@ -620,6 +629,64 @@ class World:
                     "check MIC logs for the VM/VMSS identity assignment error",
                 )
             )
+
+
+class _PodScope:
+    """The world as one :meth:`World.evaluate` call sees it (a :class:`nmisim.engine.routes.Cluster`).
+
+    What the simulated default request (the answer) and the findings both ask about the evaluated pod is
+    computed once: its exceptions and ``isMIC`` (already known to ``evaluate``), its standard-mode assigned
+    identities, and NMI's identity selection for a request naming no identity on the pod's own node. The
+    world does not change during one call, so these hold for exactly as long as the scope lives; any other
+    pod or any other question goes to the world itself.
+    """
+
+    __slots__ = ("_excs", "_info", "_mic", "_selection", "_world", "config", "pod")
+
+    def __init__(self, world: World, pod: Pod, excs: tuple[str, ...], mic: bool) -> None:
+        self._world = world
+        self.config: SimulationConfig = world.config
+        self.pod = pod
+        self._excs = excs
+        self._mic = mic
+        self._info: _StandardInfo | None = None
+        self._selection: Selection | None = None
+
+    def pods_at(self, node: str, ip: str) -> list[Pod]:
+        return self._world.pods_at(node, ip)
+
+    def get_pod(self, namespace: str, name: str) -> Pod | None:
+        return self._world.get_pod(namespace, name)
+
+    def matching_exceptions(self, pod: Pod) -> list[str]:
+        return list(self._excs) if pod is self.pod else self._world.matching_exceptions(pod)
+
+    def is_mic(self, pod: Pod) -> bool:
+        return self._mic if pod is self.pod else self._world.is_mic(pod)
+
+    def standard_info(self) -> _StandardInfo:
+        """The pod's assigned identities as NMI on its own node sees them (standard mode)."""
+        if self._info is None:
+            self._info = self._world._standard_info(self.pod)
+        return self._info
+
+    def default_selection(self) -> Selection:
+        """``select_identity(pod)``: no client_id, no resource ID, NMI on the pod's own node."""
+        if self._selection is None:
+            w = self._world
+            self._selection = (
+                w._select_managed(self.pod, "", "")
+                if self.config.managed
+                else w._select_standard(self.standard_info(), self.pod, "", "")
+            )
+        return self._selection
+
+    def select_identity(
+        self, pod: Pod, client_id: str = "", res_id: str = "", node: str | None = None
+    ) -> Selection:
+        if pod is self.pod and not client_id and not res_id and node is None:
+            return self.default_selection()
+        return self._world.select_identity(pod, client_id, res_id, node)
 
 
 def _aks_addon_not_exempt(namespace: str) -> Finding:
