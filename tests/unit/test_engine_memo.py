@@ -7,7 +7,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from helpers import binding, config, ident, pod, world
+from helpers import CID1, binding, config, ident, pod, world
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_store_stateful import configs, fresh, key_of, objects
@@ -22,6 +22,8 @@ from nmisim.engine.routes import (
     ROUTE_PROXY,
     TARGET_NMI,
     HttpRequest,
+    adal_msi_endpoint,
+    canonical_header,
     route_of,
     routed_path,
     simulate_request,
@@ -77,6 +79,23 @@ def test_a_config_change_is_never_answered_from_the_memo(raw: str) -> None:
         answers.append((res.route, res.status))
     assert [r for r, _ in answers] == [ROUTE_PROXY, ROUTE_BLOCKED, ROUTE_PROXY, ROUTE_BLOCKED]
     assert answers[1][1] == 403
+
+
+@pytest.mark.parametrize(
+    "name", ["metadata", "Metadata", "METADATA", "x-ms-client", "podns", "a--b", "", "-"]
+)
+def test_canonical_header_memo_equals_the_uncached_function(name: str) -> None:
+    assert canonical_header(name) == canonical_header.__wrapped__(name)
+    assert canonical_header(name) == canonical_header.__wrapped__(name)
+
+
+@pytest.mark.parametrize("client_id", ["", CID1, "a b&c"])
+@pytest.mark.parametrize("resource", ["https://management.azure.com/", "", "r?x=1"])
+def test_adal_endpoint_memo_equals_the_uncached_function(client_id: str, resource: str) -> None:
+    expected = adal_msi_endpoint.__wrapped__(client_id, resource)
+    assert adal_msi_endpoint(client_id, resource) == expected
+    assert adal_msi_endpoint(client_id, resource) == expected
+    assert ("client_id=" in expected) == bool(client_id)
 
 
 class UncachedScope(world_module._PodScope):

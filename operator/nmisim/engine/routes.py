@@ -98,8 +98,10 @@ ERR_AAD_NO_TENANT: Final = (
 )
 
 
+@lru_cache(maxsize=256)
 def canonical_header(name: str) -> str:
-    """Go's ``textproto.CanonicalMIMEHeaderKey`` for ASCII names: ``metadata`` -> ``Metadata``."""
+    """Go's ``textproto.CanonicalMIMEHeaderKey`` for ASCII names: ``metadata`` -> ``Metadata``.
+    Memoised: a pure function of the name, asked for the same few names by every request."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
@@ -306,13 +308,20 @@ def _metadata_ok(req: HttpRequest, cfg: SimulationConfig, t: _Trace) -> bool:
 
 def adal_error(status: int, body: str, client_id: str, resource: str) -> str:
     """The go-autorest adal error text for a non-200 IMDS answer (approximation of its format)."""
-    params = {"api-version": "2018-02-01", "resource": resource}
-    if client_id:
-        params["client_id"] = client_id
-    endpoint = f"http://{IMDS_HOST}{TOKEN_PATH}?{urlencode(sorted(params.items()))}"
+    endpoint = adal_msi_endpoint(client_id, resource)
     return (
         f"adal: Refresh request failed. Status Code = '{status}'. Response body: {body} Endpoint {endpoint}"
     )
+
+
+@lru_cache(maxsize=256)
+def adal_msi_endpoint(client_id: str, resource: str) -> str:
+    """The IMDS token URL adal asks (its query sorted, ``client_id`` only when non-empty). Memoised: a
+    pure function of its arguments, the same for every exempt pod's default request."""
+    params = {"api-version": "2018-02-01", "resource": resource}
+    if client_id:
+        params["client_id"] = client_id
+    return f"http://{IMDS_HOST}{TOKEN_PATH}?{urlencode(sorted(params.items()))}"
 
 
 def _ok_json(payload: object) -> tuple[dict[str, str], str]:
