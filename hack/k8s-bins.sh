@@ -4,6 +4,7 @@
 # already reports the wanted version is not rebuilt. Prints the bin directory on its last line.
 #
 #   hack/k8s-bins.sh            build what is missing, print the bin dir
+#   hack/k8s-bins.sh NAME...    the same for these binaries only (also kubeadm and kubectl, for kind's node)
 #   hack/k8s-bins.sh --print    print the bin dir only (no build)
 set -euo pipefail
 
@@ -27,12 +28,17 @@ have() { # have NAME: the binary exists and reports the wanted version
   case "$1" in
     etcd) [[ -s "$OUT/.etcd-version" ]] && "$bin" --version >/dev/null 2>&1 ;;
     kwok) [[ -s "$OUT/kwok-stages.yaml" ]] && "$bin" --version 2>/dev/null | grep -q "$KWOK_VERSION" ;;
+    # (output read whole: grep -q would close the pipe early, and pipefail would count kubectl's SIGPIPE)
+    kubeadm) [[ "$("$bin" version -o short 2>/dev/null)" == "$KUBE_VERSION" ]] ;;
+    kubectl) [[ "$("$bin" version --client 2>/dev/null)" == *"Client Version: $KUBE_VERSION"* ]] ;;
     *) "$bin" --version 2>/dev/null | grep -q "Kubernetes $KUBE_VERSION" ;;
   esac
 }
 
+wanted=("$@")
+((${#wanted[@]})) || wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok)
 missing=()
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok; do
+for b in "${wanted[@]}"; do
   have "$b" || missing+=("$b")
 done
 if (( ${#missing[@]} == 0 )); then echo "$OUT"; exit 0; fi

@@ -30,11 +30,21 @@ def _tar_bytes(members: list[tuple[str, bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-def build(tag: str, layer: bytes, entrypoint: list[str], cmd: list[str], user: str) -> bytes:
+def build(  # noqa: PLR0917
+    tag: str,
+    layer: bytes,
+    entrypoint: list[str],
+    cmd: list[str],
+    user: str,
+    env: list[str] | None = None,
+    stop_signal: str = "",
+) -> bytes:
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     image_config: dict[str, object] = {
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *(env or [])]
     }
+    if stop_signal:
+        image_config["StopSignal"] = stop_signal
     if entrypoint:
         image_config["Entrypoint"] = entrypoint
     if cmd:
@@ -65,6 +75,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--entrypoint", action="append", default=[])
     p.add_argument("--cmd", action="append", default=[])
     p.add_argument("--user", default="")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="an environment variable")
+    p.add_argument("--stop-signal", default="", help="the image's StopSignal (e.g. SIGRTMIN+3)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", action="append", metavar="DEST=SRC", help="a file of the layer (repeatable)")
     src.add_argument("--layer", type=Path, help="an existing tar (a root filesystem) used as the layer")
@@ -83,7 +95,7 @@ def main(argv: list[str]) -> int:
             files.append((dest.lstrip("/"), Path(path).read_bytes(), 0o755))
         layer = _tar_bytes(sorted(files))
     tmp = a.out.with_suffix(".tmp")
-    tmp.write_bytes(build(a.tag, layer, a.entrypoint, a.cmd, a.user))
+    tmp.write_bytes(build(a.tag, layer, a.entrypoint, a.cmd, a.user, a.env, a.stop_signal))
     tmp.replace(a.out)
     return 0
 
