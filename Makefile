@@ -85,6 +85,17 @@ bench-engine: install ## engine throughput, indexed vs naive
 clean: cluster-down ## remove .venv, .cluster, .bench
 	rm -rf $(VENV) .cluster .bench
 
+.PHONY: test-kind kind-up kind-down
+# kind, built and run here (hack/kind.sh): needs root; leaves the host as it found it (checked).
+test-kind: install binaries host-deps helm ## kind for real: cluster from a node image built here, the README's path, the suites, host compared
+	@hack/test-kind.sh
+
+kind-up: install binaries host-deps ## a kind cluster (nmisim) from the node image built here; KUBECONFIG=$$(hack/kind.sh kubeconfig)
+	@hack/kind.sh up
+
+kind-down: ## delete the kind cluster, stop its dockerd, restore and compare the host
+	@hack/kind.sh down
+
 .PHONY: e2e-kind
 e2e-kind: install ## cluster tests on a kind cluster running the operator image (needs Docker and kind)
 	@PATH=$(CURDIR)/$(BIN):$$PATH hack/kind-e2e.sh

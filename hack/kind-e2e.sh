@@ -94,7 +94,7 @@ cleanup() {
     say "deleting kind cluster $CLUSTER"
     kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || say "could not delete kind cluster $CLUSTER"
     rm -rf "$WORK"
-  elif [[ -s "$KUBECONFIG" ]]; then
+  elif ((CREATED)) && [[ -s "$KUBECONFIG" ]]; then
     say "cluster $CLUSTER kept; export KUBECONFIG=$KUBECONFIG"
   else
     rm -rf "$WORK"

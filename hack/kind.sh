@@ -11,6 +11,9 @@
 #   hack/kind.sh down      `kind delete cluster`, our dockerd stopped, the host restored and compared
 #   hack/kind.sh status    what runs
 #   hack/kind.sh kubeconfig   the cluster's kubeconfig path
+#   hack/kind.sh images IMAGE...   images `make image` built, into kind's docker (for `kind load docker-image`)
+#   hack/kind.sh kind-path   where the kind CLI is
+#   hack/kind.sh kind|docker ARGS...   kind's CLI, or docker against kind's dockerd
 #
 # Safety, in this order: the host is snapshotted; dockerd runs with no iptables rules of its own, no IP
 # forwarding and no masquerading; the guards (INPUT and FORWARD from the kind bridge: replies only, nothing
@@ -25,18 +28,20 @@ CACHE_ROOT=${NMISIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nmisim}
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 ETCD_TAG=3.6.8-0          # kubeadm v1.36.3 constants.DefaultEtcdVersion
+COREDNS_VERSION=v1.14.2   # kubeadm v1.36.3 constants.CoreDNSVersion
 PAUSE_TAG=3.10            # the sandbox_image of kind's containerd config
 K=$CACHE_ROOT/kind
 KB=$K/$KIND_VERSION/bin
 IMG=$K/images
 STATE=${NMISIM_KIND_DIR:-$ROOT/.kind}
-CLUSTER=${KIND_CLUSTER_NAME:-nmisim}
+CLUSTER=${KIND_CLUSTER_NAME:-kind}   # kind's default name: `kind load docker-image IMAGE` as users type it
 NODE_IMAGE=nmisim-kind-node:$KUBE_VERSION
 BRIDGE=nmkind0
 SUBNET=${NMISIM_KIND_SUBNET:-172.30.99.0/24}
 GATEWAY=${SUBNET%.*/*}.1
 SUITE=bookworm
 MIRROR=${NMISIM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PROXY_PACKAGES=iptables,nftables,conntrack
 NODE_PACKAGES=systemd,systemd-sysv,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,curl,jq,procps,containerd,runc,containernetworking-plugins
 DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
 DRUN=$K/docker/run
@@ -44,6 +49,7 @@ export DOCKER_HOST="unix://$DRUN/docker.sock"
 # Host-wide paths docker or kind create when absent; removed at `down` when they were absent at `up`.
 HOST_PATHS=(/lib/modules /etc/docker/key.json /opt/containerd /run/containerd /run/docker)
 
+export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod   # the Go builds below
 say() { printf '\033[1m[kind]\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 key() { sha256sum | cut -c1-16; }
@@ -51,24 +57,29 @@ key() { sha256sum | cut -c1-16; }
 source "$ROOT/hack/lib.sh"
 
 kind_module_dir() {
-  (cd "$K/src" && go list -m -f '{{.Dir}}' "sigs.k8s.io/kind")
+  (cd "$K/src-kind" && go list -m -f '{{.Dir}}' "sigs.k8s.io/kind")
 }
 
 # --- build ---------------------------------------------------------------------------------------------
 
-build_cli() {
-  if [[ -x $KB/kind ]] && "$KB/kind" version 2>/dev/null | grep -q "kind $KIND_VERSION "; then return 0; fi
+# go_tool NAME MODULE VERSION PACKAGE [VERSION-CHECK...]: PACKAGE of MODULE@VERSION built into $KB/NAME,
+# in a scratch module of its own, unless $KB/NAME already prints VERSION-CHECK
+go_tool() {
+  local name=$1 module=$2 version=$3 package=$4; shift 4
+  if [[ -x $KB/$name ]] && [[ "$("$KB/$name" "$@" 2>/dev/null)" == *"${version#v}"* ]]; then return 0; fi
   command -v go >/dev/null || die "go not found: install Go 1.26+"
-  local t0=$SECONDS
-  mkdir -p "$KB" "$K/src"
-  say "building kind $KIND_VERSION from its Go module"
-  (cd "$K/src" && export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod \
-    && { [[ -f go.mod ]] || go mod init local/nmisim-kind >/dev/null 2>&1; } \
-    && go get "sigs.k8s.io/kind@$KIND_VERSION" >/dev/null 2>&1 \
-    && go build -trimpath -ldflags "-s -w" -o "$KB/kind.tmp" sigs.k8s.io/kind)
-  mv "$KB/kind.tmp" "$KB/kind"
-  say "  kind built in $((SECONDS - t0)) s"
+  local t0=$SECONDS dir=$K/src-$name
+  mkdir -p "$KB" "$dir"
+  say "building $name $version from its Go module"
+  (cd "$dir" && { [[ -f go.mod ]] || go mod init "local/nmisim-$name" >/dev/null 2>&1; } \
+    && go get "$module@$version" >/dev/null 2>&1 \
+    && go build -trimpath -ldflags "-s -w" -o "$KB/$name.tmp" "$package")
+  mv "$KB/$name.tmp" "$KB/$name"
+  say "  $name built in $((SECONDS - t0)) s"
 }
+# kind's CLI; CoreDNS, the cluster DNS kubeadm deploys (the version kubeadm v1.36.3 names)
+build_cli() { go_tool kind sigs.k8s.io/kind "$KIND_VERSION" sigs.k8s.io/kind version; }
+build_coredns() { go_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns -version; }
 
 fresh() { [[ -s "$IMG/$1-$2.tar" ]]; }
 publish() { # publish NAME KEY FILE
@@ -80,7 +91,7 @@ archive() { "${PYTHON:-python3}" "$ROOT/hack/images/archive.py" "$@"; }
 # The control plane's images, each one static binary in an image of one layer, named as kubeadm asks.
 component_images() {
   local bin b k
-  bin=$("$ROOT/hack/k8s-bins.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubeadm kubelet kubectl | tail -1)
+  bin=$("$ROOT/hack/k8s-bins.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubeadm kubelet kubectl | tail -1)
   mkdir -p "$IMG/work"
   for b in kube-apiserver kube-controller-manager kube-scheduler etcd; do
     k=$( { sha256sum "$bin/$b"; cat "$ROOT/hack/images/archive.py"; } | key)
@@ -91,6 +102,28 @@ component_images() {
     publish "$b" "$k" "$IMG/work/$b.tar"
     say "  $tag packed"
   done
+  # kube-proxy needs iptables and conntrack: a Debian 12 minbase with them, and the binary as a second layer
+  k=$( { sha256sum "$bin/kube-proxy"; printf '%s\n' "$SUITE" "$PROXY_PACKAGES" "$MIRROR"; cat "$ROOT/hack/images/archive.py"; } | key)
+  if ! fresh kube-proxy "$k"; then
+    local w="$IMG/work/kube-proxy"; rm -rf "$w"; mkdir -p "$w"
+    say "debootstrap $SUITE (minbase + $PROXY_PACKAGES) for kube-proxy: about 1 min"
+    debootstrap --variant=minbase --include="$PROXY_PACKAGES" "$SUITE" "$w/rootfs" "$MIRROR" \
+      >"$IMG/work/debootstrap-kube-proxy.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap-kube-proxy.log"
+    rm -rf "$w"/rootfs/var/cache/apt/archives/*.deb "$w"/rootfs/var/lib/apt/lists/* "$w"/rootfs/usr/share/doc/* "$w"/rootfs/usr/share/man/*
+    tar --numeric-owner --sort=name --mtime=@0 -C "$w/rootfs" -cf "$w/rootfs.tar" .
+    archive --tag "registry.k8s.io/kube-proxy:$KUBE_VERSION" --layer "$w/rootfs.tar" \
+      --file "/usr/local/bin/kube-proxy=$bin/kube-proxy" "$IMG/work/kube-proxy.tar"
+    publish kube-proxy "$k" "$IMG/work/kube-proxy.tar"
+    rm -rf "$w"
+    say "  registry.k8s.io/kube-proxy:$KUBE_VERSION built"
+  fi
+  k=$( { sha256sum "$KB/coredns"; cat "$ROOT/hack/images/archive.py"; } | key)
+  if ! fresh coredns "$k"; then
+    archive --tag "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" --entrypoint /coredns \
+      --file "/coredns=$KB/coredns" "$IMG/work/coredns.tar"
+    publish coredns "$k" "$IMG/work/coredns.tar"
+    say "  registry.k8s.io/coredns/coredns:$COREDNS_VERSION packed"
+  fi
   # the sandbox: nmisim's own pause (hack/images/pause.c), under the name kind's containerd config uses
   k=$( { cat "$ROOT/hack/images/pause.c" "$ROOT/hack/images/archive.py"; echo "$PAUSE_TAG"; } | key)
   if ! fresh pause "$k"; then
@@ -214,7 +247,7 @@ node_image() {
   # shellcheck disable=SC2016 # these run in the node
   "$DOCKER" exec "$id" sh -c 'for i in $(seq 1 50); do [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done; cat /tmp/containerd.log; exit 1'
   local t
-  for t in "$IMG"/{kube-apiserver,kube-controller-manager,kube-scheduler,etcd,pause}-*.tar; do
+  for t in "$IMG"/{kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,etcd,coredns,pause}-*.tar; do
     "$DOCKER" exec -i "$id" ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests - <"$t" >/dev/null
   done
   # shellcheck disable=SC2016
@@ -230,6 +263,7 @@ node_image() {
 build() {
   local t0=$SECONDS bin base
   build_cli
+  build_coredns
   bin=$(component_images)
   base=$(node_base)
   echo "$bin" > "$K/bin-dir"
@@ -240,12 +274,16 @@ build() {
 # --- the host: snapshot, guards, restore ------------------------------------------------------------------
 
 ipt() { iptables -w 5 "$@"; }
+# The host answers nothing from the kind network but replies: nodes are refused; pods (their addresses
+# are not the kind network's, and the host has no route back to them) get no answer at all, so no error
+# packet for a pod address ever follows the host's default route out of the machine.
 GUARDS=(
   "INPUT -i $BRIDGE -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+  "INPUT -i $BRIDGE ! -s $SUBNET -j DROP"
   "INPUT -i $BRIDGE -j REJECT"
-  "FORWARD -i $BRIDGE -d 169.254.0.0/16 -j REJECT"
-  "FORWARD -i $BRIDGE ! -o $BRIDGE -j REJECT"
-  "FORWARD -o $BRIDGE ! -i $BRIDGE -j REJECT"
+  "FORWARD -i $BRIDGE -d 169.254.0.0/16 -j DROP"
+  "FORWARD -i $BRIDGE ! -o $BRIDGE -j DROP"
+  "FORWARD -o $BRIDGE ! -i $BRIDGE -j DROP"
 )
 guards_up() { # each chain's guards first, in the order listed
   local g chain rule
@@ -319,10 +357,10 @@ apiVersion: kind.x-k8s.io/v1alpha4
 name: $CLUSTER
 networking:
   ipFamily: ipv4
-  disableDefaultCNI: true
-  kubeProxyMode: none
+  disableDefaultCNI: true   # kindnetd is not served as a Go module: hack/kind.sh configures Debian's CNI plugins
 nodes:
   - role: control-plane
+  - role: worker
 kubeadmConfigPatches:
   - |
     kind: KubeletConfiguration
@@ -360,7 +398,47 @@ up() {
   say "kind create cluster $CLUSTER ($NODE_IMAGE, cgroup driver ${NMISIM_KIND_CGROUP_DRIVER:-systemd})"
   "$KB/kind" create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --config "$STATE/kind.yaml" \
     --kubeconfig "$STATE/kubeconfig" --retain --wait 0s ${NMISIM_KIND_VERBOSITY:+-v "$NMISIM_KIND_VERBOSITY"}
+  cni
   say "cluster up in $((SECONDS - t0)) s; export KUBECONFIG=$STATE/kubeconfig"
+}
+
+kc() { "$(cat "$K/bin-dir")/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+# The pod network, in place of kindnet: on each node Debian's ptp and host-local plugins with the node's
+# podCIDR (kind's own choice of plugins), and a route to every other node's podCIDR through that node.
+# Static: the nodes of a kind cluster do not change. No masquerading: nothing leaves the kind network.
+cni() {
+  local nodes=() n cidr _
+  for _ in $(seq 1 120); do
+    mapfile -t nodes < <(kc get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}' 2>/dev/null | awk 'NF == 3')
+    ((${#nodes[@]} == $(kc get nodes --no-headers 2>/dev/null | wc -l))) && ((${#nodes[@]} > 0)) && break
+    sleep 0.5
+  done
+  ((${#nodes[@]})) || die "the nodes have no podCIDR"
+  local line other
+  for line in "${nodes[@]}"; do
+    read -r n cidr _ <<<"$line"
+    "$DOCKER" exec -i "$n" sh -c 'mkdir -p /etc/cni/net.d && cat > /etc/cni/net.d/10-nmisim.conflist' <<EOF
+{
+  "cniVersion": "0.3.1",
+  "name": "nmisim-kind",
+  "plugins": [
+    {"type": "ptp", "ipMasq": false, "mtu": 1500,
+     "ipam": {"type": "host-local", "dataDir": "/run/cni-ipam-state", "ranges": [[{"subnet": "$cidr"}]],
+              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+    for other in "${nodes[@]}"; do
+      local on ocidr oip
+      read -r on ocidr oip <<<"$other"
+      [[ $on == "$n" ]] && continue
+      "$DOCKER" exec "$n" ip route replace "$ocidr" via "$oip"
+    done
+  done
+  kc wait --for=condition=Ready node --all --timeout=120s >/dev/null
+  say "pod network: ${#nodes[@]} node(s) Ready"
 }
 
 down() {
@@ -397,6 +475,19 @@ down() {
   say "kind cluster deleted; host as before"
 }
 
+# images IMAGE...: images `make image` built (hack/image.sh keeps each as an archive, nmisim-NAME:dev in
+# images/NAME.tar) into kind's dockerd, where `kind load docker-image IMAGE` finds them as a user's would
+images() {
+  docker_up
+  local name archive
+  for name in "$@"; do
+    archive=$CACHE_ROOT/images/${name#nmisim-}
+    archive=${archive%:*}.tar
+    [[ -s $archive ]] || die "no archive for $name ($archive): make image builds it"
+    "$DOCKER" load -q -i "$archive" >/dev/null
+  done
+}
+
 status() {
   if "$DOCKER" info >/dev/null 2>&1; then
     "$KB/kind" get clusters 2>/dev/null
@@ -412,5 +503,9 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   kubeconfig) echo "$STATE/kubeconfig" ;;
-  *) sed -n '9,14p' "$0" >&2; exit 2 ;;
+  images) shift; images "$@" ;;
+  kind-path) echo "$KB/kind" ;;
+  kind) shift; exec "$KB/kind" "$@" ;;
+  docker) shift; exec "$DOCKER" "$@" ;;
+  *) sed -n '9,17p' "$0" >&2; exit 2 ;;
 esac

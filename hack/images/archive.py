@@ -5,6 +5,7 @@ real node's sandbox image must exist before any builder runs.
 
     hack/images/archive.py --tag nmisim-pause:dev --entrypoint /pause --file /pause=build/pause OUT.tar
     hack/images/archive.py --tag nmisim-base:dev --cmd /bin/sh --layer rootfs.tar OUT.tar
+    hack/images/archive.py --tag kube-proxy:v1 --layer rootfs.tar --file /usr/local/bin/kube-proxy=BIN OUT.tar
 
 Byte-for-byte reproducible: fixed mtimes, owners and order, so the same inputs give the same digest.
 """
@@ -32,14 +33,14 @@ def _tar_bytes(members: list[tuple[str, bytes, int]]) -> bytes:
 
 def build(  # noqa: PLR0917
     tag: str,
-    layer: bytes,
+    layers: list[bytes],
     entrypoint: list[str],
     cmd: list[str],
     user: str,
     env: list[str] | None = None,
     stop_signal: str = "",
 ) -> bytes:
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
     image_config: dict[str, object] = {
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *(env or [])]
     }
@@ -56,17 +57,17 @@ def build(  # noqa: PLR0917
             "architecture": "amd64",
             "os": "linux",
             "config": image_config,
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": [{"created_by": "hack/images/archive.py"}],
         },
         sort_keys=True,
     ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
-    layer_name = diff_id.removeprefix("sha256:") + "/layer.tar"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": [layer_name]}]).encode()
-    return _tar_bytes(
-        [(config_name, config, 0o644), (layer_name, layer, 0o644), ("manifest.json", manifest, 0o644)]
-    )
+    names = [d.removeprefix("sha256:") + "/layer.tar" for d in diff_ids]
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": names}]).encode()
+    members = [(config_name, config, 0o644)]
+    members += [(name, layer, 0o644) for name, layer in zip(names, layers, strict=True)]
+    return _tar_bytes([*members, ("manifest.json", manifest, 0o644)])
 
 
 def main(argv: list[str]) -> int:
@@ -77,25 +78,33 @@ def main(argv: list[str]) -> int:
     p.add_argument("--user", default="")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="an environment variable")
     p.add_argument("--stop-signal", default="", help="the image's StopSignal (e.g. SIGRTMIN+3)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--file", action="append", metavar="DEST=SRC", help="a file of the layer (repeatable)")
-    src.add_argument("--layer", type=Path, help="an existing tar (a root filesystem) used as the layer")
+    p.add_argument("--layer", type=Path, help="an existing tar (a root filesystem): the first layer")
+    p.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="DEST=SRC",
+        help="a file of the (next) layer (repeatable)",
+    )
     p.add_argument("out", type=Path)
     a = p.parse_args(argv)
+    if not a.layer and not a.file:
+        p.error("give --layer, --file or both")
+    layers: list[bytes] = []
     if a.layer:
         if not a.layer.is_file():
             p.error(f"--layer {a.layer}: no such file")
-        layer = a.layer.read_bytes()
-    else:
-        files: list[tuple[str, bytes, int]] = []
-        for spec in a.file:
-            dest, sep, path = spec.partition("=")
-            if not sep or not Path(path).is_file():
-                p.error(f"--file {spec!r}: want DEST=SRC with SRC an existing file")
-            files.append((dest.lstrip("/"), Path(path).read_bytes(), 0o755))
-        layer = _tar_bytes(sorted(files))
+        layers.append(a.layer.read_bytes())
+    files: list[tuple[str, bytes, int]] = []
+    for spec in a.file:
+        dest, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            p.error(f"--file {spec!r}: want DEST=SRC with SRC an existing file")
+        files.append((dest.lstrip("/"), Path(path).read_bytes(), 0o755))
+    if files:
+        layers.append(_tar_bytes(sorted(files)))
     tmp = a.out.with_suffix(".tmp")
-    tmp.write_bytes(build(a.tag, layer, a.entrypoint, a.cmd, a.user, a.env, a.stop_signal))
+    tmp.write_bytes(build(a.tag, layers, a.entrypoint, a.cmd, a.user, a.env, a.stop_signal))
     tmp.replace(a.out)
     return 0
 
