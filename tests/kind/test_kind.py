@@ -23,6 +23,7 @@ TOKEN_URL = (
     "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
     "&resource=https://management.azure.com/"
 )
+SCOPE = "https://management.azure.com/.default"
 KIND_DIR = Path(os.environ.get("NMISIM_KIND_DIR") or ROOT / ".kind")
 IMDS_DROP = ["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]
 
@@ -188,7 +189,13 @@ def test_the_readme_serving_block(cluster: Cluster) -> None:
         body = out[out.index("{") :].strip()
         want = predict("kind-demo")
         assert want["status"] == 200 and body == want["body"]
-        assert json.loads(body)["access_token"].endswith("00000000-0000-4000-8000-00000000c0de")
+        token = json.loads(body)["access_token"]
+        assert token.endswith("00000000-0000-4000-8000-00000000c0de")
+        # real SDKs in the same pod, through NMI's DNAT in the kind node's network namespace
+        for client in ("azpy", "azgo"):
+            proc = cluster.kubectl("exec", "-n", "default", "kind-demo", "--", client, "--scope", SCOPE)
+            result = json.loads(proc.stdout)
+            assert result["ok"] is True and result["token"] == token, (client, result)
     finally:
         cluster.kubectl("delete", "pod", "kind-demo", "-n", "default", "--wait=false", check=False)
 
