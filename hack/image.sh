@@ -36,6 +36,8 @@ DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
 say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 key() { sha256sum | cut -c1-16; }
 files_key() { # files_key DIR...: names (relative to the repository) and content of every file below DIR
   (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | key
@@ -117,12 +119,7 @@ docker_up() {
     >"$CACHE_ROOT/docker/dockerd.log" 2>&1 </dev/null &
   DOCKERD_PID=$!
   trap docker_down EXIT
-  for _ in $(seq 1 150); do
-    "$DOCKER" info >/dev/null 2>&1 && return 0
-    kill -0 "$DOCKERD_PID" 2>/dev/null || die "dockerd exited: $(tail -n 5 "$CACHE_ROOT/docker/dockerd.log")"
-    sleep 0.2
-  done
-  die "dockerd did not answer in 30 s; see $CACHE_ROOT/docker/dockerd.log"
+  wait_dockerd "$DOCKERD_PID" "$CACHE_ROOT/docker/dockerd.log"
 }
 docker_down() {
   [[ -n $DOCKERD_PID ]] || return 0

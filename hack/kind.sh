@@ -198,7 +198,6 @@ node_base() {
   echo "$IMG/node-base-$k.tar"
 }
 
-DOCKERD_PID=
 docker_up() { # our own dockerd: own socket, data and exec roots; no iptables rules, forwarding or masquerade
   [[ -n $DOCKER ]] || die "docker is missing (hack/host-deps.sh installs Debian's docker.io)"
   if "$DOCKER" info >/dev/null 2>&1; then return 0; fi
@@ -209,14 +208,7 @@ docker_up() { # our own dockerd: own socket, data and exec roots; no iptables ru
     --userland-proxy=true --exec-opt native.cgroupdriver=cgroupfs --storage-driver=overlay2 \
     --add-runtime "nmisim-runc=$ROOT/hack/kind-runc.py" --default-runtime nmisim-runc \
     >"$K/docker/dockerd.log" 2>&1 </dev/null &
-  DOCKERD_PID=$!
-  local _
-  for _ in $(seq 1 150); do
-    "$DOCKER" info >/dev/null 2>&1 && return 0
-    kill -0 "$DOCKERD_PID" 2>/dev/null || die "dockerd exited: $(tail -n 5 "$K/docker/dockerd.log")"
-    sleep 0.2
-  done
-  die "dockerd did not answer in 30 s; see $K/docker/dockerd.log"
+  wait_dockerd $! "$K/docker/dockerd.log"
 }
 
 docker_down() {
@@ -317,19 +309,8 @@ guards_down() {
 # Kernel settings are compared in full, but for the ones that count something as it happens.
 VOLATILE_SYSCTLS='^(kernel\.random\.|fs\.(dentry-state|inode-nr|inode-state|file-nr|quota\.)|kernel\.ns_last_pid|kernel\.pty\.nr|net\.ipv[46]\.conf\.|net\.ipv6\.neigh\.|net\.ipv4\.neigh\.|net\.netfilter\.nf_conntrack_count|kernel\.sched_domain|vm\.stat_refresh|fs\.binfmt_misc)'
 snapshot() { # snapshot DIR
-  local out=$1 t
-  mkdir -p "$out"
-  for t in filter nat mangle raw; do
-    iptables-save -t "$t" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e 's/ *$//' || true
-  done > "$out/iptables"
-  for t in filter nat mangle raw; do
-    ip6tables-save -t "$t" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e 's/ *$//' || true
-  done > "$out/ip6tables"
-  { nft list tables 2>/dev/null || true; } | sort > "$out/nft-tables"
-  ip -o link show | awk '{print $2, $3}' | sed 's/@[^:]*:/:/' | sort > "$out/links"
-  ip -o addr show | awk '{print $2, $3, $4}' | sort > "$out/addresses"
-  { ip -4 route show table all; ip -6 route show table all; } 2>/dev/null | sort > "$out/routes"
-  awk '{print $5, $9}' /proc/self/mountinfo | sort > "$out/mounts"
+  local out=$1
+  net_snapshot "$out"
   { sysctl -a 2>/dev/null || true; } | grep -Ev "$VOLATILE_SYSCTLS" | sort > "$out/sysctls"
   { sysctl -a 2>/dev/null || true; } | grep -E '^net\.ipv[46]\.conf\.(all|default)\.' | sort >> "$out/sysctls"
   awk '{print $1, $2}' /proc/cgroups > "$out/cgroup-hierarchies"
@@ -340,14 +321,7 @@ snapshot() { # snapshot DIR
   { pgrep -x -a 'containerd-shim.*|docker-proxy|dockerd' 2>/dev/null || true; } | awk '{print $2}' | sort >> "$out/processes"
 }
 compare() { # compare BEFORE AFTER: prints the differences, returns 1 when there are any
-  local f diffs=""
-  for f in iptables ip6tables nft-tables links addresses routes mounts sysctls cgroup-hierarchies cgroups paths processes; do
-    local d; d=$(diff -u "$1/$f" "$2/$f" 2>&1 | tail -n +3) || true
-    [[ -n $d ]] && diffs+="--- $f"$'\n'"$d"$'\n'
-  done
-  [[ -z $diffs ]] && return 0
-  printf '%s' "$diffs"
-  return 1
+  snapshot_diff "$1" "$2" "${NET_SNAPSHOT_FILES[@]}" sysctls cgroup-hierarchies cgroups paths processes
 }
 
 kind_config() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck shell=bash
-# Helpers the build scripts share (hack/k8s-bins.sh, hack/helm.sh), sourced after they set `start`
-# (SECONDS at the beginning of the build) and define `say`.
+# Helpers the scripts share, sourced after they define `say` and `die` (and, for elapsed/with_progress,
+# set `start`: SECONDS at the beginning of the build): hack/k8s-bins.sh, hack/helm.sh, hack/image.sh,
+# hack/node.sh (through hack/cluster.sh) and hack/kind.sh.
 
 # shellcheck disable=SC2154  # start: set by the script that sources this file
 elapsed() { printf '%dm%02ds' $(( (SECONDS-start)/60 )) $(( (SECONDS-start)%60 )); }
@@ -17,4 +18,48 @@ with_progress() {
     kill -0 "$pid" 2>/dev/null && say "  … $label still running ($(elapsed) so far)"
   done
   wait "$pid"
+}
+
+# --- the host before and after a cluster: what `down` must leave as `up` found it (hack/node.sh, hack/kind.sh)
+# net_snapshot DIR: iptables and ip6tables rules, nf_tables tables, links, addresses, routes and mounts,
+# each a file of DIR, normalised (no packet counters, ifindexes or lifetimes)
+net_snapshot() {
+  local out=$1 t
+  mkdir -p "$out"
+  for t in filter nat mangle raw; do
+    iptables-save -t "$t" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e 's/ *$//' || true
+  done > "$out/iptables"
+  for t in filter nat mangle raw; do
+    ip6tables-save -t "$t" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e 's/ *$//' || true
+  done > "$out/ip6tables"
+  { nft list tables 2>/dev/null || true; } | sort > "$out/nft-tables"
+  ip -o link show | awk '{print $2, $3}' | sed 's/@[^:]*:/:/' | sort > "$out/links"
+  ip -o addr show | awk '{print $2, $3, $4}' | sort > "$out/addresses"
+  { ip -4 route show table all; ip -6 route show table all; } 2>/dev/null | sort > "$out/routes"
+  awk '{print $5, $9}' /proc/self/mountinfo | sort > "$out/mounts"
+}
+# shellcheck disable=SC2034 # used by the scripts that source this file
+NET_SNAPSHOT_FILES=(iptables ip6tables nft-tables links addresses routes mounts)
+
+# snapshot_diff BEFORE AFTER FILE...: the differences of those files, unified; returns 1 when there are any
+snapshot_diff() {
+  local before=$1 after=$2 f diffs=""; shift 2
+  for f in "$@"; do
+    local d; d=$(diff -u "$before/$f" "$after/$f" 2>&1 | tail -n +3) || true
+    [[ -n $d ]] && diffs+="--- $f"$'\n'"$d"$'\n'
+  done
+  [[ -z $diffs ]] && return 0
+  printf '%s' "$diffs"
+  return 1
+}
+
+# wait_dockerd PID LOG: until the dockerd started as PID answers `docker info` (30 s at most)
+wait_dockerd() {
+  local _
+  for _ in $(seq 1 150); do
+    "$DOCKER" info >/dev/null 2>&1 && return 0
+    kill -0 "$1" 2>/dev/null || die "dockerd exited: $(tail -n 5 "$2")"
+    sleep 0.2
+  done
+  die "dockerd did not answer in 30 s; see $2"
 }

@@ -10,6 +10,9 @@
 #
 # Needs from cluster.sh: D, BIN, ROOT, API_PORT, say, die, kc, pidfile, terminate, sign, write_kubeconfig.
 
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
+
 NODE_NAME=nmisim-node
 BRIDGE=${NMISIM_NODE_BRIDGE:-nmisim0}
 POD_SUBNET=${NMISIM_NODE_SUBNET:-10.89.0.0/24}
@@ -107,19 +110,8 @@ node_component_running() {
 # --- host snapshot ------------------------------------------------------------------------------------
 # What `down` must leave as `up` found it. Normalised: no counters, timestamps, ifindexes or lifetimes.
 host_snapshot() { # host_snapshot DIR
-  local out=$1 t
-  mkdir -p "$out"
-  for t in filter nat mangle raw; do
-    iptables-save -t "$t" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e 's/ *$//' || true
-  done > "$out/iptables"
-  for t in filter nat mangle raw; do
-    ip6tables-save -t "$t" 2>/dev/null | grep -v '^#' | sed -e 's/\[[0-9]*:[0-9]*\]//' -e 's/ *$//' || true
-  done > "$out/ip6tables"
-  { nft list tables 2>/dev/null || true; } | sort > "$out/nft-tables"
-  ip -o link show | awk '{print $2, $3}' | sed 's/@[^:]*:/:/' | sort > "$out/links"
-  ip -o addr show | awk '{print $2, $3, $4}' | sort > "$out/addresses"
-  { ip -4 route show table all; ip -6 route show table all; } 2>/dev/null | sort > "$out/routes"
-  awk '{print $5, $9}' /proc/self/mountinfo | sort > "$out/mounts"
+  local out=$1
+  net_snapshot "$out"
   local s
   for s in "${SYSCTLS[@]}"; do
     printf '%s = %s\n' "$s" "$(sysctl -n "$s" 2>/dev/null || echo absent)"
@@ -133,14 +125,7 @@ host_snapshot() { # host_snapshot DIR
 }
 
 host_compare() { # host_compare BEFORE AFTER: prints the differences, returns 1 when there are any
-  local f diffs=""
-  for f in iptables ip6tables nft-tables links addresses routes mounts sysctls paths cgroups shim-sockets processes; do
-    local d; d=$(diff -u "$1/$f" "$2/$f" 2>&1 | tail -n +3) || true
-    [[ -n $d ]] && diffs+="--- $f"$'\n'"$d"$'\n'
-  done
-  [[ -z $diffs ]] && return 0
-  printf '%s' "$diffs"
-  return 1
+  snapshot_diff "$1" "$2" "${NET_SNAPSHOT_FILES[@]}" sysctls paths cgroups shim-sockets processes
 }
 
 # --- configuration files ------------------------------------------------------------------------------
