@@ -176,10 +176,20 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()
 """
 
+# kube-proxy REJECTs a Service's address until it has synced the Service's endpoints (about a second
+# after they are ready, its minSyncPeriod): a refused connection is retried until then, 30 s at most.
 CLIENT = """
-import os, urllib.request
+import os, time, urllib.error, urllib.request
 url = "http://%s:80/" % os.environ["WEB_SERVICE_HOST"]
-print(urllib.request.urlopen(url, timeout=10).read().decode())
+deadline = time.monotonic() + 30
+while True:
+    try:
+        print(urllib.request.urlopen(url, timeout=10).read().decode())
+        break
+    except urllib.error.URLError as exc:
+        if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+            raise
+        time.sleep(0.2)
 """
 
 
