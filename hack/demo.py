@@ -88,10 +88,9 @@ def wait(timeout: float) -> tuple[list[dict[str, Any]], dict[tuple[str, str], di
             pods = demo_pods()
             found = verdicts()
             expected_pods = sum(
-                len({n["metadata"]["name"] for n in kubectl("get", "nodes")["items"]}) if w["pods"] == "nodes"
-                else int(w["pods"])
+                daemonset_pods(w["namespace"], w["name"]) if w["pods"] == "nodes" else int(w["pods"])
                 for w in want.values()
-            )  # fmt: skip
+            )
             ready = [
                 p for p in pods
                 if (key := _workload(p)) in want
@@ -103,6 +102,16 @@ def wait(timeout: float) -> tuple[list[dict[str, Any]], dict[tuple[str, str], di
             time.sleep(0.5)
     print(f"  {len(pods)} sample pods, verdicts in {time.monotonic() - started:.1f}s\n")
     return pods, found
+
+
+def daemonset_pods(namespace: str, name: str) -> int:
+    """The pods a sample DaemonSet runs: as many as its controller schedules (its nodeSelector keeps it
+    off the real node), once the controller has seen its spec; until then one per node, to keep waiting."""
+    ds = kubectl("get", "daemonset", name, "-n", namespace)
+    status = ds.get("status") or {}
+    if status.get("observedGeneration", 0) >= ds["metadata"].get("generation", 1):
+        return int(status.get("desiredNumberScheduled", 0))
+    return len(kubectl("get", "nodes")["items"])
 
 
 def _workload(pod: dict[str, Any]) -> tuple[str, str]:

@@ -10,9 +10,13 @@ D=${NMISIM_CLUSTER_DIR:-$ROOT/.cluster}
 export KUBECONFIG=$D/kubeconfig
 PATH=$ROOT/.venv/bin:$PATH
 say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+# step NAME: the time since the previous step, said and kept for the summary at the end
+steps=() last=$SECONDS
+step() { steps+=("$1 $((SECONDS - last)) s"); say "$1: $((SECONDS - last)) s"; last=$SECONDS; }
 
 start=$SECONDS
 "$ROOT/hack/cluster.sh" up
+step "cluster"
 
 say "installing nmisim's CRDs, the default SimulationConfig and the upstream default exceptions"
 kubectl apply -f "$ROOT/crds/" >/dev/null
@@ -52,17 +56,24 @@ else
   say "(make demo IN_CLUSTER=1 runs the operator as a pod on the real node instead)"
 fi
 
+step "CRDs, defaults and the operator"
+
 say "applying the sample cluster (examples/demo/)"
 kubectl apply -f "$ROOT/examples/demo/" >/dev/null
 
 python "$ROOT/hack/demo.py" --timeout "${NMISIM_DEMO_TIMEOUT:-120}"
+step "the sample and its verdicts"
 
 # Where the real node runs: live requests from real pods to the node agent (nmisim serve), beside what
 # nmisim request predicts. The images are built once (minutes) and then cached (a second).
 if [[ ${NMISIM_DEMO_LIVE:-1} != 0 ]] && kubectl get node nmisim-node >/dev/null 2>&1; then
   "$ROOT/hack/image.sh" build
   python "$ROOT/hack/demo_live.py"
+  step "live requests from real pods (NMI's 80 s hold of the unbound one included)"
+elif [[ ${NMISIM_DEMO_LIVE:-1} == 0 ]]; then
+  say "NMISIM_DEMO_LIVE=0: the live requests to nmisim serve are skipped"
 else
   say "no real node here (needs root): the live requests to nmisim serve are skipped"
 fi
-say "done in $((SECONDS - start)) s"
+summary=$(printf '%s; ' "${steps[@]}")
+say "done in $((SECONDS - start)) s (${summary%; })"
