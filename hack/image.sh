@@ -66,15 +66,11 @@ rootfs_image() { # rootfs_image NAME TAG PACKAGES: debootstrap $SUITE minbase + 
   local name=$1 tag=$2 packages=$3
   local k; k=$(printf '%s\n' "$SUITE" minbase "$packages" "$MIRROR" "$(cat "$ROOT/hack/images/archive.py")" | key)
   fresh "$name" "$k" && return 0
-  command -v debootstrap >/dev/null || die "debootstrap is missing (hack/host-deps.sh installs it)"
   local t0=$SECONDS w="$IMG/work/$name-$k"
   rm -rf "$w"; mkdir -p "$w"
   say "debootstrap $SUITE (minbase + $packages) from $MIRROR: about 2 min"
-  debootstrap --variant=minbase --include="$packages" "$SUITE" "$w/rootfs" "$MIRROR" \
-    >"$IMG/work/debootstrap-$name.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap-$name.log"
-  rm -rf "$w"/rootfs/var/cache/apt/archives/*.deb "$w"/rootfs/var/lib/apt/lists/* "$w"/rootfs/var/log/*.log \
-    "$w"/rootfs/usr/share/doc/* "$w"/rootfs/usr/share/man/*
-  tar --numeric-owner --sort=name --mtime=@0 -C "$w/rootfs" -cf "$w/rootfs.tar" .
+  debootstrap_minbase "$w/rootfs" "$packages" "$IMG/work/debootstrap-$name.log"
+  pack_rootfs "$w/rootfs" "$w/rootfs.tar"
   python3 "$ROOT/hack/images/archive.py" --tag "$tag" --cmd /bin/sh --layer "$w/rootfs.tar" "$w/image.tar"
   publish "$name" "$k" "$w/image.tar"
   rm -rf "$w"

@@ -107,10 +107,8 @@ component_images() {
   if ! fresh kube-proxy "$k"; then
     local w="$IMG/work/kube-proxy"; rm -rf "$w"; mkdir -p "$w"
     say "debootstrap $SUITE (minbase + $PROXY_PACKAGES) for kube-proxy: about 1 min"
-    debootstrap --variant=minbase --include="$PROXY_PACKAGES" "$SUITE" "$w/rootfs" "$MIRROR" \
-      >"$IMG/work/debootstrap-kube-proxy.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap-kube-proxy.log"
-    rm -rf "$w"/rootfs/var/cache/apt/archives/*.deb "$w"/rootfs/var/lib/apt/lists/* "$w"/rootfs/usr/share/doc/* "$w"/rootfs/usr/share/man/*
-    tar --numeric-owner --sort=name --mtime=@0 -C "$w/rootfs" -cf "$w/rootfs.tar" .
+    debootstrap_minbase "$w/rootfs" "$PROXY_PACKAGES" "$IMG/work/debootstrap-kube-proxy.log"
+    pack_rootfs "$w/rootfs" "$w/rootfs.tar"
     archive --tag "registry.k8s.io/kube-proxy:$KUBE_VERSION" --layer "$w/rootfs.tar" \
       --file "/usr/local/bin/kube-proxy=$bin/kube-proxy" "$IMG/work/kube-proxy.tar"
     publish kube-proxy "$k" "$IMG/work/kube-proxy.tar"
@@ -145,13 +143,11 @@ node_base() {
   [[ -d $F ]] || die "kind's base-image files not found in the module cache ($F)"
   local k; k=$(printf '%s\n' "$SUITE" "$NODE_PACKAGES" "$MIRROR" "$KIND_VERSION" "$(declare -f node_base)" | cat - "$ROOT"/hack/images/kind-node/* "$ROOT/hack/images/archive.py" | key)
   if fresh node-base "$k"; then echo "$IMG/node-base-$k.tar"; return 0; fi
-  command -v debootstrap >/dev/null || die "debootstrap is missing (hack/host-deps.sh installs it)"
   local t0=$SECONDS w="$IMG/work/node-base" R
   R=$w/rootfs
   rm -rf "$w"; mkdir -p "$w"
   say "debootstrap $SUITE (minbase + systemd, containerd, runc, CNI plugins, iptables, ...): about 3 min"
-  debootstrap --variant=minbase --include="$NODE_PACKAGES" "$SUITE" "$R" "$MIRROR" \
-    >"$IMG/work/debootstrap-node.log" 2>&1 || die "debootstrap failed; see $IMG/work/debootstrap-node.log"
+  debootstrap_minbase "$R" "$NODE_PACKAGES" "$IMG/work/debootstrap-node.log"
   # kind's images/base/Dockerfile, stage `base`: the files and their modes
   install -m 0755 "$F"/usr/local/bin/* "$R/usr/local/bin/"
   mkdir -p "$R/kind/bin" "$R/etc/containerd" "$R/etc/systemd/system/kubelet.service.d"
@@ -188,8 +184,7 @@ node_base() {
     die "a sysctl.d file in the node sets a host-wide key (above)"
   fi
   install -m 0755 "$ROOT/hack/images/kind-node/entrypoint-local" "$R/usr/local/bin/entrypoint-local"
-  rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* "$R"/var/log/*.log "$R"/usr/share/doc/* "$R"/usr/share/man/*
-  tar --numeric-owner --sort=name --mtime=@0 -C "$R" -cf "$w/rootfs.tar" .
+  pack_rootfs "$R" "$w/rootfs.tar"
   archive --tag nmisim-kind-base:$SUITE --layer "$w/rootfs.tar" --env container=docker \
     --stop-signal SIGRTMIN+3 --entrypoint /usr/local/bin/entrypoint-local --entrypoint /sbin/init "$w/image.tar"
   publish node-base "$k" "$w/image.tar"
@@ -269,14 +264,16 @@ ipt() { iptables -w 5 "$@"; }
 # The host answers nothing from the kind network but replies: nodes are refused; pods (their addresses
 # are not the kind network's, and the host has no route back to them) get no answer at all, so no error
 # packet for a pod address ever follows the host's default route out of the machine.
+# Each carries a comment (one word: a rule is split into words) that the tests count packets by.
 GUARDS=(
-  "INPUT -i $BRIDGE -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-  "INPUT -i $BRIDGE ! -s $SUBNET -j DROP"
-  "INPUT -i $BRIDGE -j REJECT"
-  "FORWARD -i $BRIDGE -d 169.254.0.0/16 -j DROP"
-  "FORWARD -i $BRIDGE ! -o $BRIDGE -j DROP"
-  "FORWARD -o $BRIDGE ! -i $BRIDGE -j DROP"
+  "INPUT -i $BRIDGE -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment nmisim-kind:replies -j ACCEPT"
+  "INPUT -i $BRIDGE ! -s $SUBNET -m comment --comment nmisim-kind:pods-get-no-answer -j DROP"
+  "INPUT -i $BRIDGE -m comment --comment nmisim-kind:nodes-refused -j REJECT"
+  "FORWARD -i $BRIDGE -d 169.254.0.0/16 -m comment --comment nmisim-kind:no-link-local -j DROP"
+  "FORWARD -i $BRIDGE ! -o $BRIDGE -m comment --comment nmisim-kind:nothing-leaves -j DROP"
+  "FORWARD -o $BRIDGE ! -i $BRIDGE -m comment --comment nmisim-kind:nothing-enters -j DROP"
 )
+LINK_LOCAL_GUARD=(PREROUTING -i "$BRIDGE" -d 169.254.0.0/16 -m comment --comment nmisim-kind:no-link-local -j DROP)
 guards_up() { # each chain's guards first, in the order listed
   local g chain rule
   declare -A at=()
@@ -287,8 +284,7 @@ guards_up() { # each chain's guards first, in the order listed
     ipt -C "$chain" $rule 2>/dev/null || ipt -I "$chain" "${at[$chain]}" $rule
   done
   # counted before routing: whatever a node or pod sends to link-local addresses (IMDS's among them)
-  ipt -t raw -C PREROUTING -i "$BRIDGE" -d 169.254.0.0/16 -j DROP 2>/dev/null \
-    || ipt -t raw -I PREROUTING 1 -i "$BRIDGE" -d 169.254.0.0/16 -j DROP
+  ipt -t raw -C "${LINK_LOCAL_GUARD[@]}" 2>/dev/null || ipt -t raw -I "${LINK_LOCAL_GUARD[0]}" 1 "${LINK_LOCAL_GUARD[@]:1}"
   ip6tables -w 5 -C INPUT -i "$BRIDGE" -j DROP 2>/dev/null || ip6tables -w 5 -I INPUT 1 -i "$BRIDGE" -j DROP
   ip6tables -w 5 -C FORWARD -i "$BRIDGE" -j DROP 2>/dev/null || ip6tables -w 5 -I FORWARD 1 -i "$BRIDGE" -j DROP
 }
@@ -299,9 +295,7 @@ guards_down() {
     # shellcheck disable=SC2086
     while ipt -C "$chain" $rule 2>/dev/null; do ipt -D "$chain" $rule; done
   done
-  while ipt -t raw -C PREROUTING -i "$BRIDGE" -d 169.254.0.0/16 -j DROP 2>/dev/null; do
-    ipt -t raw -D PREROUTING -i "$BRIDGE" -d 169.254.0.0/16 -j DROP
-  done
+  while ipt -t raw -C "${LINK_LOCAL_GUARD[@]}" 2>/dev/null; do ipt -t raw -D "${LINK_LOCAL_GUARD[@]}"; done
   while ip6tables -w 5 -C INPUT -i "$BRIDGE" -j DROP 2>/dev/null; do ip6tables -w 5 -D INPUT -i "$BRIDGE" -j DROP; done
   while ip6tables -w 5 -C FORWARD -i "$BRIDGE" -j DROP 2>/dev/null; do ip6tables -w 5 -D FORWARD -i "$BRIDGE" -j DROP; done
 }

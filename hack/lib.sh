@@ -63,3 +63,18 @@ wait_dockerd() {
   done
   die "dockerd did not answer in 30 s; see $2"
 }
+
+# --- Debian root filesystems for images (hack/image.sh, hack/kind.sh; they set SUITE and MIRROR)
+# debootstrap_minbase ROOTFS PACKAGES LOG: Debian $SUITE minbase plus PACKAGES in ROOTFS
+debootstrap_minbase() {
+  command -v debootstrap >/dev/null || die "debootstrap is missing (hack/host-deps.sh installs it)"
+  # shellcheck disable=SC2154 # SUITE, MIRROR: set by the script that sources this file
+  debootstrap --variant=minbase --include="$2" "$SUITE" "$1" "$MIRROR" >"$3" 2>&1 \
+    || die "debootstrap failed; see $3"
+}
+# pack_rootfs ROOTFS TAR: ROOTFS without apt's caches, logs, docs and man pages, as a reproducible tar
+pack_rootfs() {
+  rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/* "$1"/var/log/*.log \
+    "$1"/usr/share/doc/* "$1"/usr/share/man/*
+  tar --numeric-owner --sort=name --mtime=@0 -C "$1" -cf "$2" .
+}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.docblocks import README, blocks
+from tests.realnode import rule_packets
 from tests.support import ROOT, Cluster
 
 CLIENTS_IMAGE = "nmisim-clients:dev"
@@ -25,7 +26,6 @@ TOKEN_URL = (
 )
 SCOPE = "https://management.azure.com/.default"
 KIND_DIR = Path(os.environ.get("NMISIM_KIND_DIR") or ROOT / ".kind")
-IMDS_DROP = ["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]
 
 
 def readme_block(first_command: str) -> str:
@@ -84,25 +84,9 @@ def curl(cluster: Cluster, ns: str, pod: str, url: str, seconds: int = 3) -> tup
     return (int(match.group(1)) if match else proc.returncode), proc.stderr
 
 
-def guard_packets(chain: str, target: str) -> int:
-    """Packets the first ``target`` rule for the kind bridge in filter ``chain`` has matched."""
-    out = subprocess.run(
-        ["iptables", "-w", "5", "-L", chain, "-v", "-x", "-n"], capture_output=True, text=True, check=True
-    )
-    for line in out.stdout.splitlines()[2:]:
-        words = line.split()
-        if words[2] == target and "nmkind0" in words:
-            return int(words[0])
-    raise AssertionError(f"no {target} guard for the kind bridge in {chain}:\n{out.stdout}")
-
-
 def imds_drops() -> int:
     """Packets from the kind network to 169.254.0.0/16 dropped before routing (hack/kind.sh's guard)."""
-    out = subprocess.run(["iptables", "-w", "5", *IMDS_DROP], capture_output=True, text=True, check=True)
-    for line in out.stdout.splitlines():
-        if "169.254.0.0/16" in line and "DROP" in line:
-            return int(line.split()[0])
-    raise AssertionError(f"no 169.254.0.0/16 guard in raw PREROUTING:\n{out.stdout}")
+    return rule_packets("PREROUTING", "nmisim-kind:no-link-local", table="raw")
 
 
 def ready(cluster: Cluster, ns: str, name: str) -> None:
@@ -128,10 +112,10 @@ def test_nothing_from_a_pod_reaches_imds_or_leaves_the_machine(cluster: Cluster,
         .stdout.split()[3]
         .split("/")[0]
     )
-    before = guard_packets("INPUT", "DROP")
+    before = rule_packets("INPUT", "nmisim-kind:pods-get-no-answer")
     rc, _ = curl(cluster, namespace, "probe", f"http://{gateway}:2024/")  # a host listener
     assert rc == 28  # no answer: dropped, not refused (the host has no route back to a pod)
-    assert guard_packets("INPUT", "DROP") > before
+    assert rule_packets("INPUT", "nmisim-kind:pods-get-no-answer") > before
 
 
 def test_the_readme_helm_install(cluster: Cluster) -> None:
