@@ -77,12 +77,56 @@ ALL_CODES: Final = (
 )
 
 
+SEVERITY_ERROR: Final = "error"
+SEVERITY_WARNING: Final = "warning"
+SEVERITY_INFO: Final = "info"
+#: gate order: ``--fail-on warning`` also fails on errors
+SEVERITIES: Final = (SEVERITY_ERROR, SEVERITY_WARNING, SEVERITY_INFO)
+
+#: The one table of severities (docs/cli.md "Severities" prints it). error: a request the team expects to
+#: work fails, or an identity reaches pods it was not meant for; warning: works today by accident or will
+#: surprise; info: how NMI treats the pod, nothing to fix.
+SEVERITY: Final[dict[str, str]] = {
+    EXEMPT_POD_HAS_BINDING: SEVERITY_WARNING,
+    AKS_ADDON_NOT_EXEMPT: SEVERITY_ERROR,
+    HOST_NETWORK_BYPASS: SEVERITY_INFO,
+    AMBIGUOUS_IDENTITY: SEVERITY_WARNING,
+    NO_IDENTITY: SEVERITY_ERROR,
+    CROSS_NAMESPACE_BINDING: SEVERITY_WARNING,
+    CAPITALISED_FIELDS: SEVERITY_ERROR,
+    UNSUPPORTED_IDENTITY_TYPE: SEVERITY_ERROR,
+    ASSIGNED_IDENTITY_STUCK_CREATED: SEVERITY_ERROR,
+    BINDING_IDENTITY_MISSING: SEVERITY_ERROR,
+    NAMESPACED_BINDING_IGNORED: SEVERITY_WARNING,
+    EMPTY_SELECTOR_BINDING: SEVERITY_WARNING,
+    EXEMPT_POD_IMDS_ERROR: SEVERITY_WARNING,
+    BYPASS_POD_IMDS_ERROR: SEVERITY_WARNING,
+    IDENTITY_NOT_ON_NODE: SEVERITY_ERROR,
+    SELECTOR_CASE_MISMATCH: SEVERITY_ERROR,
+    ASSIGNED_IDENTITY_OTHER_NODE: SEVERITY_ERROR,
+    ASSIGNED_IDENTITY_NAME_COLLISION: SEVERITY_ERROR,
+    INVALID_RESOURCE_ID: SEVERITY_ERROR,
+    HOST_NETWORK_IDENTITY_EXPOSED: SEVERITY_WARNING,
+}
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Finding:
-    """One audit note: a stable `code` and a one-line actionable `message`."""
+    """One audit note: a stable `code` and a one-line actionable `message`.
+
+    ``severity`` overrides the code's entry in :data:`SEVERITY` where the situation decides it (``""``: the
+    table's). It is not part of :meth:`to_json` (the operator's status keeps its shape); the CLI's reports
+    add it.
+    """
 
     code: str
     message: str
+    severity: str = ""
+
+    @property
+    def level(self) -> str:
+        """error, warning or info."""
+        return self.severity or SEVERITY.get(self.code, SEVERITY_WARNING)
 
     def to_json(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}

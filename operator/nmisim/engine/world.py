@@ -538,8 +538,14 @@ class World:
             else:
                 hint = f"create an AzureIdentityBinding with selector '{label}' and its AzureIdentity"
             wait = f" after {json_number(res.wait_seconds)} s" if res.wait_seconds else ""
+            # a pod nobody labelled for an identity is told how NMI treats it (info); one that asks for an
+            # identity and gets none is an error (the table's)
             out.append(
-                Finding(F.NO_IDENTITY, f"token requests fail with {res.status}{wait}: no identity; {hint}")
+                Finding(
+                    F.NO_IDENTITY,
+                    f"token requests fail with {res.status}{wait}: no identity; {hint}",
+                    "" if label else F.SEVERITY_INFO,
+                )
             )
         if (
             cfg.managed
