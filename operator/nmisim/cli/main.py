@@ -7,7 +7,8 @@ optional dependency is missing) is skipped. The operator's ``run`` is the contro
 (``nmisim.controller.command``), named here, never imported by the CLI package: the offline commands do not
 depend on the controller (an import-linter contract, ``make lint``).
 
-Exit codes (product.md §4): 0 success, 2 bad input (one line on stderr, no traceback), 1 other failures.
+Exit codes (product.md §4): 0 success, 2 bad input (one line on stderr, no traceback), 3 a gate failed
+(``--fail-on``), 1 other failures.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from nmisim.sources.files import ClusterError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+#: a gate failed (``evaluate --fail-on``/``--fail-on-verdict``, ``diff``): Polaris exits 3 on danger too
+EXIT_GATE = 3
 
 #: modules that provide ``register(subparsers)``, in help order
 SUBCOMMAND_MODULES: tuple[str, ...] = (
