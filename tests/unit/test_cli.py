@@ -43,7 +43,12 @@ def test_evaluate_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     doc = json.loads(out)
     assert (doc["apiVersion"], doc["kind"]) == ("nmisim.dev/v1alpha1", "EvaluationResult")
-    assert doc["summary"] == {"pods": 7, "intercepted": 3, "exempt": 2, "bypass": 1, "inactive": 1}
+    summary = {
+        k: doc["summary"][k] for k in ("workloads", "pods", "intercepted", "exempt", "bypass", "inactive")
+    }
+    assert summary == {"workloads": 0, "pods": 7, "intercepted": 3, "exempt": 2, "bypass": 1, "inactive": 1}
+    assert doc["summary"]["findings"]["NoIdentity"] == 1
+    assert doc["summary"]["gate"]["failed"] is False
     names = [(r["namespace"], r["name"]) for r in doc["results"]]
     assert names == sorted(names)
     by = {r["name"]: r for r in doc["results"]}
@@ -66,12 +71,12 @@ def test_evaluate_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     lines = out.splitlines()
     header = lines[0].split()
-    assert header == ["NAMESPACE", "NAME", "VERDICT", "EXCEPTION", "IDENTITY", "TOKEN", "WAIT"]
+    assert header == ["NAMESPACE", "NAME", "REPLICAS", "VERDICT", "EXCEPTION", "IDENTITY", "TOKEN", "WAIT"]
     col = lines[0].index("VERDICT")
     assert all(
         line[col:].split()[0] in {"intercepted", "exempt", "bypass", "inactive"} for line in lines[1:8]
     )
-    assert "7 pods: 3 intercepted, 2 exempt, 1 bypass, 1 inactive" in out
+    assert "0 workloads, 7 pods: 3 intercepted, 2 exempt, 1 bypass, 1 inactive" in out
     assert "NoIdentity" in out and "HostNetworkBypass" in out
 
 
@@ -90,12 +95,18 @@ def test_evaluate_with_config_and_stdin(
 @pytest.mark.parametrize(
     "content", ["", "---\n---\n", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"]
 )
-def test_empty_and_irrelevant_input_exit_0(
+def test_empty_and_irrelevant_input_exit_2_unless_allowed(
     tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A gate that reads nothing must not pass vacuously (kubeconform's and Polaris's users expect that)."""
     f = tmp_path / "in.yaml"
     f.write_text(content)
-    code, out, _ = run(["evaluate", "-f", str(f), "-o", "json"], capsys)
+    code, out, err = run(["evaluate", "-f", str(f), "-o", "json"], capsys)
+    assert (code, out) == (2, "")
+    assert (
+        err == "nmisim: error: no pods or workloads in the input (pass --allow-empty if that is expected)\n"
+    )
+    code, out, _ = run(["evaluate", "-f", str(f), "-o", "json", "--allow-empty"], capsys)
     assert code == 0
     assert json.loads(out)["summary"]["pods"] == 0
 
@@ -108,18 +119,20 @@ def test_json_list_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 BAD = [
-    ("malformed.yaml", "kind: Pod\nmetadata: {name: [\n", "document 1: invalid YAML/JSON"),
-    ("malformed.json", '{"kind": "Pod", ', "document 1: invalid YAML/JSON"),
+    ("malformed.yaml", "kind: Pod\nmetadata: {name: [\n", ":3: document 1: invalid YAML/JSON"),
+    ("malformed.json", '{"kind": "Pod", ', ":2: document 1: invalid YAML/JSON"),
     ("labels-list.yaml", "kind: Pod\nmetadata: {name: p, labels: [a, b]}\n",
-     "document 1: metadata.labels: expected a map of strings"),
+     ":1: document 1: metadata.labels: expected a map of strings"),
     ("podlabels.yaml", "---\nkind: AzurePodIdentityException\nmetadata: {name: e}\nspec: {podLabels: {app: 1}}\n",  # noqa: E501
-     "document 1: spec.podLabels.app: expected a string"),
-    ("type.yaml", "kind: Pod\nmetadata: {name: p}\n---\nkind: AzureIdentity\nmetadata: {name: i}\nspec: {type: zero}\n",  # noqa: E501
-     "document 2: spec.type: expected an integer"),
-    ("noname.yaml", "kind: Pod\nmetadata: {namespace: x}\n", "document 1: metadata.name: required"),
+     ":2: document 1: spec.podLabels.app: expected a string"),
+    ("noname.yaml", "kind: Pod\nmetadata: {namespace: x}\n", ":1: document 1: metadata.name: required"),
     ("list-item.yaml", "kind: List\nitems:\n- {kind: Pod, metadata: {name: a}}\n- {kind: Pod, metadata: {}}\n",  # noqa: E501
-     "document 1: items[1].metadata.name: required"),
-    ("scalar.yaml", "just a string\n", "document 1: expected a Kubernetes object"),
+     ":4: document 1: items[1].metadata.name: required"),
+    ("scalar.yaml", "just a string\n", ":1: document 1: expected a Kubernetes object"),
+    ("deployment.yaml", "kind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec: {hostNetwork: 1}\n",  # noqa: E501
+     ":1: document 1: spec.template.spec.hostNetwork: expected a boolean"),
+    ("replicas.yaml", "kind: StatefulSet\nmetadata: {name: s}\nspec: {replicas: -1, template: {}}\n",
+     ":1: document 1: spec.template: required"),
 ]  # fmt: skip
 
 
@@ -131,9 +144,10 @@ def test_bad_input_exit_2_one_line(
     f.write_text(content)
     code, out, err = run(["evaluate", "-f", str(f)], capsys)
     assert code == 2
-    assert out == ""
+    # the good objects are still evaluated (only list-item.yaml has one: pod a)
+    assert ("default     a" in out) if fname == "list-item.yaml" else out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"nmisim: error: {f}: ")
+    assert err.startswith(f"nmisim: error: {f}:")
     assert message in err
 
 
@@ -141,7 +155,7 @@ def test_missing_file_directory_and_unreadable(tmp_path: Path, capsys: pytest.Ca
     code, _, err = run(["evaluate", "-f", str(tmp_path / "nope.yaml")], capsys)
     assert code == 2 and "no such file" in err and err.count("\n") == 1
     code, _, err = run(["evaluate", "-f", str(tmp_path)], capsys)
-    assert code == 2 and "is a directory" in err
+    assert code == 2 and "no .yaml, .yml or .json files (subdirectories are read with -R)" in err
     if os.geteuid() != 0:  # root reads anything
         f = tmp_path / "secret.yaml"
         f.write_text("kind: Pod\n")
@@ -246,7 +260,7 @@ def test_subprocess_evaluate_and_bad_input(tmp_path: Path) -> None:
         [str(NMISIM), "evaluate", "-f", str(bad)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
-    assert proc.stderr == f"nmisim: error: {bad}: document 1: spec.type: expected an integer, got list\n"
+    assert proc.stderr == f"nmisim: error: {bad}:1: document 1: spec.type: expected an integer, got list\n"
 
 
 def test_subprocess_stdin_pipe() -> None:

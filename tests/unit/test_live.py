@@ -292,7 +292,7 @@ def test_context_namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["evaluate"], 2, "nmisim: error: no input: pass -f FILE and/or --cluster"),
+        (["evaluate"], 2, "nmisim: error: no input: pass -f FILE, -k DIR and/or --cluster"),
         (["evaluate", "-f", "x.yaml", "-n", "shop"], 2, "nmisim: error: -n/--namespace and --kubeconfig go"),
         (["explain", "deploy/web"], 2, "nmisim: error: deploy/web: explain works on pods (pod/NAME)"),
     ],

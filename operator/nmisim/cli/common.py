@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nmisim.cli.output import FORMATS
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import Model
 from nmisim.engine.world import World
-from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
+from nmisim.sources.files import (
+    ClusterError,
+    Loaded,
+    LoadError,
+    kustomize,
+    load_config,
+    load_files,
+    load_text,
+)
 
 if TYPE_CHECKING:
     from nmisim.sources.cluster import Target
@@ -20,7 +29,9 @@ class UsageError(Exception):
     """Bad input: printed as ``nmisim: error: <message>``, exit 2."""
 
 
-def add_input_options(p: argparse.ArgumentParser, *, cluster: bool = False) -> None:
+def add_input_options(
+    p: argparse.ArgumentParser, *, cluster: bool = False, formats: tuple[str, ...] = FORMATS
+) -> None:
     """``-f``/``--config``/``-o``; with ``cluster``, also ``--cluster`` and its options (``-f`` optional)."""
     p.add_argument(
         "-f",
@@ -30,8 +41,26 @@ def add_input_options(p: argparse.ArgumentParser, *, cluster: bool = False) -> N
         required=not cluster,
         default=[] if cluster else None,
         metavar="FILE",
-        help="YAML/JSON file with Kubernetes objects (repeatable; '-' reads stdin)"
+        help="YAML/JSON file or directory with Kubernetes objects (repeatable; '-' reads stdin; a directory "
+        "gives its .yaml, .yml and .json files)"
         + ("; with --cluster, its objects add to (and replace) the live ones" if cluster else ""),
+    )
+    p.add_argument(
+        "-R", "--recursive", action="store_true", help="with -f DIR: read its subdirectories too (as kubectl)"
+    )
+    p.add_argument(
+        "-k",
+        "--kustomize",
+        dest="kustomize",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="objects of 'kubectl kustomize DIR' (repeatable; needs kubectl, which make install provides)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fields the aad-pod-identity CRDs' schemas do not know are errors (e.g. spec.selectr)",
     )
     if cluster:
         p.add_argument(
@@ -53,11 +82,17 @@ def add_input_options(p: argparse.ArgumentParser, *, cluster: bool = False) -> N
         help="SimulationConfig YAML (apiVersion nmisim.dev/v1alpha1); default: NMI's defaults, or a "
         "SimulationConfig found among the -f files",
     )
-    add_output_option(p)
+    add_output_option(p, formats)
 
 
-def add_output_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
+def add_output_option(p: argparse.ArgumentParser, formats: tuple[str, ...] = FORMATS) -> None:
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=formats,
+        default="table",
+        help=f"output format: {', '.join(formats)} (default: table)",
+    )
 
 
 def add_kubeconfig_options(p: argparse.ArgumentParser) -> None:
@@ -83,17 +118,30 @@ def warn(message: str) -> None:
     print(f"nmisim: warning: {message}", file=sys.stderr)
 
 
+@dataclass(slots=True)
+class Input:
+    world: World
+    loaded: Loaded
+
+
 def build_world(args: argparse.Namespace) -> World:
-    """Load the live cluster (``--cluster``), then ``-f`` files and ``--config``, into a World.
+    """:func:`build_input`'s World (the first bad object is an error)."""
+    return build_input(args).world
+
+
+def build_input(args: argparse.Namespace, *, keep_going: bool = False) -> Input:
+    """Load the live cluster (``--cluster``), then ``-f`` files, ``-k`` directories and ``--config``, into a
+    World; the loaded objects' origins, workloads and (``keep_going``) errors come with it.
 
     Files add to (and replace) live objects. The config is ``--config``, else the last SimulationConfig among
     the files, else the cluster's ``SimulationConfig/default``, else NMI's defaults. Raises LoadError (exit 2)
     on bad input and ``nmisim.sources.cluster.ClusterError`` (exit 1) when the cluster cannot be read.
     """
     files: list[str] = args.files or []
+    kustomized: list[str] = getattr(args, "kustomize", None) or []
     live = bool(getattr(args, "cluster", False))
-    if not files and not live:
-        raise UsageError("no input: pass -f FILE and/or --cluster")
+    if not files and not kustomized and not live:
+        raise UsageError("no input: pass -f FILE, -k DIR and/or --cluster")
     if not live and (getattr(args, "namespace", None) or getattr(args, "kubeconfig", None)):
         raise UsageError("-n/--namespace and --kubeconfig go with --cluster")
     if not live and getattr(args, "context", None):
@@ -110,7 +158,18 @@ def build_world(args: argparse.Namespace) -> World:
         cluster = load_live(target_of(args), args.namespace, warn)
         objects.extend(cluster.objects)
         config = cluster.config
-    loaded = load_files(files, sys.stdin)
+    strict = bool(getattr(args, "strict", False))
+    loaded = load_files(
+        files,
+        sys.stdin,
+        recursive=bool(getattr(args, "recursive", False)),
+        keep_going=keep_going,
+        strict=strict,
+    )
+    for directory in kustomized:
+        load_text(
+            kustomize(directory), f"kustomize {directory}", loaded, keep_going=keep_going, strict=strict
+        )
     objects.extend(loaded.objects)
     if args.config:
         config = load_config(args.config, sys.stdin)
@@ -119,4 +178,4 @@ def build_world(args: argparse.Namespace) -> World:
     world = World(config)
     for obj in objects:
         world.upsert(obj)
-    return world
+    return Input(world, loaded)

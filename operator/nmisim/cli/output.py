@@ -9,23 +9,9 @@ from typing import Any, Final
 import yaml
 
 from nmisim.engine.routes import RequestResult, json_number
-from nmisim.engine.verdict import VERDICTS, PodResult
 
 FORMATS: Final = ("table", "json", "yaml")
 API_VERSION: Final = "nmisim.dev/v1alpha1"
-
-
-def evaluation_document(results: Sequence[PodResult]) -> dict[str, Any]:
-    """The ``EvaluationResult`` JSON document (product.md §4)."""
-    summary: dict[str, int] = {"pods": len(results)}
-    for verdict in VERDICTS:
-        summary[verdict] = sum(1 for r in results if r.verdict == verdict)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "EvaluationResult",
-        "results": [r.to_json() for r in results],
-        "summary": summary,
-    }
 
 
 def render_data(data: Mapping[str, Any], fmt: str) -> str:
@@ -50,30 +36,6 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 def _wait(seconds: float) -> str:
     return f"{json_number(seconds)}s" if seconds else "-"
-
-
-def evaluation_table(results: Sequence[PodResult]) -> str:
-    rows = [["NAMESPACE", "NAME", "VERDICT", "EXCEPTION", "IDENTITY", "TOKEN", "WAIT"]]
-    for r in results:
-        exc = r.exception or ("(mic shortcut)" if r.mic_shortcut else "-")
-        ident = r.token_request.identity or "-"
-        if r.ambiguous:
-            ident += f" (+{len(r.identities) - 1} more)"
-        status = str(r.token_request.status) if r.token_request.status is not None else "-"
-        rows.append([r.namespace, r.name, r.verdict, exc, ident, status, _wait(r.token_request.wait_seconds)])
-    doc = evaluation_document(results)
-    s = doc["summary"]
-    out = table(rows) if results else "No pods in the input.\n"
-    out += (
-        f"\n{s['pods']} pods: {s['intercepted']} intercepted, {s['exempt']} exempt, "
-        f"{s['bypass']} bypass, {s['inactive']} inactive\n"
-    )
-    found = [(r, f) for r in results for f in r.findings]
-    if found:
-        out += f"\nFindings ({len(found)}):\n"
-        frows = [[f"{r.namespace}/{r.name}", f.code, f.message] for r, f in found]
-        out += "".join("  " + line + "\n" for line in table(frows).splitlines())
-    return out
 
 
 def request_table(result: RequestResult) -> str:

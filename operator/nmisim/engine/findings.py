@@ -52,6 +52,8 @@ INVALID_RESOURCE_ID: Final = "InvalidResourceID"
 # hostNetwork pod NMI would serve its bound identity to a caller of NMI's own port from the node IP:
 # NMI's lookup by IP ignores hostNetwork (pkg/k8s/client.go getPodList, §8.4).
 HOST_NETWORK_IDENTITY_EXPOSED: Final = "HostNetworkIdentityExposed"
+# A workload carries aadpodidbinding on its own metadata but not on its pod template (upstream #1074).
+BINDING_LABEL_ON_WORKLOAD: Final = "BindingLabelOnWorkload"
 
 ALL_CODES: Final = (
     EXEMPT_POD_HAS_BINDING,
@@ -74,6 +76,7 @@ ALL_CODES: Final = (
     ASSIGNED_IDENTITY_NAME_COLLISION,
     INVALID_RESOURCE_ID,
     HOST_NETWORK_IDENTITY_EXPOSED,
+    BINDING_LABEL_ON_WORKLOAD,
 )
 
 
@@ -107,6 +110,89 @@ SEVERITY: Final[dict[str, str]] = {
     ASSIGNED_IDENTITY_NAME_COLLISION: SEVERITY_ERROR,
     INVALID_RESOURCE_ID: SEVERITY_ERROR,
     HOST_NETWORK_IDENTITY_EXPOSED: SEVERITY_WARNING,
+    BINDING_LABEL_ON_WORKLOAD: SEVERITY_ERROR,
+}
+
+
+#: What each code means and what to do, one paragraph each: SARIF's rule help, docs/cli.md's table.
+DESCRIPTION: Final[dict[str, str]] = {
+    EXEMPT_POD_HAS_BINDING: (
+        "The pod is exempt by an AzurePodIdentityException, so NMI ignores its aadpodidbinding label: its"
+        " token requests go to IMDS with the VM's identities, never the bound one."
+    ),
+    AKS_ADDON_NOT_EXEMPT: (
+        "A pod labelled kubernetes.azure.com/managedby=aks is intercepted: AKS add-ons then get 403/404 "
+        "instead of the node's identity. Exempt it with an AzurePodIdentityException in its namespace."
+    ),
+    HOST_NETWORK_BYPASS: (
+        "A hostNetwork pod never reaches NMI (the iptables rule is in the pod network): IMDS answers it "
+        "directly with the VM's identities."
+    ),
+    AMBIGUOUS_IDENTITY: (
+        "More than one identity is bound to the pod and the request names none: NMI's pick is not "
+        "deterministic. Request a clientID or bind one identity."
+    ),
+    NO_IDENTITY: (
+        "The pod is intercepted and no identity is assigned to it: token requests fail after NMI's wait. "
+        "Bind an identity, or exempt the pod if it must reach IMDS."
+    ),
+    CROSS_NAMESPACE_BINDING: (
+        "The pod gets an identity through a binding or identity in another namespace; forceNamespaced or "
+        "managed mode would drop it."
+    ),
+    CAPITALISED_FIELDS: (
+        "Pre-1.6 capitalised fields (PodLabels, Selector, AzureIdentity, ClientID, ResourceID) are "
+        "ignored since v1.6.0: the object behaves as if they were absent. Use the lower-case names."
+    ),
+    UNSUPPORTED_IDENTITY_TYPE: ("AzureIdentity spec.type is not 0, 1 or 2: MIC cannot assign it."),
+    ASSIGNED_IDENTITY_STUCK_CREATED: (
+        "The AzureAssignedIdentity stays Created (MIC could not assign the identity to the VM): NMI waits"
+        " and then answers 404."
+    ),
+    BINDING_IDENTITY_MISSING: (
+        "The binding names an AzureIdentity that does not exist in its namespace: the binding is skipped."
+    ),
+    NAMESPACED_BINDING_IGNORED: (
+        "A binding matches the pod's label but forceNamespaced or the identity's namespaced annotation "
+        "drops it (it is in another namespace)."
+    ),
+    EMPTY_SELECTOR_BINDING: (
+        "Managed mode: a binding with an empty selector matches every pod without the aadpodidbinding label."
+    ),
+    EXEMPT_POD_IMDS_ERROR: (
+        "The exempt pod's default token request fails at IMDS (NMI forwards it unchanged; the VM carries "
+        "no identity, or several and the request names none)."
+    ),
+    BYPASS_POD_IMDS_ERROR: (
+        "The hostNetwork pod's default token request fails at IMDS (the VM carries no identity, or "
+        "several and the request names none)."
+    ),
+    IDENTITY_NOT_ON_NODE: (
+        "Managed mode: the identity NMI picks is not on the node's VM; assign it to the VM (az vmss "
+        "identity assign)."
+    ),
+    SELECTOR_CASE_MISMATCH: (
+        "The pod's aadpodidbinding equals a binding's selector only ignoring case; selectors compare "
+        "case-sensitively."
+    ),
+    ASSIGNED_IDENTITY_OTHER_NODE: (
+        "The pod's AzureAssignedIdentity is labelled for another node; NMI on the pod's node does not see it."
+    ),
+    ASSIGNED_IDENTITY_NAME_COLLISION: (
+        "Two identities collide on MIC's AzureAssignedIdentity name (upstream issue #1065): one of them "
+        "is never assigned."
+    ),
+    INVALID_RESOURCE_ID: (
+        "A type-0 AzureIdentity's resourceID is empty or malformed: MIC ignores the identity."
+    ),
+    HOST_NETWORK_IDENTITY_EXPOSED: (
+        "A bound hostNetwork pod's identity is served by NMI's own port to any process on the node that "
+        "calls it from the node's IP (NMI looks callers up by IP)."
+    ),
+    BINDING_LABEL_ON_WORKLOAD: (
+        "The workload carries aadpodidbinding on its own metadata, not on its pod template: the pods get "
+        "no label, and NMI answers 404 after its wait. Move it to spec.template.metadata.labels."
+    ),
 }
 
 
