@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 import re
 import subprocess
 import tarfile
@@ -30,7 +29,6 @@ from nmisim import __version__
 from nmisim.cli.main import build_parser
 
 CHART = ROOT / "charts" / "nmisim"
-HELM_SH = ROOT / "hack" / "helm.sh"
 RELEASE = "nmisim"
 NAMESPACE = "nmisim-system"
 #: Helm's standard labels, the only difference the comparison with manifests/ allows (metadata only).
@@ -46,25 +44,6 @@ pytestmark = pytest.mark.timeout(1800)
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]
-
-
-def _must_have_helm() -> bool:
-    return os.environ.get("NMISIM_REAL_NODE") == "1" or bool(os.environ.get("CI"))
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    path = Path(
-        subprocess.run([str(HELM_SH), "--print"], capture_output=True, text=True, check=True).stdout.strip()
-    )
-    if not os.access(path, os.X_OK):
-        proc = subprocess.run([str(HELM_SH)], capture_output=True, text=True, check=False, timeout=1700)
-        if proc.returncode != 0 or not os.access(path, os.X_OK):
-            reason = f"hack/helm.sh could not build helm:\n{proc.stderr[-3000:]}"
-            if _must_have_helm():
-                pytest.fail(reason)
-            pytest.skip(reason)
-    return str(path)
 
 
 def _docs(text: str) -> list[Obj]:
