@@ -417,3 +417,29 @@ def test_github_annotations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_every_code_has_a_severity_and_a_description() -> None:
     assert set(SEVERITY) == set(ALL_CODES) == set(DESCRIPTION)
+
+
+# ------------------------------------------------------------------ the docs say what the code does
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_docs_document_every_evaluate_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """`nmisim evaluate --help` and docs/cli.md agree: every flag the parser has is in the docs' section."""
+    code, help_text, _ = run(["evaluate", "--help"], capsys)
+    assert code == 0
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+|-[a-zA-Z])\b", help_text)) - {"-h", "--help"}
+    assert {"--fail-on", "--fail-on-verdict", "--strict", "-R", "-k", "--baseline"} <= flags
+    docs = _section((ROOT / "docs" / "cli.md").read_text(), "## `nmisim evaluate`")
+    missing = sorted(f for f in flags if f"`{f}" not in docs and f"{f} " not in docs)
+    assert not missing, f"docs/cli.md's evaluate section does not document {missing}"
+    for fmt in ("table", "json", "yaml", "junit", "sarif", "github"):
+        assert f"`{fmt}`" in docs
+
+
+def test_docs_severity_table_is_the_codes() -> None:
+    docs = _section((ROOT / "docs" / "cli.md").read_text(), "### Severities")
+    rows = dict(re.findall(r"^\| `(\w+)` \| (error|warning|info) \|", docs, re.MULTILINE))
+    assert rows == SEVERITY
