@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "differ. Or compare two SimulationConfigs over the same inputs: -f FILE --config A --config B. "
         "Exit 3 when something differs (with --fail-on: when HEAD introduces such a finding).",
     )
-    p.add_argument("sides", nargs="*", metavar="BASE HEAD", help="the two inputs: each a file or a directory")
+    p.add_argument("base", nargs="?", metavar="BASE", help="the inputs before: a file or a directory")
+    p.add_argument("head", nargs="?", metavar="HEAD", help="the inputs after: a file or a directory")
     p.add_argument(
         "-f",
         "--filename",
@@ -100,12 +101,10 @@ def _world(paths: list[str], config: SimulationConfig | None) -> World:
 
 
 def _worlds(args: argparse.Namespace) -> tuple[World, World]:
-    sides: list[str] = args.sides
+    sides: list[str] = [s for s in (args.base, args.head) if s is not None]
     configs: list[str] = args.config
-    if len(sides) not in (0, 2):
-        raise UsageError(
-            f"diff takes BASE and HEAD (or -f FILE --config A --config B), got {len(sides)} inputs"
-        )
+    if len(sides) == 1:
+        raise UsageError("diff takes BASE and HEAD (or -f FILE --config A --config B), got only BASE")
     if len(configs) > 2:
         raise UsageError("--config: at most twice (BASE's, then HEAD's)")
     if not sides:
