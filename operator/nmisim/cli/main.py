@@ -35,6 +35,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "nmisim.cli.evaluate",
     "nmisim.cli.request",
     "nmisim.cli.explain",
+    "nmisim.cli.whocan",
+    "nmisim.cli.diff",
     "nmisim.cli.serve",
 )
 
