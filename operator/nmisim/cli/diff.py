@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser(
         "diff",
         help="show the pods whose verdict, token outcome or findings differ between two inputs",
-        description="Evaluate BASE and HEAD (each a file or a directory of *.yaml/*.yml/*.json files) and "
+        description="Evaluate BASE and HEAD (each a file or a directory of *.yaml/*.yml/*.json files; "
+        "workloads become their pods, as in evaluate) and "
         "print only the pods whose verdict, identity, token outcome (status, error, wait) or findings "
         "differ. Or compare two SimulationConfigs over the same inputs: -f FILE --config A --config B. "
         "Exit 3 when something differs (with --fail-on: when HEAD introduces such a finding).",
@@ -53,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="FILE",
         help="file or directory common to both sides (repeatable; BASE/HEAD objects replace its objects)",
     )
+    p.add_argument("-R", "--recursive", action="store_true", help="read directories' subdirectories too")
     p.add_argument(
         "--config",
         action="append",
@@ -73,25 +75,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=run)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Directory inputs: a stopgap until sources/files.py loads directories itself (the lead's -R work). Switch
-# this one function to the shared loader then; nothing else here knows about directories.
-def expand_inputs(path: str) -> list[str]:
-    """``path`` itself, or a directory's *.yaml, *.yml and *.json files (not recursive), sorted by name."""
-    if path == "-":
+def _world(paths: list[str], config: SimulationConfig | None, recursive: bool) -> World:
+    if "-" in paths:
         raise UsageError("diff reads files and directories, not stdin ('-')")
-    p = Path(path)
-    if p.is_dir():
-        return sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix in {".yaml", ".yml", ".json"})
-    return [path]
-
-
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _world(paths: list[str], config: SimulationConfig | None) -> World:
-    files = [f for path in paths for f in expand_inputs(path)]
-    loaded = load_files(files)
+    loaded = load_files(paths, recursive=recursive)  # directories as evaluate reads them
     if config is None and loaded.configs:
         config = loaded.configs[-1]
     world = World(config)
@@ -123,7 +110,7 @@ def _worlds(args: argparse.Namespace) -> tuple[World, World]:
     for path in (*common, *sides):
         if path != "-" and not Path(path).exists():
             raise LoadError(f"{path}: no such file or directory")
-    return _world(base, base_cfg), _world(head, head_cfg)
+    return _world(base, base_cfg, args.recursive), _world(head, head_cfg, args.recursive)
 
 
 def _cell(r: PodResult | None) -> str:
