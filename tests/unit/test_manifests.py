@@ -443,3 +443,11 @@ def test_docs_severity_table_is_the_codes() -> None:
     docs = _section((ROOT / "docs" / "cli.md").read_text(), "### Severities")
     rows = dict(re.findall(r"^\| `(\w+)` \| (error|warning|info) \|", docs, re.MULTILINE))
     assert rows == SEVERITY
+
+
+def test_who_can_names_the_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["who-can", "default/demo-identity", "-f", str(DEMO), "-R", "-o", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert sorted({r["workload"] for r in rows}) == ["Deployment/default/demo", "Job/default/report"]
+    assert len(rows) == 5 and {r["how"] for r in rows} == {"binding"}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import Any
 
-from nmisim.cli.common import add_input_options, build_world
+from nmisim.cli.common import add_input_options, build_input
 from nmisim.cli.output import API_VERSION, render_data, table
 from nmisim.engine.routes import json_number
 from nmisim.engine.whocan import HOWS, WhoCan, who_can
@@ -87,8 +88,11 @@ def render_table(result: WhoCan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    world = build_world(args)
-    result = who_can(world, args.identity)
+    data = build_input(args)
+    result = who_can(data.world, args.identity)
+    owners = data.loaded.pod_workload  # pods-to-be name the workload they come from
+    rows = tuple(replace(r, workload=owners.get((r.namespace, r.name), "")) for r in result.rows)
+    result = replace(result, rows=rows)
     if args.output == "table":
         sys.stdout.write(render_table(result))
     else:

@@ -20,7 +20,7 @@ of a token request (:func:`nmisim.engine.routes.simulate_request`), asking for t
   pod named in its ``podns``/``podname`` headers, so every hostNetwork pod on a node gets the identity of
   any pod on that node bound to it (and so does every process on the node: :attr:`WhoCan.host_token`).
 
-Rows carry a ``workload`` field, empty until pods are grouped by their owning workload.
+Rows carry a ``workload`` field: the workload (``Kind/ns/name``) a pod-to-be comes from, set by the CLI.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class WhoCanRow:
     identity: str
     wait_seconds: float = 0.0
     cross_namespace: bool = False
-    #: the owning workload (``Kind/name``), once pods are grouped by workload; empty today
+    #: the workload (``Kind/ns/name``) a pod-to-be comes from; empty for a pod of its own
     workload: str = ""
     node: str = ""
 
