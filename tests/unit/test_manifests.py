@@ -448,6 +448,6 @@ def test_docs_severity_table_is_the_codes() -> None:
 def test_who_can_names_the_workloads(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["who-can", "default/demo-identity", "-f", str(DEMO), "-R", "-o", "json"], capsys)
     assert code == 0, err
-    rows = json.loads(out)["rows"]
+    rows = json.loads(out)["results"]
     assert sorted({r["workload"] for r in rows}) == ["Deployment/default/demo", "Job/default/report"]
     assert len(rows) == 5 and {r["how"] for r in rows} == {"binding"}
