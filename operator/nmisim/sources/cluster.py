@@ -36,10 +36,10 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InsecureRequestWarning
 
 from nmisim.engine.config import ConfigError, SimulationConfig
-from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, KIND_POD, ModelError
+from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, KIND_POD, ModelError, Pod
 from nmisim.engine.resources import AAD_KINDS as AAD_RESOURCE_KINDS
 from nmisim.engine.resources import resource
-from nmisim.sources.files import ClusterError, Loaded, parse_object
+from nmisim.sources.files import ClusterError, Loaded, ignored_codes, parse_object
 
 __all__ = [
     "ClusterError",
@@ -343,6 +343,10 @@ class LiveReader:
         if parsed is None or isinstance(parsed, SimulationConfig):
             return
         out.objects.append(parsed)
+        if isinstance(parsed, Pod):  # evaluate's suppressions (nmisim.dev/ignore) hold for live pods too
+            codes = ignored_codes(obj)
+            if codes:
+                out.ignored_codes[(parsed.namespace, parsed.name)] = codes
 
 
 def describe(obj: Mapping[str, Any], kind: str) -> str:

@@ -235,6 +235,11 @@ def parse_object(obj: Mapping[str, Any]) -> Model | SimulationConfig | None:
     return cls.from_k8s(obj)
 
 
+def ignored_codes(obj: Mapping[str, Any]) -> frozenset[str]:
+    """The finding codes an object's ``nmisim.dev/ignore`` annotation names."""
+    return _codes(_annotations(obj))
+
+
 def _codes(annotations: Mapping[str, Any]) -> frozenset[str]:
     value = annotations.get(IGNORE_ANNOTATION)
     if not isinstance(value, str):
