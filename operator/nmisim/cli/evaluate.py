@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from nmisim.cli.common import add_input_options, build_world
+from nmisim.cli.nmioptions import add_nmi_options
 from nmisim.cli.output import evaluation_document, evaluation_table, render_data
 
 
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "the live cluster (--cluster), or both.",
     )
     add_input_options(p, cluster=True)
+    add_nmi_options(p)  # NMI's flags and --nmi-values (cli/nmioptions.py)
     p.set_defaults(func=run)
 
 

@@ -38,6 +38,8 @@ class Loaded:
     objects: list[Model] = field(default_factory=list)
     configs: list[SimulationConfig] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    #: the raw objects of the skipped kinds (DaemonSets: NMI's settings, sources/nmiconfig.py)
+    others: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def read_text(path: str, stdin: TextIO | None = None) -> str:
@@ -143,6 +145,7 @@ def load_text(text: str, name: str, into: Loaded | None = None) -> Loaded:
             if parsed is None:
                 kind = str(obj.get("kind"))
                 out.skipped[kind] = out.skipped.get(kind, 0) + 1
+                out.others.append(obj)
             elif isinstance(parsed, SimulationConfig):
                 out.configs.append(parsed)
             else:
