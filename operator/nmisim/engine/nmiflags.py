@@ -49,9 +49,24 @@ class ConfigFlag:
 CONFIG_FLAGS: Final[tuple[ConfigFlag, ...]] = (
     ConfigFlag("forceNamespaced", "force_namespaced", "bool", "namespaced matching (false)"),
     ConfigFlag("MICNamespace", "mic_namespace", "str", "namespace of the isMIC shortcut (default)"),
-    ConfigFlag("retry-attempts-for-created", "retry_attempts_for_created", "int", "(16)"),
-    ConfigFlag("retry-attempts-for-assigned", "retry_attempts_for_assigned", "int", "(4)"),
-    ConfigFlag("find-identity-retry-interval", "find_identity_retry_interval_seconds", "int", "seconds (5)"),
+    ConfigFlag(
+        "retry-attempts-for-created",
+        "retry_attempts_for_created",
+        "int",
+        "retries to find the assigned identity in CREATED state (16)",
+    ),
+    ConfigFlag(
+        "retry-attempts-for-assigned",
+        "retry_attempts_for_assigned",
+        "int",
+        "retries to find it in ASSIGNED state (4)",
+    ),
+    ConfigFlag(
+        "find-identity-retry-interval",
+        "find_identity_retry_interval_seconds",
+        "int",
+        "seconds between those retries (5)",
+    ),
     ConfigFlag(
         "block-instance-metadata", "block_instance_metadata", "bool", "403 for /metadata/instance (false)"
     ),
@@ -461,12 +476,12 @@ def render_chart(user_values: Mapping[str, Any], release_namespace: str, where: 
     (``templates/nmi-daemonset.yaml``), the exceptions (``mic-exception.yaml``) and the identities and
     bindings (``identities.yaml``) it installs. ``notes`` are the chart's surprises worth a warning."""
     try:
-        return _render_chart(merge_values(CHART_DEFAULTS, user_values), release_namespace, where)
+        return _render_chart(merge_values(CHART_DEFAULTS, user_values), release_namespace)
     except NMISettingsError as exc:
         raise NMISettingsError(f"{where}: {exc}") from None
 
 
-def _render_chart(v: Mapping[str, Any], release_ns: str, where: str) -> RenderedChart:
+def _render_chart(v: Mapping[str, Any], release_ns: str) -> RenderedChart:
     nmi = v.get("nmi") or {}
     if not isinstance(nmi, Mapping):
         raise NMISettingsError("nmi: expected a map")
