@@ -218,6 +218,8 @@ def test_chart_surprises_are_rendered_faithfully_and_noted() -> None:
     assert parse_nmi_argv(r.argv, r.env, "v").settings.get("force_namespaced") is None  # "True" != "true"
     assert len(r.notes) == 3 and any("NMI uses its default 16" in n for n in r.notes)
     assert render_chart({"installMICException": False}, "default", "v").objects == ()
+    on = render_chart({"forceNamespaced": True}, "default", "v")  # unquoted true renders "true"
+    assert parse_nmi_argv(on.argv, on.env, "v").settings["force_namespaced"] is True and not on.notes
     quoted = render_chart({"nmi": {"retryAttemptsForCreated": "0"}}, "default", "v")
     assert "--retry-attempts-for-created=0" in quoted.argv and not quoted.notes
 
