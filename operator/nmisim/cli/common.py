@@ -20,6 +20,7 @@ from nmisim.sources.files import (
     load_files,
     load_text,
 )
+from nmisim.sources.nmiconfig import nmi_settings
 
 if TYPE_CHECKING:
     from nmisim.sources.cluster import Target
@@ -150,6 +151,8 @@ def build_input(args: argparse.Namespace, *, keep_going: bool = False) -> Input:
         raise LoadError("-f -: stdin can be read only once")
     if args.config == "-" and "-" in files:
         raise LoadError("--config -: stdin is already used by -f -")
+    if "-" in (getattr(args, "nmi_values", None) or []) and (args.config == "-" or "-" in files):
+        raise LoadError("--nmi-values -: stdin is already used")  # NMI's settings (sources/nmiconfig.py)
     objects: list[Model] = []
     config: SimulationConfig | None = None
     if live:
@@ -175,6 +178,13 @@ def build_input(args: argparse.Namespace, *, keep_going: bool = False) -> Input:
         config = load_config(args.config, sys.stdin)
     elif loaded.configs:
         config = loaded.configs[-1]
+    # NMI's settings from an NMI DaemonSet in the input, --nmi-values and NMI's flags (sources/nmiconfig.py)
+    where = f"--config {args.config}" if args.config else "-f" if loaded.configs else "the cluster"
+    named = f"SimulationConfig/{config.name} ({where})" if config is not None else None
+    nmi = nmi_settings(config, [obj for _, obj in loaded.raw], args, config_source=named, stdin=sys.stdin)
+    config, objects[:0] = nmi.config, nmi.objects  # the chart's objects: input or cluster ones replace them
+    for line in nmi.warnings:
+        warn(line)
     world = World(config)
     for obj in objects:
         world.upsert(obj)

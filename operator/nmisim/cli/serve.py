@@ -18,37 +18,10 @@ import time
 from typing import Any, Final
 
 from nmisim import __version__
+from nmisim.cli.nmioptions import add_nmi_config_flags, go_bool
+from nmisim.sources.nmiconfig import flag_settings
 
 NMI_VERSION: Final = "1.8.17"
-
-#: NMI flag -> NMIConfig field it overrides
-CONFIG_FLAGS: Final = {
-    "operation_mode": "operation_mode",
-    "forceNamespaced": "force_namespaced",
-    "MICNamespace": "mic_namespace",
-    "metadata_header_required": "metadata_header_required",
-    "block_instance_metadata": "block_instance_metadata",
-    "set_retry_after_header": "set_retry_after_header",
-    "retry_attempts_for_created": "retry_attempts_for_created",
-    "retry_attempts_for_assigned": "retry_attempts_for_assigned",
-    "find_identity_retry_interval": "find_identity_retry_interval_seconds",
-}
-
-
-def go_bool(text: str) -> bool:
-    """Go's ``strconv.ParseBool``."""
-    if text in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if text in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -70,24 +43,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--node", default=os.environ.get("NODE_NAME", ""), help="this node's name (default: $NODE_NAME)"
     )
     nmi.add_argument("--ipt-update-interval-sec", type=float, default=60, help="rule check interval (60)")
-    nmi.add_argument("--forceNamespaced", **b, help="namespaced matching (env FORCENAMESPACED=true too)")
-    nmi.add_argument("--MICNamespace", help="namespace of the isMIC shortcut (default)")
     nmi.add_argument("--http-probe-port", type=int, default=8080, help="/healthz port (8080)")
-    nmi.add_argument("--retry-attempts-for-created", type=_non_negative, help="(16)")
-    nmi.add_argument("--retry-attempts-for-assigned", type=_non_negative, help="(4)")
-    nmi.add_argument("--find-identity-retry-interval", type=_non_negative, help="seconds (5)")
     nmi.add_argument("--enableProfile", **b, default=False, help="pprof: not simulated (accepted)")
     nmi.add_argument("--enableScaleFeatures", **b, default=True, help="(true; false is not simulated)")
-    nmi.add_argument("--block-instance-metadata", **b, help="403 for /metadata/instance (false)")
-    nmi.add_argument("--metadata-header-required", **b, help="require Metadata: true (true)")
     nmi.add_argument("--prometheus-port", type=int, default=9090, help="/metrics port (9090)")
-    nmi.add_argument("--operation-mode", help="standard or managed (standard)")
     nmi.add_argument("--allow-network-plugin-kubenet", **b, default=False, help="skip the kubenet check")
     nmi.add_argument("--kubelet-config", default="/etc/default/kubelet", help="read for the kubenet check")
-    nmi.add_argument("--set-retry-after-header", **b, help="503 + Retry-After: 20 instead of 404 (false)")
     nmi.add_argument("--enable-conntrack-deletion", **b, default=False, help="(false)")
     nmi.add_argument("--custom-user-agent", default="", help="accepted (the agent calls no IMDS)")
     nmi.add_argument("--log-format", choices=("text", "json"), default="text", help="(text)")
+    # the simulation settings: one definition with evaluate/request (and env FORCENAMESPACED=true)
+    add_nmi_config_flags(nmi)
     nmi.add_argument("-v", "--v", dest="verbosity", type=int, default=0, help="klog verbosity")
     own = p.add_argument_group("nmisim's own flags")
     own.add_argument(
@@ -135,11 +101,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for flag, fieldname in CONFIG_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            out[fieldname] = value.lower() if flag == "operation_mode" else value
+    out = flag_settings(args)
+    if "operation_mode" in out:
+        out["operation_mode"] = out["operation_mode"].lower()
     if os.environ.get("FORCENAMESPACED") == "true":
         out["force_namespaced"] = True
     return out
