@@ -19,10 +19,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "the live cluster (--cluster), or both.",
     )
     add_input_options(p, cluster=True)
+    # FILE... as -f FILE each: how pre-commit (.pre-commit-hooks.yaml) and xargs pass files
+    p.add_argument("paths", nargs="*", metavar="FILE", help="more input files, as -f FILE each")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.files = [*args.files, *args.paths]  # positional FILEs after the -f ones
     world = build_world(args)
     results = world.evaluate_all()
     if args.output == "table":
