@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.support import kubectl_path
 
+from nmisim import __version__
 from nmisim.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +127,7 @@ def git(*args: str | Path, cwd: Path | None = None, **kw: str) -> str:
 @pytest.fixture(scope="module")
 def hook_repo() -> Iterator[tuple[Path, str]]:
     """This working tree (tracked and untracked files, .gitignore honoured) as one commit of a scratch
-    repository at a fixed place in the cache: (the repository, the commit). The same tree keeps the same
+    repository at a fixed place in the cache: (the repository, the commit). The same tree is the same
     commit, so pre-commit reuses its environment. Locked: two test runs at once share it."""
     CACHE.mkdir(parents=True, exist_ok=True)
     repo = CACHE / "hook-repo"
@@ -134,13 +137,13 @@ def hook_repo() -> Iterator[tuple[Path, str]]:
             git("init", "-q", "-b", "main", repo)
         gitdir: list[str | Path] = ["--git-dir", repo / ".git", "--work-tree", ROOT]
         git(*gitdir, "add", "-A", ".")
-        changed = subprocess.run(
-            ["git", "--git-dir", str(repo / ".git"), "diff", "--cached", "--quiet", "HEAD"],
-            capture_output=True, timeout=60, check=False,
-        ).returncode != 0  # fmt: skip
-        if changed:
-            git(*gitdir, "commit", "-q", "--no-verify", "-m", f"nmisim working tree {ROOT}")
-        rev = git("--git-dir", repo / ".git", "rev-parse", "HEAD")
+        tree = git(*gitdir, "write-tree")
+        # no parent, fixed dates: the same tree is the same commit, from any worktree or run
+        when = "1970-01-01T00:00:00+0000"
+        rev = git(
+            *gitdir, "commit-tree", tree, "-m", "nmisim tree", GIT_AUTHOR_DATE=when, GIT_COMMITTER_DATE=when
+        )
+        git(*gitdir, "update-ref", "refs/heads/main", rev)  # a branch tip: pre-commit fetches it shallow
         yield repo, rev
 
 
@@ -204,3 +207,26 @@ def test_gc_keeps_the_current_environment(pre_commit: str, user_repo: Path) -> N
     again = run_hook(pre_commit, user_repo, f"manifests/{GOOD[0].name}")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Installing environment" not in again.stdout + again.stderr  # still cached
+
+
+def test_pip_install_gives_nmisim_and_kubectl_nmisim(
+    pre_commit: str, hook_repo: tuple[Path, str], user_repo: Path
+) -> None:
+    """What pre-commit installed is `pip install .` of this repository in a virtualenv (docs/install.md):
+    its bin holds nmisim and kubectl-nmisim, and the real kubectl finds the plugin there."""
+    assert run_hook(pre_commit, user_repo, "README.md").returncode == 0  # the environment exists
+    repo, rev = hook_repo
+    with sqlite3.connect(CACHE / "home" / "db.db") as db:
+        (path,) = db.execute("SELECT path FROM repos WHERE repo = ? AND ref = ?", (str(repo), rev)).fetchone()
+    (env_bin,) = Path(path).glob("py_env-*/bin")
+    assert (env_bin / "nmisim").exists() and (env_bin / "kubectl-nmisim").exists()
+    env = {"PATH": f"{env_bin}:/usr/bin:/bin", "HOME": str(user_repo)}
+    kubectl = kubectl_path()
+    plugins = subprocess.run(
+        [kubectl, "plugin", "list"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert str(env_bin / "kubectl-nmisim") in plugins.stdout.splitlines(), plugins.stdout + plugins.stderr
+    version = subprocess.run(
+        [kubectl, "nmisim", "--version"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (version.returncode, version.stdout) == (0, f"nmisim {__version__}\n"), version.stderr
