@@ -37,7 +37,7 @@ INPUT = [FIXTURES / "pods.yaml", FIXTURES / "identities.yaml", FIXTURES / "defau
 #: where no nmisim is (the virtualenv's bin, which has one, is never on these PATHs)
 SYSTEM_PATH = "/usr/bin:/bin"
 
-# The first krew test builds krew (about a minute on 2 cores) unless it is in the cache already.
+# The first krew test builds krew (under a minute on 2 cores) unless it is in the cache already.
 pytestmark = pytest.mark.timeout(900)
 
 
