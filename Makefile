@@ -103,3 +103,12 @@ e2e-kind: install ## cluster tests on a kind cluster running the operator image 
 .PHONY: helm
 helm: ## build helm (for charts/nmisim) from Go modules into ~/.cache/nmisim; tests/unit/test_chart.py calls it too
 	@hack/helm.sh >/dev/null
+
+.PHONY: krew-archive krew
+# The krew plugin (plugins/krew/, docs/install.md): the archive is the launcher alone, reproducible, so the
+# manifest in the repository holds its sha256; tests/unit/test_krew.py fails when they differ.
+krew-archive: ## the krew plugin's archive into dist/krew/; its version, uri, sha256 into plugins/krew/nmisim.yaml (KREW_BASE_URL=where you publish it)
+	@$(if $(wildcard $(PY)),$(PY),python3) hack/krew_plugin.py $(if $(KREW_BASE_URL),--base-url $(KREW_BASE_URL))
+
+krew: ## build krew (the kubectl plugin manager) from Go modules into ~/.cache/nmisim; tests/unit/test_krew.py calls it too
+	@hack/krew.sh >/dev/null

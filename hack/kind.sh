@@ -62,21 +62,7 @@ kind_module_dir() {
 
 # --- build ---------------------------------------------------------------------------------------------
 
-# go_tool NAME MODULE VERSION PACKAGE [VERSION-CHECK...]: PACKAGE of MODULE@VERSION built into $KB/NAME,
-# in a scratch module of its own, unless $KB/NAME already prints VERSION-CHECK
-go_tool() {
-  local name=$1 module=$2 version=$3 package=$4; shift 4
-  if [[ -x $KB/$name ]] && [[ "$("$KB/$name" "$@" 2>/dev/null)" == *"${version#v}"* ]]; then return 0; fi
-  command -v go >/dev/null || die "go not found: install Go 1.26+"
-  local t0=$SECONDS dir=$K/src-$name
-  mkdir -p "$KB" "$dir"
-  say "building $name $version from its Go module"
-  (cd "$dir" && { [[ -f go.mod ]] || go mod init "local/nmisim-$name" >/dev/null 2>&1; } \
-    && go get "$module@$version" >/dev/null 2>&1 \
-    && go build -trimpath -ldflags "-s -w" -o "$KB/$name.tmp" "$package")
-  mv "$KB/$name.tmp" "$KB/$name"
-  say "  $name built in $((SECONDS - t0)) s"
-}
+# go_tool (hack/lib.sh) builds into $KB, its scratch modules in $K/src-NAME.
 # kind's CLI; CoreDNS, the cluster DNS kubeadm deploys (the version kubeadm v1.36.3 names)
 build_cli() { go_tool kind sigs.k8s.io/kind "$KIND_VERSION" sigs.k8s.io/kind version; }
 build_coredns() { go_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns -version; }

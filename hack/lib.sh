@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 # Helpers the scripts share, sourced after they define `say` and `die` (and, for elapsed/with_progress,
 # set `start`: SECONDS at the beginning of the build): hack/k8s-bins.sh, hack/helm.sh, hack/image.sh,
-# hack/node.sh (through hack/cluster.sh) and hack/kind.sh.
+# hack/node.sh (through hack/cluster.sh), hack/kind.sh and hack/krew.sh.
 
 # shellcheck disable=SC2154  # start: set by the script that sources this file
 elapsed() { printf '%dm%02ds' $(( (SECONDS-start)/60 )) $(( (SECONDS-start)%60 )); }
@@ -77,4 +77,26 @@ pack_rootfs() {
   rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/* "$1"/var/log/*.log \
     "$1"/usr/share/doc/* "$1"/usr/share/man/*
   tar --numeric-owner --sort=name --mtime=@0 -C "$1" -cf "$2" .
+}
+
+# --- Go tools built from their modules (hack/kind.sh, hack/krew.sh; they set K and KB, and export
+# GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod)
+# go_tool NAME MODULE VERSION PACKAGE [VERSION-CHECK...]: PACKAGE of MODULE@VERSION built into $KB/NAME,
+# in a scratch module of its own ($K/src-NAME), unless $KB/NAME already prints VERSION-CHECK's output with
+# VERSION in it. GO_TOOL_LDFLAGS: more -ldflags (a version stamp). A temporary name of this run's own, so
+# two builds at once do not collide.
+go_tool() {
+  local name=$1 module=$2 version=$3 package=$4; shift 4
+  # shellcheck disable=SC2154 # K, KB: set by the script that sources this file
+  if [[ -x $KB/$name ]] && [[ "$("$KB/$name" "$@" 2>/dev/null)" == *"${version#v}"* ]]; then return 0; fi
+  command -v go >/dev/null || die "go not found: install Go 1.26+"
+  local t0=$SECONDS dir=$K/src-$name
+  mkdir -p "$KB" "$dir"
+  say "building $name $version from its Go module (first time: a few minutes on 2 cores)"
+  (cd "$dir" && { [[ -f go.mod ]] || go mod init "local/nmisim-$name" >/dev/null 2>&1; } \
+    && go get "$module@$version" >/dev/null 2>&1 \
+    && nice -n 10 go build -trimpath -ldflags "-s -w ${GO_TOOL_LDFLAGS:-}" -o "$KB/$name.tmp.$$" "$package") \
+    || die "building $name $version failed (is $module@$version on the Go module proxy?)"
+  mv "$KB/$name.tmp.$$" "$KB/$name"
+  say "  $name built in $((SECONDS - t0)) s"
 }

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     add_input_options(p, cluster=True, formats=REPORT_FORMATS)
     add_nmi_options(p)  # NMI's flags and --nmi-values (cli/nmioptions.py)
+    # FILE... as -f FILE each: how pre-commit (.pre-commit-hooks.yaml) and xargs pass files
+    p.add_argument("paths", nargs="*", metavar="FILE", help="more input files, as -f FILE each")
     p.add_argument("--pods", action="store_true", help="table: one row per pod instead of per workload")
     p.add_argument(
         "--fail-on",
@@ -73,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.files = [*args.files, *args.paths]  # positional FILEs after the -f ones
     gate = Gate.parse(args.fail_on, args.fail_on_verdict)
     baseline = read_baseline(args.baseline) if args.baseline else frozenset()
     data = build_input(args, keep_going=True)
