@@ -52,6 +52,24 @@ INVALID_RESOURCE_ID: Final = "InvalidResourceID"
 # hostNetwork pod NMI would serve its bound identity to a caller of NMI's own port from the node IP:
 # NMI's lookup by IP ignores hostNetwork (pkg/k8s/client.go getPodList, §8.4).
 HOST_NETWORK_IDENTITY_EXPOSED: Final = "HostNetworkIdentityExposed"
+# Object-level (World.object_findings, engine/objects.py) unless noted:
+# An AzurePodIdentityException whose podLabels match no pod in its namespace (§1 exception matching).
+UNUSED_EXCEPTION: Final = "UnusedException"
+# An AzurePodIdentityException with empty podLabels, which matches no pod at all (§1: "empty podLabels
+# matches nothing"; there is no namespace-wide exception, §6.2).
+EMPTY_POD_LABELS_EXCEPTION: Final = "EmptyPodLabelsException"
+# An AzureIdentityBinding whose selector no pod's aadpodidbinding label equals (§1 binding matching).
+ORPHAN_BINDING: Final = "OrphanBinding"
+# An AzureIdentity no AzureIdentityBinding names (§1: bindings name identities in their own namespace).
+UNBOUND_IDENTITY: Final = "UnboundIdentity"
+# A template placeholder (<...>, SUBSCRIPTION_ID, the zero GUID, ...) in spec.resourceID/clientID: MIC's VM
+# assignment fails and the AzureAssignedIdentity stays Created (test/e2e/invalid_identities_test.go).
+PLACEHOLDER_IDENTITY: Final = "PlaceholderIdentity"
+# aadpodidentity.k8s.io/Behavior annotation differing in case/spaces: NMI compares key and value exactly,
+# so the identity is not namespaced (pkg/apis/aadpodidentity/utils.go IsNamespacedIdentity, §1).
+BEHAVIOR_ANNOTATION_CASE: Final = "BehaviorAnnotationCase"
+# Per pod: its aadpodidbinding value (or a misspelt label key) is one typo away from a binding's selector.
+SELECTOR_NEAR_MISS: Final = "SelectorNearMiss"
 
 ALL_CODES: Final = (
     EXEMPT_POD_HAS_BINDING,
@@ -74,6 +92,13 @@ ALL_CODES: Final = (
     ASSIGNED_IDENTITY_NAME_COLLISION,
     INVALID_RESOURCE_ID,
     HOST_NETWORK_IDENTITY_EXPOSED,
+    UNUSED_EXCEPTION,
+    EMPTY_POD_LABELS_EXCEPTION,
+    ORPHAN_BINDING,
+    UNBOUND_IDENTITY,
+    PLACEHOLDER_IDENTITY,
+    BEHAVIOR_ANNOTATION_CASE,
+    SELECTOR_NEAR_MISS,
 )
 
 
@@ -107,6 +132,20 @@ SEVERITY: Final[dict[str, str]] = {
     ASSIGNED_IDENTITY_NAME_COLLISION: SEVERITY_ERROR,
     INVALID_RESOURCE_ID: SEVERITY_ERROR,
     HOST_NETWORK_IDENTITY_EXPOSED: SEVERITY_WARNING,
+    # dead configuration: nothing fails, but someone expected it to exempt a pod
+    UNUSED_EXCEPTION: SEVERITY_WARNING,
+    # the author expected a namespace-wide exception, which NMI does not have
+    EMPTY_POD_LABELS_EXCEPTION: SEVERITY_WARNING,
+    # nothing uses it; usually a selector typo (the message names a near-miss pod when there is one)
+    ORPHAN_BINDING: SEVERITY_WARNING,
+    # identities are often created before their bindings: how things are, nothing breaks
+    UNBOUND_IDENTITY: SEVERITY_INFO,
+    # every request for this identity fails
+    PLACEHOLDER_IDENTITY: SEVERITY_ERROR,
+    # the identity is not restricted to its namespace although its author asked for it
+    BEHAVIOR_ANNOTATION_CASE: SEVERITY_WARNING,
+    # the pod asked for an identity and gets none
+    SELECTOR_NEAR_MISS: SEVERITY_ERROR,
 }
 
 
