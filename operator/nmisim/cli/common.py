@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from nmisim.cli.output import FORMATS
-from nmisim.engine.config import SimulationConfig
+from nmisim.engine.config import SimulationConfig, vm_identity
 from nmisim.engine.models import Model
 from nmisim.engine.world import World
 from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
@@ -52,6 +52,15 @@ def add_input_options(p: argparse.ArgumentParser, *, cluster: bool = False) -> N
         metavar="FILE",
         help="SimulationConfig YAML (apiVersion nmisim.dev/v1alpha1); default: NMI's defaults, or a "
         "SimulationConfig found among the -f files",
+    )
+    p.add_argument(
+        "--vm-identity",
+        dest="vm_identities",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add a user-assigned identity (client ID, resource ID, or 'aks' for the AKS kubelet identity) "
+        "to every VM in the SimulationConfig's spec.imds (repeatable)",
     )
     add_output_option(p)
 
@@ -116,6 +125,12 @@ def build_world(args: argparse.Namespace) -> World:
         config = load_config(args.config, sys.stdin)
     elif loaded.configs:
         config = loaded.configs[-1]
+    if getattr(args, "vm_identities", None):
+        try:
+            extra = [vm_identity(v) for v in args.vm_identities]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        config = (config or SimulationConfig.default()).with_vm_identities(extra)
     world = World(config)
     for obj in objects:
         world.upsert(obj)

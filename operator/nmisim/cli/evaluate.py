@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     world = build_world(args)
     results = world.evaluate_all()
+    objects = world.object_findings()
     if args.output == "table":
-        sys.stdout.write(evaluation_table(results))
+        sys.stdout.write(evaluation_table(results, objects))
     else:
-        sys.stdout.write(render_data(evaluation_document(results), args.output))
+        sys.stdout.write(render_data(evaluation_document(results, objects), args.output))
     return 0

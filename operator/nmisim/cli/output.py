@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import yaml
 
+from nmisim.engine.objects import ObjectFindings
 from nmisim.engine.routes import RequestResult, json_number
 from nmisim.engine.verdict import VERDICTS, PodResult
 
@@ -15,8 +16,11 @@ FORMATS: Final = ("table", "json", "yaml")
 API_VERSION: Final = "nmisim.dev/v1alpha1"
 
 
-def evaluation_document(results: Sequence[PodResult]) -> dict[str, Any]:
-    """The ``EvaluationResult`` JSON document (product.md §4)."""
+def evaluation_document(
+    results: Sequence[PodResult], objects: ObjectFindings | None = None
+) -> dict[str, Any]:
+    """The ``EvaluationResult`` JSON document (product.md §4); with ``objects``, also the keys
+    ``exceptions``, ``bindings`` and ``identities`` (objects with findings, docs/verdicts.md)."""
     summary: dict[str, int] = {"pods": len(results)}
     for verdict in VERDICTS:
         summary[verdict] = sum(1 for r in results if r.verdict == verdict)
@@ -24,6 +28,7 @@ def evaluation_document(results: Sequence[PodResult]) -> dict[str, Any]:
         "apiVersion": API_VERSION,
         "kind": "EvaluationResult",
         "results": [r.to_json() for r in results],
+        **(objects.to_json() if objects is not None else {}),
         "summary": summary,
     }
 
@@ -52,7 +57,7 @@ def _wait(seconds: float) -> str:
     return f"{json_number(seconds)}s" if seconds else "-"
 
 
-def evaluation_table(results: Sequence[PodResult]) -> str:
+def evaluation_table(results: Sequence[PodResult], objects: ObjectFindings | None = None) -> str:
     rows = [["NAMESPACE", "NAME", "VERDICT", "EXCEPTION", "IDENTITY", "TOKEN", "WAIT"]]
     for r in results:
         exc = r.exception or ("(mic shortcut)" if r.mic_shortcut else "-")
@@ -73,6 +78,12 @@ def evaluation_table(results: Sequence[PodResult]) -> str:
         out += f"\nFindings ({len(found)}):\n"
         frows = [[f"{r.namespace}/{r.name}", f.code, f.message] for r, f in found]
         out += "".join("  " + line + "\n" for line in table(frows).splitlines())
+    if objects:
+        out += f"\nObjects ({len(objects)}):\n"
+        orows = [
+            [f"{kind}/{r.namespace}/{r.name}", f.code, f.message] for kind, r in objects for f in r.findings
+        ]
+        out += "".join("  " + line + "\n" for line in table(orows).splitlines())
     return out
 
 
