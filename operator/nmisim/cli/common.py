@@ -130,7 +130,13 @@ def build_world(args: argparse.Namespace) -> World:
             extra = [vm_identity(v) for v in args.vm_identities]
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        config = (config or SimulationConfig.default()).with_vm_identities(extra)
+        config = config or SimulationConfig.default()
+        if config.managed and not config.imds.describes_vms:
+            warn(
+                "--vm-identity describes the VMs: in managed mode spec.imds is then the truth, so list the "
+                "identities your bindings use too"
+            )
+        config = config.with_vm_identities(extra)
     world = World(config)
     for obj in objects:
         world.upsert(obj)
