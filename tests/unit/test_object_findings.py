@@ -454,3 +454,16 @@ def test_nearmiss_distance(a: str, b: str, d: int, near: bool) -> None:
     assert distance(a, b) == d
     assert is_near_miss(a, b) is near
     assert (NearMissIndex([b]).near(a) == [b]) is near  # every single edit is found through the index
+
+
+def test_near_miss_index_is_kept_up_to_date_once_built() -> None:
+    p = pod("p", "ns", {"aadpodidbinding": "backend"})
+    w = world(ident("id", "ns"), binding("x", "ns", "id", "backnd"), p)
+    assert "SelectorNearMiss" in codes(w.evaluate(p))  # builds the index
+    w.upsert(binding("y", "ns", "id", "backnd"))  # a second binding with the same selector
+    w.remove("AzureIdentityBinding", "ns", "x")
+    assert "ns/y" in by_code(w.evaluate(p), "SelectorNearMiss")[0].message  # selector still indexed
+    w.upsert(binding("y", "ns", "id", "frontend"))  # replaced: its old selector leaves the index
+    assert "SelectorNearMiss" not in codes(w.evaluate(p))
+    w.upsert(binding("z", "ns", "id", "bakend"))
+    assert "did you mean 'bakend'" in by_code(w.evaluate(p), "SelectorNearMiss")[0].message

@@ -75,6 +75,14 @@ class NearMissIndex:
         for d in _deletes(value):
             self._by_delete.setdefault(d, set()).add(value)
 
+    def remove(self, value: str) -> None:
+        for d in _deletes(value):
+            found = self._by_delete.get(d)
+            if found is not None:
+                found.discard(value)
+                if not found:
+                    del self._by_delete[d]
+
     def near(self, value: str) -> list[str]:
         """Indexed strings that are a near miss of ``value`` (:func:`is_near_miss`), sorted."""
         found: set[str] = set()

@@ -115,8 +115,8 @@ class World:
         self._bindings_by_selector: dict[str, set[Key]] = {}
         self._bindings_by_folded_selector: dict[str, set[Key]] = {}
         self._bindings_by_ignored_selector: dict[str, set[Key]] = {}
-        #: selectors by one-deletion neighbourhood, built on the first "did you mean" question and dropped
-        #: whenever a binding changes
+        #: distinct selectors by one-deletion neighbourhood, built on the first "did you mean" question and
+        #: kept up to date by upsert/remove from then on
         self._near_selectors: NearMissIndex | None = None
         self._assigned: dict[Key, AzureAssignedIdentity] = {}
         self._assigned_by_pod: dict[Key, set[Key]] = {}
@@ -150,7 +150,8 @@ class World:
             self._identities[key] = obj
         elif isinstance(obj, AzureIdentityBinding):
             self._bindings[key] = obj
-            self._near_selectors = None
+            if self._near_selectors is not None and obj.selector not in self._bindings_by_selector:
+                self._near_selectors.add(obj.selector)
             _add(self._bindings_by_selector, obj.selector, key)
             _add(self._bindings_by_folded_selector, fold(obj.selector), key)
             if obj.ignored_selector is not None:
@@ -180,8 +181,9 @@ class World:
         if kind == KIND_BINDING:
             b = self._bindings.pop(key, None)
             if b is not None:
-                self._near_selectors = None
                 _discard(self._bindings_by_selector, b.selector, key)
+                if self._near_selectors is not None and b.selector not in self._bindings_by_selector:
+                    self._near_selectors.remove(b.selector)
                 _discard(self._bindings_by_folded_selector, fold(b.selector), key)
                 if b.ignored_selector is not None:
                     _discard(self._bindings_by_ignored_selector, b.ignored_selector, key)
