@@ -50,7 +50,7 @@ def generate(n_pods: int, n_ns: int, fanout: int, seed: int = 7) -> Workload:
                 "spec": {
                     "type": 0,
                     "clientID": f"{i:08d}-0000-0000-0000-000000000000",
-                    "resourceID": f"/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/b"
+                    "resourceID": f"/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/b"
                     f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{ns}",
                 },
             }

@@ -24,7 +24,7 @@ def identity(name: str, kind: int, n: int = 1) -> dict[str, Any]:
         "spec": {
             "type": kind,
             "clientID": CLIENT.format(n),
-            "resourceID": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers"
+            "resourceID": "/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/rg/providers"
             f"/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
         },
     }

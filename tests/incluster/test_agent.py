@@ -43,7 +43,7 @@ SHORT_RETRIES = {
 
 def resource_id(name: str) -> str:
     return (
-        "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg"
+        "/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/rg"
         f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
     )
 

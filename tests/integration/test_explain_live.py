@@ -102,7 +102,7 @@ def app_ns(cluster: Cluster, namespace: str, crds: None) -> str:
             "spec": {
                 "type": 0,
                 "clientID": CLIENT_ID,
-                "resourceID": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/demo/"
+                "resourceID": "/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/demo/"
                 "providers/Microsoft.ManagedIdentity/userAssignedIdentities/app",
             },
         },

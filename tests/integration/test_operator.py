@@ -50,7 +50,7 @@ def identity_and_binding(name: str, selector: str) -> list[dict[str, Any]]:
             "spec": {
                 "type": 0,
                 "clientID": CLIENT_ID,
-                "resourceID": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg"
+                "resourceID": "/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/rg"
                 "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + name,
             },
         },

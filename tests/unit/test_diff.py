@@ -135,17 +135,18 @@ def test_a_selector_typo_flips_200_to_404(capsys: pytest.CaptureFixture[str], tm
     )
     assert d["head"]["tokenRequest"]["waitSeconds"] == 80  # NMI's 16 attempts 5 s apart
     assert {"identity", "status", "error", "wait", "findings"} <= set(d["aspects"])
-    assert [f["code"] for f in d["newFindings"]] == ["NoIdentity"]
-    assert d["newFindings"][0]["severity"] == "error"
+    # the selector 'wbe' is one typo from the pod's 'web': the engine says so too
+    assert [f["code"] for f in d["newFindings"]] == ["NoIdentity", "SelectorNearMiss"]
+    assert {f["severity"] for f in d["newFindings"]} == {"error"}
 
 
 def test_fail_on(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     a = _write(tmp_path / "base.yaml", _objects())
     typo = _write(tmp_path / "typo.yaml", _objects(selector="wbe"))
     exempt = _write(tmp_path / "exempt.yaml", _objects(exception=True))
-    # the typo introduces an error-level NoIdentity: the gate fails
+    # the typo introduces an error-level NoIdentity and SelectorNearMiss: the gate fails
     code, out, _ = _diff(capsys, a, typo, "--fail-on", "error")
-    assert code == EXIT_GATE and "--fail-on error: failed: 1 new finding(s)" in out
+    assert code == EXIT_GATE and "--fail-on error: failed: 2 new finding(s)" in out
     # the exception changes a verdict but introduces no error (BASE's NoIdentity for the unlabelled pod is
     # info, and the exempt pod's IMDS error is a warning): differences, gate passed, exit 0
     code, out, _ = _diff(capsys, a, exempt, "--fail-on", "error")

@@ -455,3 +455,44 @@ def test_who_can_names_the_workloads(capsys: pytest.CaptureFixture[str]) -> None
     rows = json.loads(out)["results"]
     assert sorted({r["workload"] for r in rows}) == ["Deployment/default/demo", "Job/default/report"]
     assert len(rows) == 5 and {r["how"] for r in rows} == {"binding"}
+
+
+def test_demo_with_placeholders_left_in_is_stuck_created_and_gated_on_the_identity(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """MIC cannot assign a resourceID with <SUBSCRIPTION_ID> in it: the AzureAssignedIdentity stays Created
+    and NMI answers 404 after its wait (upstream test/e2e/invalid_identities_test.go expects exactly that)."""
+    args = [
+        "-f",
+        str(MANIFESTS / "demo-placeholders"),
+        "-f",
+        str(DEMO / "binding.yaml"),
+        "-f",
+        str(DEMO / "deployment.yaml"),
+    ]
+    code, doc = evaluate_json([*args, "--fail-on", "PlaceholderIdentity"], capsys)
+    assert code == 3
+    assert {r["tokenRequest"]["status"] for r in doc["results"]} == {404}
+    (ident,) = doc["identities"]
+    assert (ident["namespace"], ident["name"]) == ("default", "demo-identity")
+    assert ident["source"] == {
+        "file": str(MANIFESTS / "demo-placeholders" / "identity.yaml"),
+        "document": 1,
+        "line": 2,
+    }
+    placeholder = next(f for f in ident["findings"] if f["code"] == "PlaceholderIdentity")
+    assert (placeholder["severity"], placeholder["gated"]) == ("error", True)
+    code, out, _ = run(["evaluate", *args, "-o", "sarif"], capsys)
+    log = Sarif.model_validate_json(out)
+    where = {
+        (loc.artifact_location.uri, loc.region.start_line)
+        for r in log.runs[0].results or []
+        if r.rule_id == "PlaceholderIdentity"
+        for loc in [(r.locations or [])[0].physical_location]
+        if loc is not None and loc.artifact_location is not None and loc.region is not None
+    }
+    # on the identity, where the placeholder is written, and on the Deployment whose pods it fails
+    assert where == {
+        (str(MANIFESTS / "demo-placeholders" / "identity.yaml"), 2),
+        (str(DEMO / "deployment.yaml"), 1),
+    }

@@ -19,10 +19,12 @@ import yaml
 
 from nmisim.cli.common import UsageError
 from nmisim.engine.findings import ALL_CODES, SEVERITIES, SEVERITY_ERROR, SEVERITY_WARNING, Finding
-from nmisim.engine.models import KIND_POD
+from nmisim.engine.models import KIND_BINDING, KIND_EXCEPTION, KIND_IDENTITY, KIND_POD
+from nmisim.engine.objects import ObjectFindings
 from nmisim.engine.verdict import VERDICTS, PodResult
 from nmisim.sources.files import Loaded, LoadError, Origin
 
+OBJECT_KINDS: Final = (KIND_EXCEPTION, KIND_BINDING, KIND_IDENTITY)
 SUPPRESSED_ANNOTATION: Final = "annotation"
 SUPPRESSED_BASELINE: Final = "baseline"
 BASELINE_KIND: Final = "Baseline"
@@ -94,6 +96,15 @@ class Subject:
     @property
     def is_pod(self) -> bool:
         return self.kind == KIND_POD
+
+    @property
+    def is_object(self) -> bool:
+        """An aad-pod-identity object (exception, binding, identity) reported for its own findings."""
+        return self.kind in OBJECT_KINDS
+
+    @property
+    def is_workload(self) -> bool:
+        return not self.is_pod and not self.is_object
 
     @property
     def verdict(self) -> str:
@@ -176,6 +187,22 @@ def subjects_of(results: Sequence[PodResult], loaded: Loaded) -> list[Subject]:
         )
     subjects.sort(key=lambda s: (s.namespace, s.name, s.kind))
     return subjects
+
+
+def object_subjects(objects: ObjectFindings, loaded: Loaded) -> list[Subject]:
+    """The exceptions, bindings and identities with findings of their own, as subjects."""
+    return [
+        Subject(
+            kind=kind,
+            namespace=r.namespace,
+            name=r.name,
+            replicas="",
+            origin=loaded.origins.get((kind, r.namespace, r.name)),
+            results=(),
+            own_findings=r.findings,
+        )
+        for kind, r in objects
+    ]
 
 
 def audit(

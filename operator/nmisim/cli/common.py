@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nmisim.cli.output import FORMATS
-from nmisim.engine.config import SimulationConfig
+from nmisim.engine.config import SimulationConfig, vm_identity
 from nmisim.engine.models import Model
 from nmisim.engine.world import World
 from nmisim.sources.files import (
@@ -82,6 +82,15 @@ def add_input_options(
         metavar="FILE",
         help="SimulationConfig YAML (apiVersion nmisim.dev/v1alpha1); default: NMI's defaults, or a "
         "SimulationConfig found among the -f files",
+    )
+    p.add_argument(
+        "--vm-identity",
+        dest="vm_identities",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add a user-assigned identity (client ID, resource ID, or 'aks' for the AKS kubelet identity) "
+        "to every VM in the SimulationConfig's spec.imds (repeatable)",
     )
     add_output_option(p, formats)
 
@@ -185,6 +194,18 @@ def build_input(args: argparse.Namespace, *, keep_going: bool = False) -> Input:
     config, objects[:0] = nmi.config, nmi.objects  # the chart's objects: input or cluster ones replace them
     for line in nmi.warnings:
         warn(line)
+    if getattr(args, "vm_identities", None):
+        try:
+            extra = [vm_identity(v) for v in args.vm_identities]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        config = config or SimulationConfig.default()
+        if config.managed and not config.imds.describes_vms:
+            warn(
+                "--vm-identity describes the VMs: in managed mode spec.imds is then the truth, so list the "
+                "identities your bindings use too"
+            )
+        config = config.with_vm_identities(extra)
     world = World(config)
     for obj in objects:
         world.upsert(obj)

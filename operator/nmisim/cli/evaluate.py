@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from nmisim.cli.audit import Gate, audit, baseline_document, read_baseline, subjects_of
+from nmisim.cli.audit import Gate, audit, baseline_document, object_subjects, read_baseline, subjects_of
 from nmisim.cli.common import UsageError, add_input_options, build_input
 from nmisim.cli.nmioptions import add_nmi_options
 from nmisim.cli.output import render_data
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     subjects = subjects_of(results, loaded)
     if not subjects and not args.allow_empty and not loaded.errors:
         raise UsageError("no pods or workloads in the input (pass --allow-empty if that is expected)")
+    # the aad-pod-identity objects' own findings (unused exception, placeholder resourceID, ...), once each
+    subjects += object_subjects(data.world.object_findings(), loaded)
     result = audit(subjects, gate, loaded.ignored_codes, loaded.workload_ignored, baseline)
     if args.write_baseline:
         try:

@@ -19,6 +19,7 @@ from nmisim import __version__
 from nmisim.cli.audit import Audit, Reported, Subject, level_rank
 from nmisim.cli.output import API_VERSION, table
 from nmisim.engine.findings import DESCRIPTION, SEVERITY, SEVERITY_ERROR, SEVERITY_WARNING
+from nmisim.engine.models import KIND_BINDING, KIND_EXCEPTION, KIND_IDENTITY
 from nmisim.engine.routes import json_number
 from nmisim.engine.verdict import VERDICTS, PodResult
 
@@ -35,7 +36,7 @@ def _wait(seconds: float) -> str:
 def _summary(result: Audit) -> dict[str, Any]:
     pods = result.pods
     summary: dict[str, Any] = {
-        "workloads": sum(1 for s in result.subjects if not s.is_pod),
+        "workloads": sum(1 for s in result.subjects if s.is_workload),
         "pods": len(pods),
     }
     for verdict in VERDICTS:
@@ -71,6 +72,7 @@ def evaluation_document(result: Audit) -> dict[str, Any]:
             by_pod.setdefault((r.subject.namespace, p), []).append(r)
     results: list[dict[str, Any]] = []
     workloads: list[dict[str, Any]] = []
+    objects: dict[str, list[dict[str, Any]]] = {}
     for s in result.subjects:
         for pr in s.results:
             item = pr.to_json()
@@ -78,7 +80,16 @@ def evaluation_document(result: Audit) -> dict[str, Any]:
             item["source"] = s.origin.to_json() if s.origin else None
             item["findings"] = [_finding_json(r) for r in by_pod.get((pr.namespace, pr.name), [])]
             results.append(item)
-        if not s.is_pod:
+        if s.is_object:
+            objects.setdefault(s.kind, []).append(
+                {
+                    "namespace": s.namespace,
+                    "name": s.name,
+                    "source": s.origin.to_json() if s.origin else None,
+                    "findings": [_finding_json(r) for r in own.get(s.key, [])],
+                }
+            )
+        elif not s.is_pod:
             workloads.append(
                 {
                     "kind": s.kind,
@@ -96,6 +107,10 @@ def evaluation_document(result: Audit) -> dict[str, Any]:
         "kind": "EvaluationResult",
         "results": results,
         "workloads": workloads,
+        # the aad-pod-identity objects with findings of their own (docs/verdicts.md)
+        "exceptions": objects.get(KIND_EXCEPTION, []),
+        "bindings": objects.get(KIND_BINDING, []),
+        "identities": objects.get(KIND_IDENTITY, []),
         "summary": _summary(result),
     }
 
@@ -125,6 +140,8 @@ def evaluation_table(result: Audit, *, pods: bool = False) -> str:
     with ``pods``, one row per pod, named ``Kind/workload/pod``."""
     rows = [["NAMESPACE", "NAME", "REPLICAS", "VERDICT", "EXCEPTION", "IDENTITY", "TOKEN", "WAIT"]]
     for s in result.subjects:
+        if s.is_object:
+            continue  # its findings are listed below
         label = s.name if s.is_pod else f"{s.kind.lower()}/{s.name}"
         if s.is_pod or not pods:
             first = s.results[0] if s.results else None
@@ -147,7 +164,7 @@ def evaluation_table(result: Audit, *, pods: bool = False) -> str:
         out += f"\nFindings ({len(ordered)}):\n"
         frows = []
         for r in ordered:
-            where = r.subject.key if not r.subject.is_pod else f"{r.subject.namespace}/{r.subject.name}"
+            where = f"{r.subject.namespace}/{r.subject.name}" if r.subject.is_pod else r.subject.key
             mark = f" [{r.suppressed}]" if r.suppressed else (" [gate]" if r.gated else "")
             frows.append([r.finding.level + mark, where, r.finding.code, r.finding.message])
         out += "".join("  " + line + "\n" for line in table(frows).splitlines())

@@ -8,7 +8,7 @@ a typo (``forcenamespaced``) does not silently keep a default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict
@@ -77,6 +77,47 @@ class IMDSConfig(BaseModel):
         return VMIdentities(system_assigned=sa, user_assigned=ua)
 
 
+#: ``--vm-identity aks``: the kubelet identity every AKS node pool carries, a user-assigned identity named
+#: ``<cluster>-agentpool`` in the node resource group ``MC_<resourceGroup>_<cluster>_<region>``. The IDs are
+#: obviously fake (subscription 1111..., client ID ...c0de) but pass every format check (docs/cli.md).
+AKS_KUBELET_IDENTITY: Final = UserAssignedIdentity(
+    client_id="0aa5ce1e-0000-4000-8000-00000000c0de",
+    resource_id="/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/MC_rg_aks_eastus/"
+    "providers/Microsoft.ManagedIdentity/userAssignedIdentities/aks-agentpool",
+)
+#: the ``--vm-identity`` value that stands for :data:`AKS_KUBELET_IDENTITY`
+VM_IDENTITY_AKS: Final = "aks"
+
+
+def vm_identity(value: str) -> UserAssignedIdentity:
+    """One ``--vm-identity`` value: ``aks`` (:data:`AKS_KUBELET_IDENTITY`), a resource ID (starts with
+    ``/subscriptions/``, ignoring case) or a client ID. ValueError for an empty value."""
+    v = value.strip()
+    if not v:
+        raise ValueError("--vm-identity needs a client ID, a resource ID or 'aks'")
+    if v.lower() == VM_IDENTITY_AKS:
+        return AKS_KUBELET_IDENTITY
+    if v.lower().startswith("/subscriptions/"):
+        return UserAssignedIdentity(resource_id=v)
+    return UserAssignedIdentity(client_id=v)
+
+
+def _same(a: UserAssignedIdentity, b: UserAssignedIdentity) -> bool:
+    return (bool(a.client_id) and a.client_id.lower() == b.client_id.lower()) or (
+        bool(a.resource_id) and a.resource_id.lower() == b.resource_id.lower()
+    )
+
+
+def _plus(
+    have: tuple[UserAssignedIdentity, ...], extra: tuple[UserAssignedIdentity, ...]
+) -> tuple[UserAssignedIdentity, ...]:
+    out = list(have)
+    for ua in extra:
+        if not any(_same(ua, h) for h in out):
+            out.append(ua)
+    return tuple(out)
+
+
 class NMIConfig(BaseModel):
     """NMI flags (nmi-semantics §4), same defaults as upstream."""
 
@@ -108,6 +149,23 @@ class SimulationConfig(BaseModel):
     @property
     def managed(self) -> bool:
         return self.nmi.operation_mode == MODE_MANAGED
+
+    def with_vm_identities(self, identities: Sequence[UserAssignedIdentity]) -> Self:
+        """This config with ``identities`` added to every VM's user-assigned identities: the cluster-wide
+        list and each node override that replaces it (``--vm-identity``). An identity a VM already has
+        (same client ID or resource ID, ignoring case) is not added twice. Pure: ``self`` is unchanged."""
+        if not identities:
+            return self
+        extra = tuple(identities)
+        imds = self.imds
+        nodes = {
+            name: ov
+            if ov.user_assigned is None
+            else ov.model_copy(update={"user_assigned": _plus(ov.user_assigned, extra)})
+            for name, ov in imds.nodes.items()
+        }
+        new_imds = imds.model_copy(update={"user_assigned": _plus(imds.user_assigned, extra), "nodes": nodes})
+        return self.model_copy(update={"imds": new_imds})
 
     @classmethod
     def from_k8s(cls, obj: Mapping[str, Any]) -> Self:

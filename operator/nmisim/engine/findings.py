@@ -54,6 +54,24 @@ INVALID_RESOURCE_ID: Final = "InvalidResourceID"
 HOST_NETWORK_IDENTITY_EXPOSED: Final = "HostNetworkIdentityExposed"
 # A workload carries aadpodidbinding on its own metadata but not on its pod template (upstream #1074).
 BINDING_LABEL_ON_WORKLOAD: Final = "BindingLabelOnWorkload"
+# Object-level (World.object_findings, engine/objects.py) unless noted:
+# An AzurePodIdentityException whose podLabels match no pod in its namespace (§1 exception matching).
+UNUSED_EXCEPTION: Final = "UnusedException"
+# An AzurePodIdentityException with empty podLabels, which matches no pod at all (§1: "empty podLabels
+# matches nothing"; there is no namespace-wide exception, §6.2).
+EMPTY_POD_LABELS_EXCEPTION: Final = "EmptyPodLabelsException"
+# An AzureIdentityBinding whose selector no pod's aadpodidbinding label equals (§1 binding matching).
+ORPHAN_BINDING: Final = "OrphanBinding"
+# An AzureIdentity no AzureIdentityBinding names (§1: bindings name identities in their own namespace).
+UNBOUND_IDENTITY: Final = "UnboundIdentity"
+# A template placeholder (<...>, SUBSCRIPTION_ID, the zero GUID, ...) in spec.resourceID/clientID: MIC's VM
+# assignment fails and the AzureAssignedIdentity stays Created (test/e2e/invalid_identities_test.go).
+PLACEHOLDER_IDENTITY: Final = "PlaceholderIdentity"
+# aadpodidentity.k8s.io/Behavior annotation differing in case/spaces: NMI compares key and value exactly,
+# so the identity is not namespaced (pkg/apis/aadpodidentity/utils.go IsNamespacedIdentity, §1).
+BEHAVIOR_ANNOTATION_CASE: Final = "BehaviorAnnotationCase"
+# Per pod: its aadpodidbinding value (or a misspelt label key) is one typo away from a binding's selector.
+SELECTOR_NEAR_MISS: Final = "SelectorNearMiss"
 
 ALL_CODES: Final = (
     EXEMPT_POD_HAS_BINDING,
@@ -77,6 +95,13 @@ ALL_CODES: Final = (
     INVALID_RESOURCE_ID,
     HOST_NETWORK_IDENTITY_EXPOSED,
     BINDING_LABEL_ON_WORKLOAD,
+    UNUSED_EXCEPTION,
+    EMPTY_POD_LABELS_EXCEPTION,
+    ORPHAN_BINDING,
+    UNBOUND_IDENTITY,
+    PLACEHOLDER_IDENTITY,
+    BEHAVIOR_ANNOTATION_CASE,
+    SELECTOR_NEAR_MISS,
 )
 
 
@@ -111,6 +136,20 @@ SEVERITY: Final[dict[str, str]] = {
     INVALID_RESOURCE_ID: SEVERITY_ERROR,
     HOST_NETWORK_IDENTITY_EXPOSED: SEVERITY_WARNING,
     BINDING_LABEL_ON_WORKLOAD: SEVERITY_ERROR,
+    # dead configuration: nothing fails, but someone expected it to exempt a pod
+    UNUSED_EXCEPTION: SEVERITY_WARNING,
+    # the author expected a namespace-wide exception, which NMI does not have
+    EMPTY_POD_LABELS_EXCEPTION: SEVERITY_WARNING,
+    # nothing uses it; usually a selector typo (the message names a near-miss pod when there is one)
+    ORPHAN_BINDING: SEVERITY_WARNING,
+    # identities are often created before their bindings: how things are, nothing breaks
+    UNBOUND_IDENTITY: SEVERITY_INFO,
+    # every request for this identity fails
+    PLACEHOLDER_IDENTITY: SEVERITY_ERROR,
+    # the identity is not restricted to its namespace although its author asked for it
+    BEHAVIOR_ANNOTATION_CASE: SEVERITY_WARNING,
+    # the pod asked for an identity and gets none
+    SELECTOR_NEAR_MISS: SEVERITY_ERROR,
 }
 
 
@@ -192,6 +231,32 @@ DESCRIPTION: Final[dict[str, str]] = {
     BINDING_LABEL_ON_WORKLOAD: (
         "The workload carries aadpodidbinding on its own metadata, not on its pod template: the pods get "
         "no label, and NMI answers 404 after its wait. Move it to spec.template.metadata.labels."
+    ),
+    UNUSED_EXCEPTION: (
+        "An AzurePodIdentityException exempts no pod: no running, non-hostNetwork pod in its namespace "
+        "carries all of its podLabels (exceptions cover only their own namespace)."
+    ),
+    EMPTY_POD_LABELS_EXCEPTION: (
+        "An AzurePodIdentityException with empty podLabels matches no pod: NMI has no namespace-wide "
+        "exception. List the labels of the pods to exempt."
+    ),
+    ORPHAN_BINDING: (
+        "No pod's aadpodidbinding label equals the binding's selector (managed mode: no pod of its "
+        "namespace); usually a typo."
+    ),
+    UNBOUND_IDENTITY: ("No AzureIdentityBinding in the identity's namespace names it, so no pod can use it."),
+    PLACEHOLDER_IDENTITY: (
+        "spec.resourceID or spec.clientID still holds a template placeholder (<...>, SUBSCRIPTION_ID, the"
+        " zero GUID): the AzureAssignedIdentity stays Created (404), or IMDS does not know the clientID "
+        "(403)."
+    ),
+    BEHAVIOR_ANNOTATION_CASE: (
+        "The aadpodidentity.k8s.io/Behavior annotation differs in case or spaces; NMI compares key and "
+        "value exactly, so the identity is not namespaced."
+    ),
+    SELECTOR_NEAR_MISS: (
+        "The pod's aadpodidbinding value is one typo away from a binding's selector, or its label key is "
+        "a misspelt aadpodidbinding: the pod gets no identity."
     ),
 }
 

@@ -22,6 +22,7 @@ from nmisim.engine.models import (
     AzureIdentity,
     AzureIdentityBinding,
     Pod,
+    placeholder_in,
     valid_resource_id,
 )
 
@@ -62,6 +63,9 @@ class MicOutcome:
     name_collisions: list[tuple[AzureIdentityBinding, AzureIdentity]] = field(default_factory=list)
     #: type-0 identities MIC ignores for an empty or malformed resourceID (nmi-semantics §8.10)
     invalid_resource_id: list[tuple[AzureIdentityBinding, AzureIdentity]] = field(default_factory=list)
+    #: type-0 identities whose resourceID passes MIC's regex but holds a placeholder: their entries stay
+    #: ``Created`` (the VM update fails)
+    placeholder: list[tuple[AzureIdentityBinding, AzureIdentity]] = field(default_factory=list)
 
 
 def simulate_mic(
@@ -83,6 +87,13 @@ def simulate_mic(
     MIC skips pods without ``spec.nodeName`` or without the label. A pod without a node cannot send requests
     yet and MIC assigns as soon as it is scheduled, so nmisim evaluates such a pod *as if scheduled*
     (this is what makes manifests checkable before they are applied). An empty label gives no entries.
+
+    A type-0 identity whose resourceID passes the regex but holds a placeholder (``/subscriptions/
+    <SUBSCRIPTION_ID>/...``, :func:`nmisim.engine.models.placeholder_in`) gets its AzureAssignedIdentity,
+    but Azure refuses the VM/VMSS update, so it stays ``Created`` (nmi-semantics §1 lifecycle step 5). The
+    other identities of the same pod are still assigned, as upstream's e2e test expects
+    (``test/e2e/invalid_identities_test.go`` "should assign the valid identity ... that contain invalid
+    identities": the valid one ``Assigned``, the invalid ones ``Created``).
     """
     out = MicOutcome()
     if not pod.binding_label:
@@ -103,9 +114,15 @@ def simulate_mic(
             out.name_collisions.append((b, ident))
             continue
         seen_names.add(ident.name)
-        out.entries.append(
-            AssignedEntry(ident, ASSIGNED_ASSIGNED, f"AzureIdentityBinding {b.key} (simulated MIC)", b.key)
-        )
+        status = ASSIGNED_ASSIGNED
+        source = f"AzureIdentityBinding {b.key} (simulated MIC)"
+        if ident.type == TYPE_USER_ASSIGNED_MSI and placeholder_in(ident.resource_id):
+            out.placeholder.append((b, ident))
+            status = ASSIGNED_CREATED
+            source = (
+                f"AzureIdentityBinding {b.key} (simulated MIC: VM update refused, placeholder resourceID)"
+            )
+        out.entries.append(AssignedEntry(ident, status, source, b.key))
     return out
 
 

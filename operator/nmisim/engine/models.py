@@ -54,6 +54,23 @@ def valid_resource_id(resource_id: str) -> bool:
     return RESOURCE_ID_RE.search(resource_id) is not None
 
 
+#: template text left in a clientID/resourceID: ``<anything>``, an unexpanded ``$VAR``/``${VAR}``, the
+#: upper-case names docs and samples use (``SUBSCRIPTION_ID``, ``RESOURCE_ID``, ``CLIENT_ID``, ...), and the
+#: zero GUID. MIC's regex accepts ``/subscriptions/<SUBSCRIPTION_ID>/...``; Azure does not (nmisim decision,
+#: docs/verdicts.md "Placeholders").
+PLACEHOLDER_RE: Final = re.compile(
+    r"<[^<>]*>|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?"
+    r"|(?<![A-Za-z0-9])(?:SUBSCRIPTION_ID|RESOURCE_GROUP|RESOURCE_ID|CLIENT_ID|IDENTITY_NAME)(?![A-Za-z0-9])"
+    r"|(?<![0-9A-Fa-f])00000000-0000-0000-0000-000000000000(?![0-9A-Fa-f])"
+)
+
+
+def placeholder_in(value: str) -> str | None:
+    """The first placeholder in a clientID or resourceID (:data:`PLACEHOLDER_RE`), or None."""
+    m = PLACEHOLDER_RE.search(value)
+    return m.group(0) if m else None
+
+
 # assigned identity states (nmi-semantics §1 AzureAssignedIdentity)
 ASSIGNED_CREATED: Final = "Created"
 ASSIGNED_ASSIGNED: Final = "Assigned"
@@ -314,6 +331,10 @@ class AzureIdentity(BaseModel):
     ad_endpoint: str = ""
     #: annotation ``aadpodidentity.k8s.io/Behavior: namespaced`` (nmi-semantics §1)
     namespaced: bool = False
+    #: ``key: value`` of an annotation that means the Behavior annotation but that NMI does not honour:
+    #: key or value differs only in case or surrounding spaces (``IsNamespacedIdentity`` looks the exact
+    #: key up and compares the value with ``==``, ``pkg/apis/aadpodidentity/utils.go``); ``""`` if none
+    behavior_near_miss: str = ""
     ignored_fields: tuple[str, ...] = ()
     resource_version: str = ""
 
@@ -343,9 +364,20 @@ class AzureIdentity(BaseModel):
             client_password=SecretRef(name=get_str(pw, "name", pwp), namespace=get_str(pw, "namespace", pwp)),
             ad_endpoint=get_str(spec, "adEndpoint", sp),
             namespaced=meta.annotations.get(BEHAVIOR_ANNOTATION) == BEHAVIOR_NAMESPACED,
+            behavior_near_miss=_behavior_near_miss(meta.annotations),
             ignored_fields=_ignored(spec, _IDENTITY_CAPITALISED, sp),
             resource_version=meta.resource_version,
         )
+
+
+def _behavior_near_miss(annotations: Mapping[str, str]) -> str:
+    if annotations.get(BEHAVIOR_ANNOTATION) == BEHAVIOR_NAMESPACED:
+        return ""
+    for key in sorted(annotations):
+        value = annotations[key]
+        if equal_fold(key.strip(), BEHAVIOR_ANNOTATION) and equal_fold(value.strip(), BEHAVIOR_NAMESPACED):
+            return f"{key}: {value}"
+    return ""
 
 
 class AzureIdentityBinding(BaseModel):

@@ -51,6 +51,7 @@ from nmisim.engine.models import (
     TYPE_USER_ASSIGNED_MSI,
     AzureIdentity,
     Pod,
+    placeholder_in,
 )
 from nmisim.engine.paths import go_unescape_path, mux_clean_path, mux_redirect_location
 
@@ -420,6 +421,10 @@ def get_tokens(
             on_vm, who = True, "managed mode and spec.imds describes no VM: assumed the admin assigned"
         else:
             on_vm, who = False, ""
+        if on_vm and placeholder_in(cid):
+            # the identity on the VM (assigned by resourceID) has its real clientID, not this placeholder
+            on_vm = False
+            t.add(f"AzureIdentity {identity.key}'s clientID '{cid}' is a placeholder: no VM identity has it")
         if on_vm and (cid or identity.resource_id):
             extra = UserAssignedIdentity(client_id=cid, resource_id=identity.resource_id)
             vm = VMIdentities(system_assigned=vm.system_assigned, user_assigned=(*vm.user_assigned, extra))

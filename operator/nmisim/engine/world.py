@@ -28,6 +28,7 @@ from nmisim.engine.imds import ERR_IDENTITY_NOT_FOUND
 from nmisim.engine.models import (
     ASSIGNED_ASSIGNED,
     ASSIGNED_CREATED,
+    BINDING_LABEL,
     KIND_ASSIGNED,
     KIND_BINDING,
     KIND_EXCEPTION,
@@ -39,6 +40,18 @@ from nmisim.engine.models import (
     Model,
     Pod,
     PodIdentityException,
+    placeholder_in,
+)
+from nmisim.engine.nearmiss import NearMissIndex, is_near_miss
+from nmisim.engine.objects import ObjectFindings, object_findings
+from nmisim.engine.objecttexts import (
+    capitalised_binding,
+    capitalised_identity,
+    invalid_resource_id,
+    invalid_resource_id_cause,
+    missing_identity,
+    missing_identity_cause,
+    placeholder_identity,
 )
 from nmisim.engine.routes import (
     SERVED_BY_NMI,
@@ -102,6 +115,9 @@ class World:
         self._bindings_by_selector: dict[str, set[Key]] = {}
         self._bindings_by_folded_selector: dict[str, set[Key]] = {}
         self._bindings_by_ignored_selector: dict[str, set[Key]] = {}
+        #: distinct selectors by one-deletion neighbourhood, built on the first "did you mean" question and
+        #: kept up to date by upsert/remove from then on
+        self._near_selectors: NearMissIndex | None = None
         self._assigned: dict[Key, AzureAssignedIdentity] = {}
         self._assigned_by_pod: dict[Key, set[Key]] = {}
         #: bumped by every change (objects or configuration): an answer computed at one generation holds
@@ -134,6 +150,8 @@ class World:
             self._identities[key] = obj
         elif isinstance(obj, AzureIdentityBinding):
             self._bindings[key] = obj
+            if self._near_selectors is not None and obj.selector not in self._bindings_by_selector:
+                self._near_selectors.add(obj.selector)
             _add(self._bindings_by_selector, obj.selector, key)
             _add(self._bindings_by_folded_selector, fold(obj.selector), key)
             if obj.ignored_selector is not None:
@@ -164,6 +182,8 @@ class World:
             b = self._bindings.pop(key, None)
             if b is not None:
                 _discard(self._bindings_by_selector, b.selector, key)
+                if self._near_selectors is not None and b.selector not in self._bindings_by_selector:
+                    self._near_selectors.remove(b.selector)
                 _discard(self._bindings_by_folded_selector, fold(b.selector), key)
                 if b.ignored_selector is not None:
                     _discard(self._bindings_by_ignored_selector, b.ignored_selector, key)
@@ -287,6 +307,12 @@ class World:
         info.entries = [] if elsewhere else info.mic.entries
         return info
 
+    def near_selectors(self, value: str) -> list[str]:
+        """Binding selectors one typo away from ``value`` (:mod:`nmisim.engine.nearmiss`), sorted."""
+        if self._near_selectors is None:
+            self._near_selectors = NearMissIndex(self._bindings_by_selector)
+        return self._near_selectors.near(value)
+
     def _managed_bindings(self, pod: Pod) -> list[AzureIdentityBinding]:
         return [b for b in self._bindings_for(pod.binding_label) if b.namespace == pod.namespace]
 
@@ -325,6 +351,10 @@ class World:
         if pod is None and (ip is None or node is None):
             raise ValueError("request needs a pod, or an ip and a node")
         return simulate_request(self, request or DEFAULT_REQUEST, pod=pod, ip=ip, node=node, target=target)
+
+    def object_findings(self) -> ObjectFindings:
+        """Findings about exceptions, bindings and identities, each reported once (:mod:`.objects`)."""
+        return object_findings(self)
 
     def evaluate_all(self) -> list[PodResult]:
         return [self.evaluate(self._pods[k]) for k in sorted(self._pods)]
@@ -441,14 +471,25 @@ class World:
     def _exempt_findings(
         self, pod: Pod, excs: tuple[str, ...], mic: bool, res: RequestResult, out: list[Finding]
     ) -> None:
-        if pod.binding_label:
-            by = f"AzurePodIdentityException {pod.namespace}/{excs[0]}" if excs else "the MIC shortcut"
+        if pod.binding_label and excs:
             out.append(
                 Finding(
                     F.EXEMPT_POD_HAS_BINDING,
-                    f"pod is exempt through {by}, so NMI ignores its "
-                    f"aadpodidbinding={pod.binding_label} label; "
+                    f"pod is exempt through AzurePodIdentityException {pod.namespace}/{excs[0]}, so NMI "
+                    f"ignores its aadpodidbinding={pod.binding_label} label; "
                     "remove the label or the matching exception",
+                )
+            )
+        elif pod.binding_label:
+            # isMIC (nmi-semantics §2 step 6): no exception is involved, so none can be removed
+            out.append(
+                Finding(
+                    F.EXEMPT_POD_HAS_BINDING,
+                    f"pod is exempt through NMI's MIC shortcut (namespace {pod.namespace} is --MICNamespace "
+                    f"and its ReplicaSet {pod.owner_replicaset} starts with 'mic'), so NMI ignores its "
+                    f"aadpodidbinding={pod.binding_label} label; if it is not MIC, rename its Deployment so "
+                    "the ReplicaSet name does not start with 'mic', or run it outside that namespace "
+                    "(NMI's --MICNamespace, spec.nmi.micNamespace)",
                 )
             )
         if res.status != 200:
@@ -463,9 +504,14 @@ class World:
     def _intercepted_findings(
         self, scope: _PodScope, res: RequestResult, out: list[Finding]
     ) -> tuple[str, ...]:
+        """Findings of an intercepted pod. A problem that belongs to one object (a binding naming a missing
+        identity, an identity's bad resourceID, capitalised fields, ...) is reported once in
+        :func:`nmisim.engine.objects.object_findings`; the pod repeats it only when its own default token
+        request fails (``failed``), where it is the reason."""
         cfg = self._config
         pod = scope.pod
         sel = scope.default_selection()
+        failed = res.status != 200
         identities = tuple(i.key for i in sel.candidates)
         if equal_fold(pod.labels.get(AKS_MANAGED_LABEL, ""), "aks"):
             out.append(_aks_addon_not_exempt(pod.namespace))
@@ -494,31 +540,24 @@ class World:
                         "identity type': use 0 (user-assigned MSI), 1 (SP secret) or 2 (SP certificate)",
                     )
                 )
-            if ident.ignored_fields:
-                out.append(
-                    Finding(
-                        F.CAPITALISED_FIELDS,
-                        f"AzureIdentity {ident.key} uses {', '.join(ident.ignored_fields)}, ignored since "
-                        "v1.6.0: use the lower-camel names (clientID, resourceID, type, ...)",
-                    )
-                )
+            if failed and ident.ignored_fields:
+                out.append(capitalised_identity(ident))
+            if failed and (placeholder_in(ident.client_id) or placeholder_in(ident.resource_id)):
+                out.append(placeholder_identity(ident))
+        causes: list[str] = []
         if cfg.managed:
-            self._managed_findings(pod, out)
+            self._managed_findings(pod, failed, out, causes)
         else:
-            self._standard_findings(pod, scope.standard_info(), out)
+            self._standard_findings(pod, scope.standard_info(), failed, out, causes)
         label = pod.binding_label
+        exact = bool(label) and bool(self._bindings_by_selector.get(label))
         if label:
             for k in sorted(self._bindings_by_ignored_selector.get(label, ())):
                 b = self._bindings[k]
-                out.append(
-                    Finding(
-                        F.CAPITALISED_FIELDS,
-                        f"AzureIdentityBinding {b.key} uses spec.Selector, "
-                        "ignored since v1.6.0: rename it to "
-                        "spec.selector",
-                    )
-                )
-            if not self._bindings_by_selector.get(label):
+                if failed:
+                    out.append(capitalised_binding(b))
+                causes.append(f"AzureIdentityBinding {b.key} has the selector under spec.Selector (ignored)")
+            if not exact:
                 for k in sorted(self._bindings_by_folded_selector.get(fold(label), ())):
                     b = self._bindings[k]
                     if cfg.managed and b.namespace != pod.namespace:
@@ -530,11 +569,19 @@ class World:
                             f"aadpodidbinding is '{label}'; selectors compare case-sensitively",
                         )
                     )
+                    causes.append(f"AzureIdentityBinding {b.key} has selector '{b.selector}' (case differs)")
+                self._near_miss_findings(pod, out, causes)
+        else:
+            self._label_key_findings(pod, out, causes)
         if sel.identity is None and res.status in (404, 503) and res.azure_identity is None:
-            if not label and not (cfg.managed and self._bindings_by_selector.get("")):
+            if causes:
+                hint = "; ".join(causes)
+            elif not label and not (cfg.managed and self._bindings_by_selector.get("")):
                 hint = (
                     "label the pod aadpodidbinding=<selector> or exempt it with an AzurePodIdentityException"
                 )
+            elif exact and cfg.managed:
+                hint = f"no AzureIdentityBinding in namespace {pod.namespace} has selector '{label}'"
             else:
                 hint = f"create an AzureIdentityBinding with selector '{label}' and its AzureIdentity"
             wait = f" after {json_number(res.wait_seconds)} s" if res.wait_seconds else ""
@@ -552,6 +599,7 @@ class World:
             and res.azure_identity is not None
             and res.status == 403
             and ERR_IDENTITY_NOT_FOUND in (res.error or "")
+            and not placeholder_in(res.azure_identity.client_id)
         ):
             ident = res.azure_identity
             out.append(
@@ -564,10 +612,53 @@ class World:
             )
         return identities
 
-    def _managed_findings(self, pod: Pod, out: list[Finding]) -> None:
+    def _near_miss_findings(self, pod: Pod, out: list[Finding], causes: list[str]) -> None:
+        """The pod's ``aadpodidbinding`` value equals no selector but is one typo away from some."""
+        label = pod.binding_label
+        for selector in self.near_selectors(label):
+            bs = [
+                b
+                for b in self._bindings_for(selector)
+                if not self._config.managed or b.namespace == pod.namespace
+            ]
+            if not bs:
+                continue
+            names = ", ".join(b.key for b in bs)
+            out.append(
+                Finding(
+                    F.SELECTOR_NEAR_MISS,
+                    f"no AzureIdentityBinding has selector '{label}'; did you mean '{selector}' "
+                    f"(AzureIdentityBinding {names})? selectors compare exactly: fix the pod's "
+                    "aadpodidbinding label or the binding's spec.selector",
+                )
+            )
+            causes.append(f"no AzureIdentityBinding has selector '{label}' (did you mean '{selector}'?)")
+
+    def _label_key_findings(self, pod: Pod, out: list[Finding], causes: list[str]) -> None:
+        """A label key that means ``aadpodidbinding`` but is not it (NMI and MIC read the exact key)."""
+        for key in sorted(pod.labels):
+            if key == BINDING_LABEL or not (
+                equal_fold(key, BINDING_LABEL) or is_near_miss(key, BINDING_LABEL)
+            ):
+                continue
+            value = pod.labels[key]
+            bound = self._bindings_for(value) if value else []
+            tail = f" (AzureIdentityBinding {bound[0].key} has selector '{value}')" if bound else ""
+            out.append(
+                Finding(
+                    F.SELECTOR_NEAR_MISS,
+                    f"label '{key}: {value}' is not aadpodidbinding{tail}: MIC and NMI read only the exact "
+                    f"key, so this pod has no binding; rename the label to {BINDING_LABEL}",
+                )
+            )
+            causes.append(f"its label '{key}' is not {BINDING_LABEL}: rename it")
+
+    def _managed_findings(self, pod: Pod, failed: bool, out: list[Finding], causes: list[str]) -> None:
         for b in self._managed_bindings(pod):
             if self.get_identity(pod.namespace, b.azure_identity) is None:
-                out.append(_missing_identity(b))
+                if failed:
+                    out.append(missing_identity(b))
+                causes.append(missing_identity_cause(b))
             if b.selector == "" and not pod.binding_label:
                 out.append(
                     Finding(
@@ -578,10 +669,14 @@ class World:
                     )
                 )
 
-    def _standard_findings(self, pod: Pod, info: _StandardInfo, out: list[Finding]) -> None:
+    def _standard_findings(
+        self, pod: Pod, info: _StandardInfo, failed: bool, out: list[Finding], causes: list[str]
+    ) -> None:
         if info.mic is not None:
             for b in info.mic.missing_identity:
-                out.append(_missing_identity(b))
+                if failed:
+                    out.append(missing_identity(b))
+                causes.append(missing_identity_cause(b))
             for b, ident in info.mic.namespaced_skipped:
                 out.append(
                     Finding(
@@ -591,15 +686,17 @@ class World:
                         f"needs identity, binding and pod all in namespace {pod.namespace}",
                     )
                 )
+                causes.append(f"AzureIdentityBinding {b.key} -> {ident.key} is ignored in namespaced mode")
             for b, ident in info.mic.invalid_resource_id:
-                shown = f"'{ident.resource_id}'" if ident.resource_id else "an empty resourceID"
-                out.append(
-                    Finding(
-                        F.INVALID_RESOURCE_ID,
-                        f"AzureIdentity {ident.key} (via {b.key}) is type 0 with {shown}, which MIC ignores "
-                        "(it must match /subscriptions/<sub>/resourcegroups/<rg>/providers/"
-                        "Microsoft.ManagedIdentity/userAssignedIdentities/<name>): fix spec.resourceID",
-                    )
+                if failed:
+                    out.append(invalid_resource_id(ident, b))
+                causes.append(invalid_resource_id_cause(ident, b))
+            for b, ident in info.mic.placeholder:
+                if failed:
+                    out.append(placeholder_identity(ident))
+                causes.append(
+                    f"AzureIdentity {ident.key} (via {b.key}) has a placeholder in spec.resourceID, so "
+                    "Azure refuses MIC's VM update and its AzureAssignedIdentity stays Created"
                 )
             for b, ident in info.mic.name_collisions:
                 out.append(
@@ -619,6 +716,7 @@ class World:
                     f"the pod runs on {pod.node_name}; NMI there cannot see it",
                 )
             )
+            causes.append(f"AzureAssignedIdentity {a.namespace}/{a.name} is labelled for another node")
         visible = [a for a in info.aai if a not in info.hidden]
         if any(a.status == ASSIGNED_CREATED for a in visible) and not any(
             a.status in (ASSIGNED_ASSIGNED, "") for a in visible
@@ -635,6 +733,7 @@ class World:
                     "check MIC logs for the VM/VMSS identity assignment error",
                 )
             )
+            causes.append(f"AzureAssignedIdentity {stuck} is stuck in Created")
 
 
 class _PodScope:
@@ -713,14 +812,6 @@ def _aks_addon_not_exempt(namespace: str) -> Finding:
         "only honours exceptions in the pod's own namespace, so kube-system's aks-addon-exception does not "
         f"cover it; create an AzurePodIdentityException in {namespace} with podLabels "
         "{kubernetes.azure.com/managedby: aks}",
-    )
-
-
-def _missing_identity(b: AzureIdentityBinding) -> Finding:
-    return Finding(
-        F.BINDING_IDENTITY_MISSING,
-        f"AzureIdentityBinding {b.key} names AzureIdentity '{b.azure_identity}', which does not exist in "
-        f"namespace {b.namespace}; create it or fix spec.azureIdentity",
     )
 
 

@@ -77,7 +77,8 @@ class Loaded:
     pod_workload: dict[PodKey, str] = field(default_factory=dict)
     #: finding codes a pod's (or its workload's) ``nmisim.dev/ignore`` annotation suppresses
     ignored_codes: dict[PodKey, frozenset[str]] = field(default_factory=dict)
-    #: finding codes a workload's own ``nmisim.dev/ignore`` annotation suppresses (``Kind/ns/name``)
+    #: finding codes the ``nmisim.dev/ignore`` annotation of a workload or an aad-pod-identity object
+    #: suppresses for its own findings (``Kind/ns/name``)
     workload_ignored: dict[str, frozenset[str]] = field(default_factory=dict)
     #: every object read, as read (NMI's DaemonSet and other settings come from here)
     raw: list[tuple[Origin, Mapping[str, Any]]] = field(default_factory=list)
@@ -297,10 +298,11 @@ def _add_object(out: Loaded, obj: Any, origin: Origin, strict: bool) -> None:
     else:
         out.objects.append(parsed)
         out.origins[(kind, parsed.namespace, parsed.name)] = origin
-        if isinstance(parsed, Pod):
-            codes = _codes(_annotations(obj))
-            if codes:
-                out.ignored_codes[(parsed.namespace, parsed.name)] = codes
+        codes = _codes(_annotations(obj))
+        if codes and isinstance(parsed, Pod):
+            out.ignored_codes[(parsed.namespace, parsed.name)] = codes
+        elif codes:  # an exception's, binding's or identity's own findings
+            out.workload_ignored[f"{kind}/{parsed.namespace}/{parsed.name}"] = codes
 
 
 def load_text(
