@@ -149,13 +149,14 @@ docker_image() { # docker_image NAME KEY BASE_TAR DOCKERFILE CONTEXT [BUILD-ARG.
 build_operator() {
   local base_tar; base_tar=$(current base)
   local w; w=$(wheels)
-  local k; k=$( { echo "$base_tar"; ls "$w"; files_key operator/nmisim; \
+  local k; k=$( { echo "$base_tar"; ls "$w"; files_key operator/nmisim crds; \
     cat "$ROOT/operator/Dockerfile" "$ROOT/pyproject.toml" "$ROOT/README.md"; } | key)
   fresh operator "$k" && return 0
   local t0=$SECONDS ctx="$IMG/work/operator-ctx"
   rm -rf "$ctx"; mkdir -p "$ctx/operator"
   cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$ctx/"
   cp -r "$ROOT/operator/nmisim" "$ctx/operator/"
+  cp -r "$ROOT/crds" "$ctx/"  # the wheel ships them (evaluate --strict reads their schemas)
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
   cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
   docker_image operator "$k" "$base_tar" "$ROOT/operator/Dockerfile" "$ctx" --build-arg PYTHON_IMAGE=nmisim-base:dev
