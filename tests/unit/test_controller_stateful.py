@@ -29,7 +29,7 @@ from test_store_stateful import (
 
 from nmisim.controller import status as S
 from nmisim.controller.controller import Controller
-from nmisim.controller.records import VerdictRecord, digest
+from nmisim.controller.records import digest
 from nmisim.controller.store import CONFIG_NAME
 from nmisim.engine.models import (
     KIND_ASSIGNED,
@@ -158,17 +158,19 @@ class ControllerMachine(RuleBasedStateMachine):
             result = world.evaluate(pod)
             expected[(pod.namespace, pod.name)] = (result, S.verdict_status(result, pod))
         got = {
-            (pod.namespace, pod.name): (store.result(pod.namespace, pod.name), store.desired_verdict(pod))
+            (pod.namespace, pod.name): (store.result(pod.namespace, pod.name), store.desired_status(pod))
             for pod in store.world.pods()
         }
         assert got == expected
         for key, (_, status) in expected.items():
             # what decides whether a verdict is written: the digest and Event reason kept per pod
-            record = VerdictRecord(
-                owner_uid=status["podUID"], status={}, resource_version="", semantic=digest(status)
-            )
-            assert store.verdict_in_step(key, record), key
-            assert store.desired_reason(key) == S.event_reason(status)
+            desired = store.desired(key)
+            assert desired is not None, key
+            assert (desired.digest, desired.reason, desired.uid) == (
+                digest(status),
+                S.event_reason(status),
+                status["podUID"],
+            ), key
         assert S.totals(store.results()) == S.totals(r for r, _ in expected.values())
 
 

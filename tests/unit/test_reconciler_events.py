@@ -59,7 +59,7 @@ def test_a_verdict_in_step_needs_no_write() -> None:
 async def _test_a_verdict_in_step_needs_no_write() -> None:
     ctl, _ = await _seeded()
     assert ctl.queue.idle
-    assert ctl.recorder.last[UID] == (S.REASON_DENIED, 1)
+    assert ctl.recorder.ledger.last[UID] == (S.REASON_DENIED, 1)
 
 
 def test_an_unrecorded_later_event_is_corrected() -> None:
@@ -71,7 +71,7 @@ async def _test_an_unrecorded_later_event_is_corrected() -> None:
     # An earlier run announced transition 2 (exempted) and was killed before writing the status; the pod
     # is back to denied: the Event must be followed by a third one, not left standing.
     assert ctl.recorder.announced([_event(1, S.REASON_DENIED), _event(2, S.REASON_EXEMPTED)]) == 2
-    assert ctl.recorder.last[UID] == (S.REASON_EXEMPTED, 2)
+    assert ctl.recorder.ledger.last[UID] == (S.REASON_EXEMPTED, 2)
     fake = FakeWriter()
     ctl.writer = fake
     await ctl.reconcile(("verdict", "ns", "p"))
@@ -93,8 +93,8 @@ async def _test_older_or_foreign_events_change_nothing() -> None:
         == 1
     )
     ctl.recorder.announced([{**_event(5, S.REASON_EXEMPTED, other), "metadata": {"name": "p.00000000.5"}}])
-    assert ctl.recorder.last[UID] == (S.REASON_DENIED, 1)
-    assert other not in ctl.recorder.last
+    assert ctl.recorder.ledger.last[UID] == (S.REASON_DENIED, 1)
+    assert other not in ctl.recorder.ledger.last
     fake = FakeWriter()
     ctl.writer = fake
     await ctl.reconcile(("verdict", "ns", "p"))

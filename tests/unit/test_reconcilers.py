@@ -107,16 +107,19 @@ def test_a_verdict_of_an_earlier_pod_with_the_same_name_is_replaced() -> None:
 
 
 def test_a_verdict_deleted_under_the_patch_is_forgotten_and_queued_again() -> None:
-    async def go() -> tuple[FakeWriter, Controller]:
+    async def go() -> tuple[FakeWriter, Controller, float | None]:
         ctl, fake = controller(pod())
         fake.answers["patch"] = Response(404, {"message": "not found"})
-        await ctl.reconcile(("verdict", "ns", "p"))
+        key, _ = await ctl.queue.get()  # what a worker does: take the key, reconcile, requeue as asked
+        requeue = await ctl.reconcile(key)
+        ctl.queue.done(key)
         await ctl.recorder.flush()
-        return fake, ctl
+        return fake, ctl, requeue
 
-    fake, ctl = run(go())
+    fake, ctl, requeue = run(go())
     assert fake.ops() == ["create", "patch"]  # a transition not recorded is not announced
-    assert ("ns", "p") not in ctl.store.verdicts and len(ctl.queue) == 1
+    # the reconciler does not hold the queue: it asks to be run again at once
+    assert requeue == 0.0 and ("ns", "p") not in ctl.store.verdicts and len(ctl.queue) == 0
 
 
 def test_a_verdict_in_step_is_not_written_and_drift_is_put_back_without_an_event() -> None:
@@ -218,3 +221,31 @@ def test_a_pods_waiting_event_is_posted_before_its_next_transition_is_recorded()
         (f"p.{UID[:8]}.1", S.REASON_DENIED),
         (f"p.{UID[:8]}.2", S.REASON_BYPASSED),
     ]
+
+
+def test_the_plan_is_the_one_decision_the_event_path_and_reconcile_share() -> None:
+    """verdicts.plan: what the intake queues on and what reconcile acts on; None once in step."""
+    from nmisim.controller.verdicts import VerdictPlan, plan  # noqa: PLC0415 - the function under test
+
+    async def go() -> tuple[FakeWriter, list[VerdictPlan | None], list[int]]:
+        ctl, fake = controller(pod())
+        key = ("ns", "p")
+        seen = [plan(ctl.store, ctl.recorder.ledger, key)]
+        queued = [len(ctl.queue)]
+        work, _ = await ctl.queue.get()
+        await ctl.reconcile(work)
+        ctl.queue.done(work)
+        seen.append(plan(ctl.store, ctl.recorder.ledger, key))
+        queued.append(len(ctl.queue))
+        # the pod's label changes its answer: the intake queues the key because the plan owes a write
+        ctl.intake.pod_changed(pod({"aadpodidbinding": "x"}).model_copy(update={"resource_version": "6"}))
+        seen.append(plan(ctl.store, ctl.recorder.ledger, key))
+        queued.append(len(ctl.queue))
+        return fake, seen, queued
+
+    fake, (first, settled, after), queued = run(go())
+    assert first is not None and first.create and not first.delete
+    assert settled is None and fake.ops() == ["create", "patch"]
+    assert after is not None and after.write and after.transition is not None
+    assert not after.transition.changed  # still IMDSDenied: a new status, no new Event
+    assert queued == [1, 0, 1]

@@ -87,13 +87,12 @@ class Controller:
         self.store = Store()
         self.queue: WorkQueue[WorkKey] = WorkQueue()
         self.recorder = EventRecorder(writer)
-        self.verdict_reconciler = VerdictReconciler(self.store, writer, self.recorder, self.queue)
+        self.verdict_reconciler = VerdictReconciler(self.store, writer, self.recorder)
         self.exception_reconciler = ExceptionReconciler(self.store, writer, self.recorder)
         self.config_reconciler = ConfigReconciler(self.store, writer)
         self.intake = Intake(
             self.store,
             self.queue,
-            self.verdict_reconciler,
             self.recorder,
             exception_batch=self.options.exception_batch,
             namespaces=self.options.namespaces,
@@ -193,7 +192,7 @@ class Controller:
             key, since = await self.queue.get()
             metrics.QUEUE.set(len(self.queue))
             try:
-                await self.reconcile(key)
+                requeue = await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -212,18 +211,24 @@ class Controller:
             else:
                 self.queue.forget(key)
                 metrics.RECONCILE.observe(time.monotonic() - since)
+                if requeue is not None:  # the reconciler asks to look again; it never holds the queue
+                    if requeue > 0:
+                        self.queue.add_after(key, requeue)
+                    else:
+                        self.queue.add(key)
             finally:
                 self.queue.done(key)
 
-    async def reconcile(self, key: WorkKey) -> None:
-        """What a worker runs for a key: the reconciler of its kind."""
+    async def reconcile(self, key: WorkKey) -> float | None:
+        """What a worker runs for a key: the reconciler of its kind; a requeue delay, or None."""
         kind, namespace, name = key
         if kind == "verdict":
-            await self.verdict_reconciler.reconcile(namespace, name)
-        elif kind == "exception":
+            return await self.verdict_reconciler.reconcile(namespace, name)
+        if kind == "exception":
             await self.exception_reconciler.reconcile(namespace, name)
         else:
             await self.config_reconciler.reconcile()
+        return None
 
     async def _status_loop(self) -> None:
         """Cluster totals (SimulationConfig status, gauges) at most once per interval, when changed."""

@@ -17,8 +17,10 @@ without its Event, and the next run posts it from what the verdict says (:meth:`
 the Events earlier runs posted are read back at start), when it is recent (:data:`REANNOUNCE_WITHIN`;
 Events expire after an hour by default, so older transitions cannot be told from announced ones).
 
-It also remembers the last transition known per pod (the highest number a verdict or an Event tells),
-kept when someone else deletes a verdict.
+Events are values (:class:`Event`), finished when their transition is decided (:func:`pod_event`, in the
+reconciler); :class:`TransitionLedger` keeps the last transition known per pod (the highest number a verdict
+or an Event tells, kept when someone else deletes a verdict); :class:`EventRecorder` only orders, posts and
+re-announces Events.
 """
 
 from __future__ import annotations
@@ -45,37 +47,125 @@ REANNOUNCE_WITHIN: Final = 300.0
 
 
 @dataclass(frozen=True, slots=True)
-class Announcement:
-    pod: Pod
-    desired: Mapping[str, Any]
+class Event:
+    """A core/v1 Event, finished when its transition is decided: the recorder only orders, posts and
+    re-announces it. ``uid`` and ``number`` order a pod's Events (its transition number); 0 for others."""
+
+    name: str
+    namespace: str
+    involved: Mapping[str, Any]
+    reason: str
+    message: str
+    warning: bool
+    timestamp: str
+    uid: str = ""
+    number: int = 0
+
+
+def pod_event(pod: Pod, status: Mapping[str, Any], number: int, stamp: str) -> Event | None:
+    """The Event of a pod's transition ``number`` to the verdict ``status`` (None: inactive, no Event). The
+    one place a pod's Event reason and message are decided."""
+    reason = S.event_reason(status)
+    if reason is None:
+        return None
+    return Event(
+        name=f"{pod.name}.{pod.uid[:8]}.{number}",
+        namespace=pod.namespace,
+        involved={
+            "apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+            "uid": pod.uid, "resourceVersion": pod.resource_version,
+        },
+        reason=reason,
+        message=S.event_message(status),
+        warning=reason == S.REASON_DENIED,
+        timestamp=stamp,
+        uid=pod.uid,
+        number=number,
+    )  # fmt: skip
+
+
+def exception_event(namespace: str, name: str, record: ObjectRecord, *, matches: bool, message: str) -> Event:
+    """The Event of an exception that starts or stops exempting pods."""
+    reason = S.REASON_EXC_MATCHES if matches else S.REASON_EXC_NO_MATCH
+    previous = S.ready_condition(record.status) or {}
+    return Event(
+        name=f"{name}.{record.uid[:8]}.{reason.lower()}.{S.epoch(previous.get('lastTransitionTime'))}",
+        namespace=namespace,
+        involved={
+            "apiVersion": resource(KIND_EXCEPTION).api_version, "kind": KIND_EXCEPTION,
+            "name": name, "namespace": namespace, "uid": record.uid,
+            "resourceVersion": record.resource_version,
+        },
+        reason=reason,
+        message=message,
+        warning=not matches,
+        timestamp=S.now(),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A pod's next transition: whether its Event reason changes, and its transition number after."""
+
+    changed: bool
     number: int
-    stamp: str
+    reason: str | None
 
 
-class EventRecorder:
-    def __init__(self, writer: WriterLike | None = None) -> None:
-        self.writer = writer
+class TransitionLedger:
+    """The last transition known per pod (the highest number a verdict, an Event or a write tells), kept
+    when someone else deletes a verdict: what the operator last announced wins over what a verdict says
+    (an edited verdict is drift)."""
+
+    def __init__(self) -> None:
         self.last: dict[str, tuple[str | None, int]] = {}  # pod uid -> (reason, transition number)
-        self.posted: dict[str, int] = {}  # pod uid -> the highest transition number announced
-        self.loaded = asyncio.Event()  # set once the Events of earlier runs are known (or cannot be)
-        self.known = False  # whether they could be read
-        # at most one Event per pod waits (its latest recorded transition): a newer transition of the
-        # pod posts it first (settle), so a run killed at any point leaves only the latest unannounced
-        self._pending: dict[str, Announcement] = {}  # pod uid -> its Event to post, oldest first
-        self._inflight: dict[str, asyncio.Event] = {}  # pod uid -> set when its post is done
-        self._wake = asyncio.Event()
-
-    # --- what was announced -------------------------------------------------------------------------
 
     def remember(self, uid: str, reason: str | None, transitions: int) -> None:
-        """Keep the latest transition known for a pod: the one with the highest number, whether a
-        verdict's status or an Event of an earlier run says so."""
+        """Keep the transition with the highest number."""
         known = self.last.get(uid)
         if known is None or transitions > known[1]:
             self.last[uid] = (reason, transitions)
 
     def forget(self, uid: str) -> None:
         self.last.pop(uid, None)
+
+    def stale(self, uid: str, reason: str | None) -> bool:
+        """The last Event announced for this pod says something else than ``reason``, its verdict's (an
+        earlier run posted an Event and was killed before recording it, and the pod went back since)."""
+        known = self.last.get(uid)
+        return known is not None and known[0] != reason
+
+    def next(self, uid: str, recorded: Mapping[str, Any], reason: str | None) -> Transition:
+        """The transition a verdict recording ``recorded`` makes when it comes to say ``reason``."""
+        if uid in self.last:
+            old_reason, count = self.last[uid]
+        else:
+            old_reason, count = S.event_reason(recorded), int(recorded.get("transitions") or 0)
+        changed = old_reason != reason
+        return Transition(changed, count + 1 if changed else count, reason)
+
+    def commit(self, uid: str, transition: Transition) -> None:
+        """The verdict now records ``transition`` (after its status write: a write that failed announces
+        the same transition, under the same name, again)."""
+        self.last[uid] = (transition.reason, transition.number)
+
+
+class EventRecorder:
+    """Orders, posts and re-announces finished :class:`Event` values."""
+
+    def __init__(self, writer: WriterLike | None = None, ledger: TransitionLedger | None = None) -> None:
+        self.writer = writer
+        self.ledger = ledger if ledger is not None else TransitionLedger()
+        self.posted: dict[str, int] = {}  # pod uid -> the highest transition number announced
+        self.loaded = asyncio.Event()  # set once the Events of earlier runs are known (or cannot be)
+        self.known = False  # whether they could be read
+        # at most one Event per pod waits (its latest recorded transition): a newer transition of the
+        # pod posts it first (settle), so a run killed at any point leaves only the latest unannounced
+        self._pending: dict[str, Event] = {}  # pod uid -> its Event to post, oldest first
+        self._inflight: dict[str, asyncio.Event] = {}  # pod uid -> set when its post is done
+        self._wake = asyncio.Event()
+
+    # --- what earlier runs announced ----------------------------------------------------------------
 
     def announced(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Learn the transitions earlier runs announced (their Events); how many."""
@@ -85,7 +175,7 @@ class EventRecorder:
             uid = str((event.get("involvedObject") or {}).get("uid") or "")
             number = name.rsplit(".", 1)[-1]
             if uid and number.isdigit() and name.split(".")[-2:-1] == [uid[:8]]:
-                self.remember(uid, event.get("reason"), int(number))
+                self.ledger.remember(uid, event.get("reason"), int(number))
                 self.posted[uid] = max(self.posted.get(uid, 0), int(number))
                 n += 1
         return n
@@ -96,24 +186,6 @@ class EventRecorder:
         if not self.known or number <= self.posted.get(uid, 0):
             return False
         return time.time() - S.epoch(stamp) <= REANNOUNCE_WITHIN
-
-    def stale(self, uid: str, reason: str | None) -> bool:
-        """The last Event announced for this pod says something else than ``reason``, its verdict's (an
-        earlier run posted an Event and was killed before recording it, and the pod went back since)."""
-        known = self.last.get(uid)
-        return known is not None and known[0] != reason
-
-    def transition(
-        self, uid: str, recorded: Mapping[str, Any], desired: Mapping[str, Any]
-    ) -> tuple[bool, int]:
-        """Whether the desired verdict is a transition, and the pod's transition number after it. What
-        the operator last announced wins over what the verdict says: an edited verdict is drift."""
-        if uid in self.last:
-            old_reason, count = self.last[uid]
-        else:
-            old_reason, count = S.event_reason(recorded), int(recorded.get("transitions") or 0)
-        changed = old_reason != S.event_reason(desired)
-        return changed, count + 1 if changed else count
 
     async def load(self) -> None:
         """Read the Events of earlier runs, retrying until it works (a 403: go on without them)."""
@@ -139,12 +211,10 @@ class EventRecorder:
 
     # --- posting -----------------------------------------------------------------------------------
 
-    def announce(self, pod: Pod, desired: Mapping[str, Any], number: int, stamp: str) -> None:
-        """Queue the Event of a pod's transition ``number`` to ``desired`` (none for an inactive verdict);
-        a poster (:meth:`run`) posts it."""
-        if S.event_reason(desired) is not None:
-            self._pending[pod.uid] = Announcement(pod, desired, number, stamp)
-            self._wake.set()
+    def announce(self, event: Event) -> None:
+        """Queue a pod's Event (its latest transition's); a poster (:meth:`run`) posts it."""
+        self._pending[event.uid] = event
+        self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -174,7 +244,7 @@ class EventRecorder:
                 raise
             except Exception as exc:
                 wait = backoff.next()
-                log.warning("Event %s.%s: %s; retrying in %.1fs", item.pod.name, item.number, exc, wait)
+                log.warning("Event %s: %s; retrying in %.1fs", item.name, exc, wait)
                 await asyncio.sleep(wait)
             else:
                 backoff.reset()
@@ -189,12 +259,12 @@ class EventRecorder:
 
         await asyncio.gather(*(drain() for _ in range(max(concurrency, 1))))
 
-    async def _post_tracked(self, item: Announcement) -> None:
+    async def _post_tracked(self, item: Event) -> None:
         """Post, marked in flight; put back (unless a newer one is waiting) when it fails or is cancelled."""
-        uid = item.pod.uid
+        uid = item.uid
         done = self._inflight[uid] = asyncio.Event()
         try:
-            await self._post(item)
+            await self.post(item)
         except BaseException:
             self._pending.setdefault(uid, item)
             raise
@@ -202,47 +272,17 @@ class EventRecorder:
             del self._inflight[uid]
             done.set()
 
-    async def _post(self, item: Announcement) -> None:
+    async def post(self, event: Event) -> None:
+        """Post one Event now (409: it was posted already, under its deterministic name)."""
         assert self.writer is not None
-        pod, desired = item.pod, item.desired
-        reason = S.event_reason(desired)
-        assert reason is not None
         await self.writer.post_event(
-            name=f"{pod.name}.{pod.uid[:8]}.{item.number}",
-            namespace=pod.namespace,
-            involved={
-                "apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace,
-                "uid": pod.uid, "resourceVersion": pod.resource_version,
-            },
-            reason=reason,
-            message=S.event_message(desired),
-            warning=reason == S.REASON_DENIED,
-            timestamp=item.stamp,
-        )  # fmt: skip
-        self.posted[pod.uid] = max(self.posted.get(pod.uid, 0), item.number)
-
-    def recorded(self, uid: str, desired: Mapping[str, Any], number: int) -> None:
-        """The verdict now records transition ``number`` (after its status write: a write that failed
-        announces the same transition, under the same name, again)."""
-        self.last[uid] = (S.event_reason(desired), number)
-
-    async def exception(
-        self, namespace: str, name: str, record: ObjectRecord, matches: bool, message: str
-    ) -> None:
-        """Announce that an exception starts or stops exempting pods."""
-        assert self.writer is not None
-        reason = S.REASON_EXC_MATCHES if matches else S.REASON_EXC_NO_MATCH
-        previous = S.ready_condition(record.status) or {}
-        await self.writer.post_event(
-            name=f"{name}.{record.uid[:8]}.{reason.lower()}.{S.epoch(previous.get('lastTransitionTime'))}",
-            namespace=namespace,
-            involved={
-                "apiVersion": resource(KIND_EXCEPTION).api_version, "kind": KIND_EXCEPTION,
-                "name": name, "namespace": namespace, "uid": record.uid,
-                "resourceVersion": record.resource_version,
-            },
-            reason=reason,
-            message=message,
-            warning=not matches,
-            timestamp=S.now(),
-        )  # fmt: skip
+            name=event.name,
+            namespace=event.namespace,
+            involved=event.involved,
+            reason=event.reason,
+            message=event.message,
+            warning=event.warning,
+            timestamp=event.timestamp,
+        )
+        if event.uid:
+            self.posted[event.uid] = max(self.posted.get(event.uid, 0), event.number)

@@ -4,7 +4,7 @@ Ready condition, and an Event when it starts or stops exempting any."""
 from __future__ import annotations
 
 from nmisim.controller import status as S
-from nmisim.controller.events import EventRecorder
+from nmisim.controller.events import EventRecorder, exception_event
 from nmisim.controller.records import ObjectRecord
 from nmisim.controller.store import Store
 from nmisim.controller.writer import WriterLike
@@ -29,8 +29,9 @@ class ExceptionReconciler:
             return
         was_empty = not record.status or not record.status.get("matchedPods")
         if was_empty != (not matched) or not record.status:
-            await self.recorder.exception(
-                namespace, name, record, matches=bool(matched), message=desired["conditions"][0]["message"]
+            message = desired["conditions"][0]["message"]
+            await self.recorder.post(
+                exception_event(namespace, name, record, matches=bool(matched), message=message)
             )
         resp = await self.writer.patch_exception_status(namespace, name, desired)
         if resp.ok:

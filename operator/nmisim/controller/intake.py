@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from nmisim.controller import status as S
-from nmisim.controller.events import EventRecorder
+from nmisim.controller.events import EventRecorder, pod_event
 from nmisim.controller.projector import (
     CONFIG_KEY,
     WorkKey,
@@ -23,7 +23,7 @@ from nmisim.controller.projector import (
 )
 from nmisim.controller.records import ObjectRecord, VerdictRecord, rv
 from nmisim.controller.store import CONFIG_NAME, Store
-from nmisim.controller.verdicts import VerdictReconciler
+from nmisim.controller.verdicts import plan
 from nmisim.controller.workqueue import WorkQueue
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.findings import HOST_NETWORK_IDENTITY_EXPOSED
@@ -52,7 +52,6 @@ class Intake:
         self,
         store: Store,
         queue: WorkQueue[WorkKey],
-        verdicts: VerdictReconciler,
         recorder: EventRecorder,
         *,
         exception_batch: float = 2.0,
@@ -60,8 +59,8 @@ class Intake:
     ) -> None:
         self.store = store
         self.queue = queue
-        self.verdicts = verdicts
         self.recorder = recorder
+        self.ledger = recorder.ledger
         self.exception_batch = exception_batch
         self.namespaces = tuple(namespaces)  # glob patterns; none: every namespace
         self.seeded = False
@@ -123,7 +122,7 @@ class Intake:
         store = self.store
         for verdict in store.verdicts.values():
             if verdict.owner_uid and verdict.status:
-                self.recorder.remember(
+                self.ledger.remember(
                     verdict.owner_uid,
                     S.event_reason(verdict.status),
                     int(verdict.status.get("transitions") or 0),
@@ -159,8 +158,11 @@ class Intake:
             if pod is None or record.owner_uid != pod.uid or not number:
                 continue
             stamp = record.status.get("lastTransitionTime")
-            if self.recorder.missing(pod.uid, number, stamp) and S.event_reason(record.status):
-                self.recorder.announce(pod, dict(record.status), number, str(stamp))
+            if not self.recorder.missing(pod.uid, number, stamp):
+                continue
+            event = pod_event(pod, record.status, number, str(stamp))
+            if event is not None:
+                self.recorder.announce(event)
                 n += 1
         if n:
             log.info("%d transition(s) recorded by an earlier run without their Event: announced", n)
@@ -169,8 +171,7 @@ class Intake:
     def recheck(self) -> None:
         """Look at every pod's verdict again (the Events of earlier runs became known)."""
         for pod in list(self.store.world.pods()):
-            if self.verdicts.needs_write((pod.namespace, pod.name)):
-                self.queue.add(verdict_key(pod.namespace, pod.name))
+            self._queue_if_owed((pod.namespace, pod.name))
 
     # --- per kind ----------------------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ class Intake:
     def pod_deleted(self, namespace: str, name: str) -> None:
         pod = self.store.world.get_pod(namespace, name)
         if pod is not None:
-            self.recorder.forget(pod.uid)
+            self.ledger.forget(pod.uid)
         old = self.store.forget_pod(namespace, name)
         if not self.seeded:
             return
@@ -264,8 +265,8 @@ class Intake:
         if not record.newer_or_equal(store.verdicts.get(key)):
             return  # an older event than what a write already told us
         store.verdicts[key] = record
-        if self.seeded and self.verdicts.needs_write(key):
-            self.queue.add(verdict_key(*key))
+        if self.seeded:
+            self._queue_if_owed(key)
 
     # --- evaluation --------------------------------------------------------------------------------
 
@@ -273,8 +274,12 @@ class Intake:
         evaluation = self.store.evaluate(pod)
         if evaluation.changed and evaluation.exceptions_touched:
             self._mark_exceptions(pod.namespace)
-        if self.verdicts.needs_write((pod.namespace, pod.name)):
-            self.queue.add(verdict_key(pod.namespace, pod.name))
+        self._queue_if_owed((pod.namespace, pod.name))
+
+    def _queue_if_owed(self, key: tuple[str, str]) -> None:
+        """The verdict reconciler's plan as a predicate (handlers only enqueue keys; reconcile decides)."""
+        if plan(self.store, self.ledger, key) is not None:
+            self.queue.add(verdict_key(*key))
 
     async def _reevaluate(self, kind: str, namespace: str, name: str) -> None:
         if not self.seeded:

@@ -42,13 +42,24 @@ class Evaluation:
         return old is None or old.verdict != self.new.verdict or old.exceptions != self.new.exceptions
 
 
+@dataclass(slots=True)
+class Desired:
+    """What a pod's NMIVerdict status must say: built once per change of the pod's result (or of the pod
+    it is built for), with its digest and the Event reason it stands for. ``status`` is dropped once a
+    verdict in step with it is known (a drift rebuilds it: :meth:`Store.desired`)."""
+
+    digest: int
+    reason: str | None
+    uid: str
+    status: dict[str, Any] | None
+
+
 class Store:
     def __init__(self) -> None:
         self.world = World()
         self._results: dict[str, dict[str, PodResult]] = {}  # namespace -> name -> result
-        # what each pod's verdict should say: the digest of its status and the Event reason it stands for,
-        # for the pod uid it was built for (the status names it)
-        self._desired: dict[Key, tuple[int, str | None, str]] = {}
+        # what each pod's verdict should say, for the pod uid it was built for (the status names it)
+        self._desired: dict[Key, Desired] = {}
         self.verdicts: dict[Key, VerdictRecord] = {}
         self.exceptions: dict[Key, ObjectRecord] = {}
         self.config_record: ObjectRecord | None = None
@@ -66,9 +77,13 @@ class Store:
         old = per_ns.get(pod.name)
         per_ns[pod.name] = result
         known = self._desired.get(key)
-        if old != result or known is None or known[2] != pod.uid:
-            desired = S.verdict_status(result, pod)
-            self._desired[key] = (digest(desired), S.event_reason(desired), pod.uid)
+        if old != result or known is None or known.uid != pod.uid:
+            status = S.verdict_status(result, pod)
+            desired = Desired(digest(status), S.event_reason(status), pod.uid, status)
+            record = self.verdicts.get(key)
+            if record is not None and record.owner_uid == pod.uid and record.semantic == desired.digest:
+                desired.status = None  # the verdict says it already: nothing to write
+            self._desired[key] = desired
         if old != result:
             self.totals_dirty = True
         return Evaluation(old, result)
@@ -103,20 +118,30 @@ class Store:
     def pods_at(self, node: str, ip: str) -> list[Pod]:
         return self.world.pods_at(node, ip)
 
-    def desired_verdict(self, pod: Pod) -> dict[str, Any] | None:
-        """The NMIVerdict status the pod calls for (built from its kept result); None before evaluation."""
-        result = self.result(pod.namespace, pod.name)
-        return None if result is None else S.verdict_status(result, pod)
+    def desired(self, key: Key) -> Desired | None:
+        """What the pod's verdict must say; None before the pod is evaluated."""
+        return self._desired.get(key)
 
-    def verdict_in_step(self, key: Key, record: VerdictRecord) -> bool:
-        """The verdict says what its pod calls for (ignoring bookkeeping fields)."""
-        desired = self._desired.get(key)
-        return desired is not None and desired[0] == record.semantic
+    def desired_status(self, pod: Pod) -> dict[str, Any] | None:
+        """The status of :meth:`desired`, rebuilt from the kept result only when it was dropped (a verdict
+        said it already and then drifted)."""
+        desired = self._desired.get((pod.namespace, pod.name))
+        if desired is None:
+            return None
+        if desired.status is None:
+            result = self.result(pod.namespace, pod.name)
+            if result is None:
+                return None
+            desired.status = S.verdict_status(result, pod)
+        return desired.status
 
-    def desired_reason(self, key: Key) -> str | None:
-        """The Event reason the pod's desired verdict stands for."""
+    def written(self, key: Key, record: VerdictRecord) -> None:
+        """A verdict write answered with ``record``: kept, and the desired status let go once in step."""
+        if record.newer_or_equal(self.verdicts.get(key)):
+            self.verdicts[key] = record
         desired = self._desired.get(key)
-        return None if desired is None else desired[1]
+        if desired is not None and desired.digest == record.semantic:
+            desired.status = None
 
     # --- SimulationConfig -------------------------------------------------------------------------
 
