@@ -30,7 +30,7 @@ from test_store_stateful import (
 from nmisim.controller import status as S
 from nmisim.controller.controller import Controller
 from nmisim.controller.records import digest
-from nmisim.controller.store import CONFIG_NAME
+from nmisim.engine.config import CONFIG_NAME
 from nmisim.engine.models import (
     KIND_ASSIGNED,
     KIND_BINDING,

@@ -26,9 +26,9 @@ from nmisim.engine.models import (
     KIND_IDENTITY,
     KIND_POD,
 )
+from nmisim.engine.resources import parse as parse_object
 from nmisim.engine.routes import HttpRequest
 from nmisim.engine.world import World
-from nmisim.sources.files import parse_object
 
 NAMESPACES = ("a", "b")
 NAMES = ("x", "y", "z")

@@ -33,7 +33,7 @@ from nmisim.agent.metrics import Metrics
 from nmisim.agent.nmi import NmiHandler
 from nmisim.agent.server import Handler, HttpServer
 from nmisim.agent.watch import ClusterWatch, Store, connection_from_kubeconfig, effective_config
-from nmisim.engine.config import ConfigError
+from nmisim.engine.config import NMI_VERSION, ConfigError
 from nmisim.engine.world import World
 from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
 
@@ -241,7 +241,7 @@ class Agent:
                 log.error("%s", exc)
                 await self.shutdown_quietly()
                 return 1
-            log.info("nmisim serve: NMI v1.8.17 simulated on node %s", self.opts.node)
+            log.info("nmisim serve: NMI v%s simulated on node %s", NMI_VERSION, self.opts.node)
             await self.stop.wait()
             if self.fatal:
                 log.error("%s", self.fatal)

@@ -9,7 +9,7 @@
 
 Each kind is an informer (:mod:`nmisim.kube.informer`, the operator's too): a paginated LIST, then a
 WATCH with bookmarks, a relist on ``410 Gone`` that drops what disappeared, backoff on errors. Raw objects
-are parsed with the same ``from_k8s`` parsers as files (:func:`nmisim.sources.files.parse_object`) and
+are parsed with the same ``from_k8s`` parsers as files (:func:`nmisim.engine.resources.parse`) and
 dropped; an object the parsers reject is skipped with a warning.
 """
 
@@ -20,22 +20,22 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
-from nmisim.engine.config import ConfigError, NMIConfig, SimulationConfig
+from nmisim.engine.config import CONFIG_NAME, ConfigError, NMIConfig, SimulationConfig
 from nmisim.engine.models import (
+    KIND_CONFIG,
     KIND_POD,
     ModelError,
 )
-from nmisim.engine.resources import AAD_KINDS, resource
+from nmisim.engine.resources import AAD_KINDS, parse, resource
 from nmisim.engine.world import World
 from nmisim.kube.connection import Connection, Transport
 from nmisim.kube.informer import Informer, Watched
-from nmisim.sources.files import ClusterError, parse_object
+from nmisim.sources.files import ClusterError
 
 log = logging.getLogger("nmisim.agent.watch")
 
-KIND_CONFIG: Final = "SimulationConfig"
 __all__ = ["ClusterWatch", "Connection", "Store", "connection_from_kubeconfig", "effective_config", "sources"]
 
 
@@ -45,7 +45,7 @@ def sources(node: str) -> list[Watched]:
     return [
         Watched(KIND_POD, resource(KIND_POD).path(), f"spec.nodeName={node}"),
         *(Watched(kind, resource(kind).path()) for kind in AAD_KINDS),
-        Watched(KIND_CONFIG, resource(KIND_CONFIG).path(), "metadata.name=default"),
+        Watched(KIND_CONFIG, resource(KIND_CONFIG).path(), f"metadata.name={CONFIG_NAME}"),
     ]
 
 
@@ -88,7 +88,7 @@ class Store:
         if "kind" not in obj:
             obj = {**obj, "kind": kind}
         try:
-            parsed = parse_object(obj)
+            parsed = parse(obj)
         except ModelError as exc:
             log.warning("skipping %s %s/%s: %s", kind, key[0], key[1], " ".join(str(exc).split()))
             self.world.remove(kind, *key)

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from nmisim import __version__
 from nmisim.cli.common import UsageError, cluster_failure
+from nmisim.engine.config import NMI_VERSION
 from nmisim.sources.files import ClusterError
 
 EXIT_OK = 0
@@ -50,7 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nmisim",
-        description="Simulate aad-pod-identity's NMI (v1.8.17): what happens to every pod's IMDS requests.",
+        description=f"Simulate aad-pod-identity's NMI (v{NMI_VERSION}): what happens to every pod's IMDS "
+        "requests.",
     )
     parser.add_argument("--version", action="version", version=f"nmisim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -15,13 +15,12 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Final
+from typing import Any
 
 from nmisim import __version__
 from nmisim.cli.nmioptions import add_nmi_config_flags, go_bool
+from nmisim.engine.config import NMI_VERSION
 from nmisim.sources.nmiconfig import flag_settings
-
-NMI_VERSION: Final = "1.8.17"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

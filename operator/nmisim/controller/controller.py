@@ -32,10 +32,11 @@ from nmisim.controller.peering import CLUSTER_PATH, NAMESPACED_PATH, PeeringGate
 from nmisim.controller.projector import CONFIG_KEY, WorkKey
 from nmisim.controller.records import ObjectRecord, VerdictRecord
 from nmisim.controller.simulationconfig import ConfigReconciler
-from nmisim.controller.store import CONFIG_NAME, Store
+from nmisim.controller.store import Store
 from nmisim.controller.verdicts import VerdictReconciler
 from nmisim.controller.workqueue import WorkQueue
 from nmisim.controller.writer import WriteError, WriterLike
+from nmisim.engine.config import CONFIG_NAME
 from nmisim.engine.models import (
     KIND_ASSIGNED,
     KIND_BINDING,

@@ -22,10 +22,10 @@ from nmisim.controller.projector import (
     verdict_key,
 )
 from nmisim.controller.records import ObjectRecord, VerdictRecord, rv
-from nmisim.controller.store import CONFIG_NAME, Store
+from nmisim.controller.store import Store
 from nmisim.controller.verdicts import plan
 from nmisim.controller.workqueue import WorkQueue
-from nmisim.engine.config import SimulationConfig
+from nmisim.engine.config import CONFIG_NAME, SimulationConfig
 from nmisim.engine.findings import HOST_NETWORK_IDENTITY_EXPOSED
 from nmisim.engine.models import (
     KIND_CONFIG,
@@ -39,6 +39,7 @@ from nmisim.engine.models import (
     PodIdentityException,
 )
 from nmisim.engine.resources import KIND_VERDICT, resource
+from nmisim.engine.resources import parse as parse_body
 from nmisim.engine.world import World
 
 log = logging.getLogger(__name__)
@@ -310,8 +311,7 @@ def parse(kind: str, body: Mapping[str, Any]) -> Model | None:
     """An engine model of a Kubernetes object; None, with a warning, for one the engine cannot read (the
     operator never stops on an object the API server accepted)."""
     try:
-        cls = resource(kind).model
-        parsed = cls.from_k8s(body) if cls is not None else None
+        parsed = parse_body(body, kind)  # the one parse path (engine/resources.py)
         if isinstance(parsed, SimulationConfig) or parsed is None:  # pragma: no cover - engine kinds only
             raise ValueError(f"{kind} is not a kind the engine evaluates")
         model: Model = parsed

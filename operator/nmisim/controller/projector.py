@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal
 
+from nmisim.engine.config import CONFIG_NAME
 from nmisim.engine.models import KIND_EXCEPTION, KIND_POD, Pod
 from nmisim.engine.world import World
 
 WorkKind = Literal["verdict", "exception", "config"]
 WorkKey = tuple[WorkKind, str, str]
 
-CONFIG_KEY: WorkKey = ("config", "", "default")
+CONFIG_KEY: WorkKey = ("config", "", CONFIG_NAME)
 
 
 def pods_affected(world: World, kind: str, namespace: str, name: str) -> list[Pod]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from nmisim.controller import status as S
 from nmisim.controller.records import ObjectRecord
-from nmisim.controller.store import CONFIG_NAME, Store
+from nmisim.controller.store import Store
 from nmisim.controller.writer import WriterLike
+from nmisim.engine.config import CONFIG_NAME
 
 
 class ConfigReconciler:

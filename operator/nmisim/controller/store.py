@@ -8,18 +8,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from nmisim.controller import status as S
 from nmisim.controller.records import ObjectRecord, VerdictRecord, digest
-from nmisim.engine.config import SimulationConfig
+from nmisim.engine.config import CONFIG_NAME, SimulationConfig
 from nmisim.engine.models import KIND_POD, Pod
 from nmisim.engine.verdict import PodResult
 from nmisim.engine.world import World
 
 log = logging.getLogger(__name__)
-
-CONFIG_NAME: Final = "default"
 
 Key = tuple[str, str]
 

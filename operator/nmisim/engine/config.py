@@ -23,6 +23,10 @@ from nmisim.engine.models import (
 )
 
 API_VERSION: Final = "nmisim.dev/v1alpha1"
+#: the NMI release nmisim simulates (aad-pod-identity's last)
+NMI_VERSION: Final = "1.8.17"
+#: the one SimulationConfig the operator and the node agent read (cluster-scoped)
+CONFIG_NAME: Final = "default"
 MODE_STANDARD: Final = "standard"
 MODE_MANAGED: Final = "managed"
 

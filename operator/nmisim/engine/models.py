@@ -462,22 +462,3 @@ class AzureAssignedIdentity(BaseModel):
 
 
 Model = Pod | PodIdentityException | AzureIdentity | AzureIdentityBinding | AzureAssignedIdentity
-
-_BY_KIND: Final[dict[str, type[Model]]] = {
-    KIND_POD: Pod,
-    KIND_EXCEPTION: PodIdentityException,
-    KIND_IDENTITY: AzureIdentity,
-    KIND_BINDING: AzureIdentityBinding,
-    KIND_ASSIGNED: AzureAssignedIdentity,
-}
-
-
-def model_class(kind: str) -> type[Model] | None:
-    """The engine model for a Kubernetes Kind string, or None for kinds NMI does not read."""
-    return _BY_KIND.get(kind)
-
-
-def from_k8s(obj: Mapping[str, Any]) -> Model | None:
-    """Parse any of the five kinds by its ``kind``; other kinds give None."""
-    cls = model_class(str(obj.get("kind", "")))
-    return cls.from_k8s(obj) if cls is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import (
@@ -85,6 +85,19 @@ RESOURCES: Final[Mapping[str, Resource]] = {
 
 #: the aad-pod-identity kinds NMI reads, in the order the CLI loads them
 AAD_KINDS: Final = (KIND_EXCEPTION, KIND_IDENTITY, KIND_BINDING, KIND_ASSIGNED)
+
+
+def parse(body: Mapping[str, Any], kind: str | None = None) -> Model | SimulationConfig | None:
+    """The one way from a Kubernetes object to an engine model: the parser this table names for its kind
+    (``kind``, else the body's own); None for a kind the engine does not read. Raises
+    :class:`nmisim.engine.models.ModelError` (or ``ConfigError``) naming the field path."""
+    k = kind if kind is not None else body.get("kind")
+    r = RESOURCES.get(k) if isinstance(k, str) else None
+    if r is None or r.model is None:
+        return None
+    if "kind" not in body:
+        body = {**body, "kind": k}
+    return r.model.from_k8s(body)
 
 
 def resource(kind: str) -> Resource:

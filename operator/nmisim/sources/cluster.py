@@ -2,7 +2,7 @@
 
 Reads what NMI reads: Pods, the four aad-pod-identity kinds, and nmisim's cluster-scoped
 ``SimulationConfig`` named ``default``. Every object goes through the same ``from_k8s`` parsers as
-files (:func:`nmisim.sources.files.parse_object`), so a live cluster and ``kubectl get -o yaml`` output
+files (:func:`nmisim.engine.resources.parse`), so a live cluster and ``kubectl get -o yaml`` output
 give the same results.
 
 - Lists are paginated (``limit``/``continue``) and read raw JSON (no client-side model conversion), so the
@@ -35,11 +35,11 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InsecureRequestWarning
 
-from nmisim.engine.config import ConfigError, SimulationConfig
-from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, KIND_POD, ModelError, Pod
+from nmisim.engine.config import CONFIG_NAME, ConfigError, SimulationConfig
+from nmisim.engine.models import DEFAULT_NAMESPACE, KIND_CONFIG, KIND_EXCEPTION, KIND_POD, ModelError, Pod
 from nmisim.engine.resources import AAD_KINDS as AAD_RESOURCE_KINDS
-from nmisim.engine.resources import resource
-from nmisim.sources.files import ClusterError, Loaded, ignored_codes, parse_object
+from nmisim.engine.resources import parse, resource
+from nmisim.sources.files import ClusterError, Loaded, ignored_codes
 
 __all__ = [
     "ClusterError",
@@ -56,8 +56,6 @@ AAD_VERSION: Final = resource(KIND_EXCEPTION).version
 NMISIM_GROUP: Final = resource(KIND_CONFIG).group
 NMISIM_VERSION: Final = resource(KIND_CONFIG).version
 CONFIG_PLURAL: Final = resource(KIND_CONFIG).plural
-CONFIG_NAME: Final = "default"
-DEFAULT_NAMESPACE: Final = "default"
 PAGE_SIZE: Final = 500
 #: (connect, read) seconds for every API call
 REQUEST_TIMEOUT: Final = (10.0, 60.0)
@@ -336,7 +334,7 @@ class LiveReader:
         if "kind" not in obj:
             obj = {**obj, "kind": kind}
         try:
-            parsed = parse_object(obj)
+            parsed = parse(obj)
         except ModelError as exc:
             self._emit(f"skipping {describe(obj, kind)}: {_one_line(exc)}")
             return

@@ -23,7 +23,8 @@ from typing import Any, Final, TextIO
 import yaml
 
 from nmisim.engine.config import ConfigError, SimulationConfig
-from nmisim.engine.models import KIND_CONFIG, Model, ModelError, Pod, model_class
+from nmisim.engine.models import Model, ModelError, Pod
+from nmisim.engine.resources import parse
 from nmisim.engine.workloads import Workload, expand, is_workload
 from nmisim.sources.schemas import unknown_fields
 
@@ -222,20 +223,6 @@ def _with_kind(obj: Any, implied_kind: str | None) -> Any:
     return obj
 
 
-def parse_object(obj: Mapping[str, Any]) -> Model | SimulationConfig | None:
-    """One Kubernetes object as an engine model; None for kinds NMI does not read.
-
-    Raises :class:`ModelError` (or :class:`ConfigError`) naming the field path.
-    """
-    kind = obj.get("kind")
-    if kind == KIND_CONFIG:
-        return SimulationConfig.from_k8s(obj)
-    cls = model_class(str(kind))
-    if cls is None:
-        return None
-    return cls.from_k8s(obj)
-
-
 def ignored_codes(obj: Mapping[str, Any]) -> frozenset[str]:
     """The finding codes an object's ``nmisim.dev/ignore`` annotation names."""
     return _codes(_annotations(obj))
@@ -289,7 +276,7 @@ def _add_object(out: Loaded, obj: Any, origin: Origin, strict: bool) -> None:
         out.origins[(kind, wl.namespace, wl.name)] = origin
         out.raw.append((origin, obj))
         return
-    parsed = parse_object(obj)
+    parsed = parse(obj)
     out.raw.append((origin, obj))
     if parsed is None:
         out.skipped[kind] = out.skipped.get(kind, 0) + 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from nmisim.engine.config import NMIConfig, SimulationConfig
-from nmisim.engine.models import Model, ModelError, model_class
+from nmisim.engine.models import Model, ModelError
 from nmisim.engine.nmiflags import (
     CONFIG_FLAGS,
     FLAG_OF_FIELD,
@@ -31,6 +31,7 @@ from nmisim.engine.nmiflags import (
     render_chart,
     resolve,
 )
+from nmisim.engine.resources import parse
 from nmisim.sources.files import LoadError, iter_documents, read_text
 
 COMMAND_LINE = "the command line"
@@ -163,11 +164,11 @@ def _settings(
 
 def _model(obj: Mapping[str, Any], source: str) -> Model:
     kind = str(obj["kind"])
-    cls = model_class(kind)
-    if cls is None:  # pragma: no cover - render_chart makes only kinds NMI reads
-        raise LoadError(f"{source}: the chart's {kind} is not a kind NMI reads")
     meta = obj["metadata"]
     try:
-        return cls.from_k8s(obj)
+        parsed = parse(obj)
     except ModelError as exc:
         raise LoadError(f"{source}: the chart's {kind} {meta['namespace']}/{meta['name']}: {exc}") from None
+    if parsed is None or isinstance(parsed, SimulationConfig):  # pragma: no cover - only kinds NMI reads
+        raise LoadError(f"{source}: the chart's {kind} is not a kind NMI reads")
+    return parsed
