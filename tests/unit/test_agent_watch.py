@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from helpers import CID1
 
-from nmisim.agent.watch import ClusterWatch, Connection, Store, effective_config
+from nmisim.agent.watch import ClusterWatch, Connection, WorldSink, effective_config
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.world import World
 
@@ -89,7 +89,7 @@ async def _scenario() -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     world = World()
-    store = Store(world, {"set_retry_after_header": True})
+    store = WorldSink(world, {"set_retry_after_header": True})
     watch = ClusterWatch(Connection(f"http://127.0.0.1:{port}", False, dict), NODE, store)
     try:
         await watch.start(timeout=10)

@@ -4,19 +4,20 @@ relists that drop objects), the World the events built incrementally answers exa
 fresh from the final objects: every pod's verdict, every token request by IP, and the indexes behind
 them (pods by node and IP, exceptions by namespace, bindings by selector, assigned identities by pod).
 
-The store is the node agent's (``nmisim.agent.watch.Store``: watch events into the engine's World); the
+The store is the node agent's (``nmisim.agent.watch.WorldSink``: watch events into the engine's World); the
 World and its indexes are the ones the operator keeps too.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from nmisim.agent.watch import Store
+from nmisim.agent.watch import WorldSink
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import (
     KIND_ASSIGNED,
@@ -182,26 +183,33 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.world = World()
-        self.store = Store(self.world, {})
+        self.store = WorldSink(self.world, {})
         self.objects: dict[Key, dict[str, Any]] = {}
         self.config: dict[str, Any] | None = None
 
-    @rule(obj=objects, event=st.sampled_from(("ADDED", "MODIFIED")))
-    def upsert(self, obj: dict[str, Any], event: str) -> None:
-        self.store.apply(obj["kind"], event, obj)
+    def _upsert(self, obj: dict[str, Any]) -> None:
+        asyncio.run(self.store.upsert(obj["kind"], obj))
+
+    def _delete(self, obj: dict[str, Any]) -> None:
+        ns, name = key_of(obj)[1:]
+        asyncio.run(self.store.delete(obj["kind"], ns, name, ""))
+
+    @rule(obj=objects)
+    def upsert(self, obj: dict[str, Any]) -> None:
+        self._upsert(obj)
         self.objects[key_of(obj)] = obj
 
     @rule(obj=objects)
     def duplicate(self, obj: dict[str, Any]) -> None:
         """The same event twice (a watch restarted from an older resourceVersion replays it)."""
         for _ in range(2):
-            self.store.apply(obj["kind"], "MODIFIED", obj)
+            self._upsert(obj)
         self.objects[key_of(obj)] = obj
 
     @rule(obj=objects)
     def delete(self, obj: dict[str, Any]) -> None:
         """A delete, of an object the store may not even hold."""
-        self.store.apply(obj["kind"], "DELETED", obj)
+        self._delete(obj)
         self.objects.pop(key_of(obj), None)
 
     @rule(
@@ -209,10 +217,15 @@ class StoreMachine(RuleBasedStateMachine):
         data=st.data(),
     )
     def relist(self, kind: str, data: st.DataObject) -> None:
-        """A relist (after 410 Gone): the kind's objects now, some of the held ones gone meanwhile."""
+        """A relist (after 410 Gone) as the informer delivers it: the kind's objects now, and a delete for
+        each held one gone meanwhile (kube/informer.py)."""
         held = [o for k, o in self.objects.items() if k[0] == kind]
         kept = data.draw(st.lists(st.sampled_from(held), unique_by=key_of) if held else st.just([]))
-        self.store.replace(kind, kept)
+        for o in kept:
+            self._upsert(o)
+        for o in held:
+            if key_of(o) not in {key_of(k) for k in kept}:
+                self._delete(o)
         for k in [k for k in self.objects if k[0] == kind]:
             del self.objects[k]
         for o in kept:
@@ -220,11 +233,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(config=st.one_of(st.none(), configs))
     def configure(self, config: dict[str, Any] | None) -> None:
-        self.store.apply(
-            KIND_CONFIG,
-            "DELETED" if config is None else "MODIFIED",
-            config or {"metadata": {"name": "default"}},
-        )
+        if config is None:
+            asyncio.run(self.store.delete(KIND_CONFIG, "", "default", ""))
+        else:
+            asyncio.run(self.store.upsert(KIND_CONFIG, config))
         self.config = config
 
     @invariant()

@@ -32,7 +32,7 @@ from nmisim.agent.interception import (
 from nmisim.agent.metrics import Metrics
 from nmisim.agent.nmi import NmiHandler
 from nmisim.agent.server import Handler, HttpServer
-from nmisim.agent.watch import ClusterWatch, Store, connection_from_kubeconfig, effective_config
+from nmisim.agent.watch import ClusterWatch, WorldSink, connection_from_kubeconfig, effective_config
 from nmisim.engine.config import NMI_VERSION, ConfigError
 from nmisim.engine.world import World
 from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
@@ -101,7 +101,7 @@ class Agent:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.world = World()
-        self.store = Store(self.world, opts.overrides)
+        self.store = WorldSink(self.world, opts.overrides)
         self.metrics = Metrics(self.world.counts)
         self.active = False
         self.watch: ClusterWatch | None = None

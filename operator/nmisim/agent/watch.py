@@ -36,7 +36,14 @@ from nmisim.sources.files import ClusterError
 
 log = logging.getLogger("nmisim.agent.watch")
 
-__all__ = ["ClusterWatch", "Connection", "Store", "connection_from_kubeconfig", "effective_config", "sources"]
+__all__ = [
+    "ClusterWatch",
+    "Connection",
+    "WorldSink",
+    "connection_from_kubeconfig",
+    "effective_config",
+    "sources",
+]
 
 
 def sources(node: str) -> list[Watched]:
@@ -63,59 +70,36 @@ def effective_config(base: SimulationConfig | None, overrides: Mapping[str, Any]
     return cfg.model_copy(update={"nmi": nmi})
 
 
-class Store:
-    """Applies watch events to the World; knows which keys each kind holds (for relists). It is the
-    informers' sink (:class:`nmisim.kube.informer.Sink`)."""
+class WorldSink:
+    """Watch events into the World: the informers' sink (:class:`nmisim.kube.informer.Sink`). A relist
+    needs nothing here: the informer deletes what a relist no longer has (``kube/informer.py``)."""
 
     def __init__(self, world: World, overrides: Mapping[str, Any]) -> None:
         self.world = world
         self.overrides = dict(overrides)
-        self.keys: dict[str, set[tuple[str, str]]] = {}
         self.base_config: SimulationConfig | None = None
 
-    def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
-        md = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-        assert isinstance(md, Mapping)
-        key = (str(md.get("namespace") or ""), str(md.get("name") or ""))
-        if kind == KIND_CONFIG:
-            self._config(None if event == "DELETED" else obj)
-            return
-        held = self.keys.setdefault(kind, set())
-        if event == "DELETED":
-            self.world.remove(kind, *key)
-            held.discard(key)
-            return
-        if "kind" not in obj:
-            obj = {**obj, "kind": kind}
-        try:
-            parsed = parse(obj)
-        except ModelError as exc:
-            log.warning("skipping %s %s/%s: %s", kind, key[0], key[1], " ".join(str(exc).split()))
-            self.world.remove(kind, *key)
-            held.discard(key)
-            return
-        if parsed is None or isinstance(parsed, SimulationConfig):
-            return
-        self.world.upsert(parsed)
-        held.add(key)
-
-    def replace(self, kind: str, objs: list[Mapping[str, Any]]) -> None:
-        """A relist: upsert every object, remove the ones that are gone."""
-        if kind == KIND_CONFIG:
-            self._config(objs[0] if objs else None)
-            return
-        before = set(self.keys.get(kind, set()))
-        self.keys[kind] = set()
-        for obj in objs:
-            self.apply(kind, "ADDED", obj)
-        for key in before - self.keys[kind]:
-            self.world.remove(kind, *key)
-
     async def upsert(self, kind: str, body: Mapping[str, Any]) -> None:
-        self.apply(kind, "ADDED", body)
+        if kind == KIND_CONFIG:
+            self._config(body)
+            return
+        try:
+            parsed = parse(body, kind)
+        except ModelError as exc:
+            md = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+            assert isinstance(md, Mapping)
+            ns, name = str(md.get("namespace") or ""), str(md.get("name") or "")
+            log.warning("skipping %s %s/%s: %s", kind, ns, name, " ".join(str(exc).split()))
+            self.world.remove(kind, ns, name)  # what it said before no longer holds
+            return
+        if parsed is not None and not isinstance(parsed, SimulationConfig):
+            self.world.upsert(parsed)
 
     async def delete(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
-        self.apply(kind, "DELETED", {"metadata": {"namespace": namespace, "name": name}})
+        if kind == KIND_CONFIG:
+            self._config(None)
+        else:
+            self.world.remove(kind, namespace, name)
 
     async def synced(self, kind: str) -> None:
         return None
@@ -171,7 +155,7 @@ def connection_from_kubeconfig(kubeconfig: str | None, context: str | None) -> C
 class ClusterWatch:
     """All informers of one agent; :meth:`start` returns once each has listed once."""
 
-    def __init__(self, conn: Connection, node: str, store: Store) -> None:
+    def __init__(self, conn: Connection, node: str, store: WorldSink) -> None:
         self.conn = conn
         self.node = node
         self.store = store
