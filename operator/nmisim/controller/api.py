@@ -1,8 +1,9 @@
 """A small async client for the few writes the operator makes, with client-side flow control.
 
-kopf watches; this client writes. It reuses kopf's login (a ``kopf.ConnectionInfo``) and adds what kopf
-does not have: a bound on requests in flight, a token bucket for the write rate, ``Retry-After`` on 429,
-and retries with backoff on 5xx and connection errors. Every request is counted for ``/metrics``.
+The informers read (``nmisim.kube``); this client writes. It reuses kopf's login (a ``kopf.ConnectionInfo``)
+and adds what kopf does not have: a bound on requests in flight, a token bucket for the write rate,
+``Retry-After`` on 429, and retries with backoff on 5xx and connection errors. Every request is counted for
+``/metrics``.
 """
 
 from __future__ import annotations

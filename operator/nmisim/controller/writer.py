@@ -159,7 +159,7 @@ class Writer:
         timestamp: str,
     ) -> Response:
         """Post a core/v1 Event with a deterministic name: posting the same transition twice (after a
-        crash between the Event and the status write) answers 409 and leaves one Event."""
+        run killed after the Event was posted but before it knew) answers 409 and leaves one Event."""
         body = {
             "apiVersion": "v1",
             "kind": "Event",
