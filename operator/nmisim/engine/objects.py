@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from nmisim.engine import findings as F
-from nmisim.engine.exceptions import equal_fold
 from nmisim.engine.findings import Finding
+from nmisim.engine.fold import equal_fold
 from nmisim.engine.models import (
     KIND_BINDING,
     KIND_EXCEPTION,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from nmisim.engine.exceptions import equal_fold
+from nmisim.engine.fold import equal_fold
 from nmisim.engine.verdict import VERDICT_BYPASS, VERDICT_EXEMPT, VERDICT_INACTIVE
 
 if TYPE_CHECKING:

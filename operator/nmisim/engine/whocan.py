@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from nmisim.engine.config import UserAssignedIdentity
-from nmisim.engine.exceptions import equal_fold
+from nmisim.engine.fold import equal_fold
 from nmisim.engine.imds import SYSTEM_ASSIGNED
 from nmisim.engine.models import AzureIdentity, Pod
 from nmisim.engine.routes import (

@@ -13,8 +13,9 @@ from typing import Final
 
 from nmisim.engine import findings as F
 from nmisim.engine.config import SimulationConfig
-from nmisim.engine.exceptions import ExceptionIndex, equal_fold, fold
+from nmisim.engine.exceptions import ExceptionIndex
 from nmisim.engine.findings import Finding
+from nmisim.engine.fold import equal_fold, fold
 from nmisim.engine.identities import (
     AssignedEntry,
     MicOutcome,
