@@ -19,7 +19,7 @@ from nmisim.agent.metrics import Metrics
 from nmisim.agent.nmi import NmiHandler, engine_request
 from nmisim.agent.server import HttpServer
 from nmisim.agent.wire import WireError, parse_head
-from nmisim.engine.routes import TARGET_NMI, HttpRequest, RequestResult
+from nmisim.engine.http import TARGET_NMI, HttpRequest, RequestResult
 from nmisim.engine.world import World
 
 T = TypeVar("T")

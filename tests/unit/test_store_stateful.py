@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nmisim.agent.watch import Store
 from nmisim.engine.config import SimulationConfig
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.models import (
     KIND_ASSIGNED,
     KIND_BINDING,
@@ -26,7 +27,6 @@ from nmisim.engine.models import (
     KIND_IDENTITY,
     KIND_POD,
 )
-from nmisim.engine.routes import HttpRequest
 from nmisim.engine.world import World
 from nmisim.sources.files import parse_object
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from nmisim.engine.findings import Finding
-from nmisim.engine.routes import json_number
+from nmisim.engine.http import json_number
 
 if TYPE_CHECKING:
     from nmisim.engine.trace import Decision

@@ -31,20 +31,20 @@ from typing import Any, Final
 
 from nmisim.engine.config import UserAssignedIdentity
 from nmisim.engine.fold import equal_fold
-from nmisim.engine.imds import SYSTEM_ASSIGNED
-from nmisim.engine.models import AzureIdentity, Pod
-from nmisim.engine.routes import (
+from nmisim.engine.http import (
     DEFAULT_HEADERS,
     DEFAULT_QUERY,
-    ROUTE_DIRECT,
     SERVED_BY_IMDS,
     SERVED_BY_NMI,
     TARGET_NMI,
     HttpRequest,
     RequestResult,
     json_number,
-    simulate_request,
 )
+from nmisim.engine.imds import SYSTEM_ASSIGNED
+from nmisim.engine.models import AzureIdentity, Pod
+from nmisim.engine.router import ROUTE_DIRECT
+from nmisim.engine.routes import simulate_request
 from nmisim.engine.world import FINISHED_PHASES, World
 
 HOW_BINDING: Final = "binding"

@@ -16,6 +16,7 @@ from nmisim.engine.config import SimulationConfig
 from nmisim.engine.exceptions import ExceptionIndex
 from nmisim.engine.findings import Finding
 from nmisim.engine.fold import equal_fold, fold
+from nmisim.engine.http import SERVED_BY_NMI, TARGET_IMDS, TARGET_NMI, HttpRequest, RequestResult, json_number
 from nmisim.engine.identities import (
     AssignedEntry,
     MicOutcome,
@@ -54,15 +55,7 @@ from nmisim.engine.objecttexts import (
     missing_identity_cause,
     placeholder_identity,
 )
-from nmisim.engine.routes import (
-    SERVED_BY_NMI,
-    TARGET_IMDS,
-    TARGET_NMI,
-    HttpRequest,
-    RequestResult,
-    json_number,
-    simulate_request,
-)
+from nmisim.engine.routes import simulate_request
 from nmisim.engine.trace import decision_trace
 from nmisim.engine.verdict import (
     VERDICT_BYPASS,
