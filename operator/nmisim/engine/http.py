@@ -97,6 +97,11 @@ class HttpRequest:
         return f"http://{IMDS_HOST}{self.path}" + (f"?{qs}" if qs else "")
 
 
+#: the default token request (for https://management.azure.com/, no identity named), which every pod's
+#: verdict simulates
+DEFAULT_REQUEST: Final = HttpRequest()
+
+
 @dataclass(frozen=True, slots=True)
 class RequestResult:
     """What the caller gets back (product.md §4 ``nmisim request``)."""

@@ -42,10 +42,10 @@ from nmisim.engine.http import (
     json_number,
 )
 from nmisim.engine.imds import SYSTEM_ASSIGNED
-from nmisim.engine.models import AzureIdentity, Pod
+from nmisim.engine.models import FINISHED_PHASES, AzureIdentity, Pod
 from nmisim.engine.router import ROUTE_DIRECT
 from nmisim.engine.routes import simulate_request
-from nmisim.engine.world import FINISHED_PHASES, World
+from nmisim.engine.world import World
 
 HOW_BINDING: Final = "binding"
 HOW_EXEMPT: Final = "exempt"
