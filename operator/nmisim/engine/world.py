@@ -213,7 +213,7 @@ class World:
             KIND_ASSIGNED: len(self._assigned),
         }
 
-    # ------------------------------------------------- what routes.Cluster needs
+    # ------------------------- what routes.Cluster, trace.TraceWorld and podfindings.FindingsWorld read
     def pods_at(self, node: str, ip: str) -> list[Pod]:
         """Pods NMI on ``node`` finds for remote ``ip``: Pending/Running only (nmi-semantics §2)."""
         keys = self._pods_by_addr.get((node, ip), set())
@@ -394,7 +394,8 @@ class World:
 
 
 class _PodScope:
-    """The world as one :meth:`World.evaluate` call sees it (a :class:`nmisim.engine.routes.Cluster`).
+    """The world as one :meth:`World.evaluate` call sees it (a :class:`nmisim.engine.routes.Cluster` and a
+    :class:`nmisim.engine.podfindings.PodScope`).
 
     What the simulated default request (the answer) and the findings both ask about the evaluated pod is
     computed once: its exceptions and ``isMIC`` (already known to ``evaluate``), its standard-mode assigned
