@@ -24,7 +24,7 @@ from nmisim.engine.world import World
 
 T = TypeVar("T")
 NODE = "node-1"
-#: what net/http adds at serve time, which the engine leaves out (routes.with_framing)
+#: what net/http adds at serve time, which the engine leaves out (http.with_framing)
 SERVE_TIME_HEADERS = frozenset({"date", "connection"})
 
 
