@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from nmisim.agent.interception import Rules
-from nmisim.engine.routes import HttpRequest
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.world import World
 from nmisim.sources.files import load_files
 

@@ -19,12 +19,12 @@ from nmisim.agent.metrics import Metrics
 from nmisim.agent.nmi import NmiHandler, engine_request
 from nmisim.agent.server import HttpServer
 from nmisim.agent.wire import WireError, parse_head
-from nmisim.engine.routes import TARGET_NMI, HttpRequest, RequestResult
+from nmisim.engine.http import TARGET_NMI, HttpRequest, RequestResult
 from nmisim.engine.world import World
 
 T = TypeVar("T")
 NODE = "node-1"
-#: what net/http adds at serve time, which the engine leaves out (routes.with_framing)
+#: what net/http adds at serve time, which the engine leaves out (http.with_framing)
 SERVE_TIME_HEADERS = frozenset({"date", "connection"})
 
 

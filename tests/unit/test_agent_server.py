@@ -12,9 +12,9 @@ import pytest
 from agent_support import NODE, AgentThread, Answer, assert_same, build, engine_answer, send
 from helpers import CID1, CID2, binding, config, exc, ident, pod, world
 
+from nmisim.engine.http import HttpRequest, RequestResult
 from nmisim.engine.models import Pod
 from nmisim.engine.paths import go_parse_query
-from nmisim.engine.routes import HttpRequest, RequestResult
 from nmisim.engine.world import World
 
 BOUND, UNBOUND, EXEMPT, TWO = "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"

@@ -7,8 +7,9 @@ import pytest
 from helpers import CID1, pod, world
 
 from nmisim.engine.config import SimulationConfig
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.paths import go_parse_query, go_query_unescape
-from nmisim.engine.routes import HttpRequest, nmi_status_line, simulate_imds
+from nmisim.engine.routes import nmi_status_line, simulate_imds
 
 
 @pytest.mark.parametrize(

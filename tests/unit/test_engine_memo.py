@@ -13,23 +13,15 @@ from hypothesis import strategies as st
 from test_store_stateful import configs, fresh, key_of, objects
 
 from nmisim.engine import world as world_module
+from nmisim.engine.http import DEFAULT_REQUEST, TARGET_NMI, HttpRequest, canonical_header
 from nmisim.engine.identities import Selection
 from nmisim.engine.models import Model, Pod
 from nmisim.engine.paths import go_unescape_path
-from nmisim.engine.routes import (
-    ROUTE_BAD_REQUEST,
-    ROUTE_BLOCKED,
-    ROUTE_PROXY,
-    TARGET_NMI,
-    HttpRequest,
-    adal_msi_endpoint,
-    canonical_header,
-    route_of,
-    routed_path,
-    simulate_request,
-)
+from nmisim.engine.router import ROUTE_BAD_REQUEST, ROUTE_BLOCKED, ROUTE_PROXY, route_of, routed_path
+from nmisim.engine.routes import simulate_request
+from nmisim.engine.tokens import adal_msi_endpoint
 from nmisim.engine.verdict import PodResult
-from nmisim.engine.world import DEFAULT_REQUEST, World
+from nmisim.engine.world import World
 
 # path pieces as a caller may send them: escaped dots and slashes, malformed escapes, non-ASCII bytes
 PIECES = st.sampled_from(

@@ -7,7 +7,8 @@ from helpers import exc, pod, world
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmisim.engine.exceptions import ExceptionIndex, equal_fold, fold, is_pod_excepted
+from nmisim.engine.exceptions import ExceptionIndex, is_pod_excepted
+from nmisim.engine.fold import equal_fold, fold
 from nmisim.engine.models import PodIdentityException
 
 CASES = [

@@ -11,10 +11,10 @@ import pytest
 from helpers import CID1, CID2, assigned, binding, config, exc, ident, pod, rid, world
 
 from nmisim.cli.main import main
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.identities import redact_client_id
 from nmisim.engine.imds import FAKE_TOKEN_PREFIX
 from nmisim.engine.models import AzureIdentity, Pod
-from nmisim.engine.routes import HttpRequest
 from nmisim.engine.world import World
 
 R = (("api-version", "2018-02-01"), ("resource", "https://management.azure.com/"))

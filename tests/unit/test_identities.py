@@ -164,7 +164,7 @@ def test_assigned_identity_on_other_node_is_invisible() -> None:
 
 def test_client_id_matching_polling_ignores_case_selection_does_not() -> None:
     """§2: polling compares case-insensitively, the final pick case-sensitively -> 404 (inference)."""
-    from nmisim.engine.routes import HttpRequest  # noqa: PLC0415
+    from nmisim.engine.http import HttpRequest  # noqa: PLC0415
 
     p = pod("p", "ns", {"aadpodidbinding": "s"})
     w = world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p)
@@ -178,7 +178,7 @@ def test_client_id_matching_polling_ignores_case_selection_does_not() -> None:
 
 
 def test_unbound_client_id_waits_80s() -> None:
-    from nmisim.engine.routes import HttpRequest  # noqa: PLC0415
+    from nmisim.engine.http import HttpRequest  # noqa: PLC0415
 
     p = pod("p", "ns", {"aadpodidbinding": "s"})
     w = world(ident("id", "ns", CID1), binding("b", "ns", "id", "s"), p)

@@ -18,8 +18,9 @@ from helpers import binding, ident, pod, world
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.paths import go_path_clean, mux_clean_path
-from nmisim.engine.routes import HttpRequest, route_of
+from nmisim.engine.router import route_of
 
 
 def oracle_clean(p: str) -> str:

@@ -8,8 +8,8 @@ import json
 import pytest
 from helpers import CID1, CID2, binding, config, exc, ident, pod, rid, world
 
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.imds import ERR_MULTIPLE_USER_ASSIGNED, FAKE_TOKEN_PREFIX
-from nmisim.engine.routes import HttpRequest
 from nmisim.engine.world import World
 
 R = (("api-version", "2018-02-01"), ("resource", "https://management.azure.com/"))

@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nmisim.agent.watch import WorldSink
 from nmisim.engine.config import SimulationConfig
+from nmisim.engine.http import HttpRequest
 from nmisim.engine.models import (
     KIND_ASSIGNED,
     KIND_BINDING,
@@ -28,7 +29,6 @@ from nmisim.engine.models import (
     KIND_POD,
 )
 from nmisim.engine.resources import parse as parse_object
-from nmisim.engine.routes import HttpRequest
 from nmisim.engine.world import World
 
 NAMESPACES = ("a", "b")

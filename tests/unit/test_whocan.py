@@ -12,7 +12,7 @@ import yaml
 from helpers import CID1, CID2, binding, config, exc, ident, pod, rid, world
 
 from nmisim.cli.main import main
-from nmisim.engine.routes import DEFAULT_QUERY, HttpRequest
+from nmisim.engine.http import DEFAULT_QUERY, HttpRequest
 from nmisim.engine.whocan import (
     HOW_BINDING,
     HOW_EXEMPT,

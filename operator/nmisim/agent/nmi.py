@@ -21,17 +21,11 @@ from typing import Final
 from nmisim.agent.metrics import Metrics
 from nmisim.agent.server import Peer, Reply
 from nmisim.agent.wire import WireRequest
+from nmisim.engine.http import SERVED_BY_IMDS, TARGET_NMI, HttpRequest, RequestResult
 from nmisim.engine.models import TYPE_SERVICE_PRINCIPAL, TYPE_SERVICE_PRINCIPAL_CERTIFICATE
 from nmisim.engine.paths import go_parse_query
-from nmisim.engine.routes import (
-    ROUTE_HOST_TOKEN,
-    ROUTE_TOKEN,
-    SERVED_BY_IMDS,
-    TARGET_NMI,
-    HttpRequest,
-    RequestResult,
-    nmi_status_line,
-)
+from nmisim.engine.router import ROUTE_HOST_TOKEN, ROUTE_TOKEN
+from nmisim.engine.routes import nmi_status_line
 from nmisim.engine.world import World
 
 log = logging.getLogger("nmisim.agent.nmi")

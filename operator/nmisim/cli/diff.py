@@ -27,7 +27,7 @@ from nmisim.engine.diff import (
     parse_gate,
 )
 from nmisim.engine.diff import diff_results as compare
-from nmisim.engine.routes import json_number
+from nmisim.engine.http import json_number
 from nmisim.engine.verdict import PodResult
 from nmisim.engine.world import World
 from nmisim.sources.files import LoadError, load_config, load_files

@@ -24,8 +24,8 @@ from typing import Any, Final, TextIO
 from nmisim.cli.common import UsageError, add_kubeconfig_options, add_output_option, warn
 from nmisim.cli.output import render_data
 from nmisim.engine.config import SimulationConfig
+from nmisim.engine.http import HttpRequest, RequestResult, json_number
 from nmisim.engine.models import Pod
-from nmisim.engine.routes import HttpRequest, RequestResult, json_number
 from nmisim.engine.verdict import (
     VERDICT_BYPASS,
     VERDICT_EXEMPT,

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import yaml
 
-from nmisim.engine.routes import RequestResult, json_number
+from nmisim.engine.http import RequestResult, json_number
 
 FORMATS: Final = ("table", "json", "yaml")
 API_VERSION: Final = "nmisim.dev/v1alpha1"

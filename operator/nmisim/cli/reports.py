@@ -19,8 +19,8 @@ from nmisim import __version__
 from nmisim.cli.audit import Audit, Reported, Subject, level_rank
 from nmisim.cli.output import API_VERSION, table
 from nmisim.engine.findings import DESCRIPTION, SEVERITY, SEVERITY_ERROR, SEVERITY_WARNING
+from nmisim.engine.http import json_number
 from nmisim.engine.models import KIND_BINDING, KIND_EXCEPTION, KIND_IDENTITY
-from nmisim.engine.routes import json_number
 from nmisim.engine.verdict import VERDICTS, PodResult
 
 REPORT_FORMATS: Final = ("table", "json", "yaml", "junit", "sarif", "github")

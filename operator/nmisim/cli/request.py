@@ -9,9 +9,9 @@ from typing import Any
 from nmisim.cli.common import UsageError, add_input_options, build_world
 from nmisim.cli.nmioptions import add_nmi_options
 from nmisim.cli.output import render_data, request_table
+from nmisim.engine.http import DEFAULT_HEADERS, DEFAULT_QUERY, TARGET_IMDS, TARGETS, HttpRequest
 from nmisim.engine.imds import TOKEN_PATH
 from nmisim.engine.paths import go_parse_query
-from nmisim.engine.routes import DEFAULT_HEADERS, DEFAULT_QUERY, TARGET_IMDS, TARGETS, HttpRequest
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from nmisim.cli.common import add_input_options, build_input
 from nmisim.cli.output import API_VERSION, render_data, table
-from nmisim.engine.routes import json_number
+from nmisim.engine.http import json_number
 from nmisim.engine.whocan import HOWS, WhoCan, who_can
 
 

@@ -19,14 +19,6 @@ from collections.abc import Iterable, Mapping
 from nmisim.engine.fold import equal_fold, fold
 from nmisim.engine.models import PodIdentityException
 
-__all__ = [
-    "ExceptionIndex",
-    "equal_fold",
-    "exception_matches",
-    "fold",
-    "is_pod_excepted",
-]
-
 
 def exception_matches(pod_labels: Mapping[str, str], exc: PodIdentityException) -> bool:
     """One exception against one pod's labels: any key present with an EqualFold value."""

@@ -1,6 +1,8 @@
 """Audit findings with stable codes.
 
 Codes are part of nmisim's public interface (verdict status, metrics labels, CI checks): never rename one.
+This module holds the codes, severities and descriptions; a pod's findings are derived in
+:mod:`nmisim.engine.podfindings`, the objects' in :mod:`nmisim.engine.objects`.
 Each finding is a single actionable line. Messages are deterministic (no timestamps, sorted names) so
 that a result only changes when the world changes.
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from nmisim.engine.config import NMIConfig
-from nmisim.engine.exceptions import equal_fold
+from nmisim.engine.fold import equal_fold
 from nmisim.engine.models import (
     ASSIGNED_ASSIGNED,
     ASSIGNED_CREATED,

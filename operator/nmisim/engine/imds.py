@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from nmisim.engine.config import UserAssignedIdentity, VMIdentities
-from nmisim.engine.exceptions import equal_fold
+from nmisim.engine.fold import equal_fold
 
 IMDS_HOST: Final = "169.254.169.254"
 TOKEN_PATH: Final = "/metadata/identity/oauth2/token"

@@ -29,6 +29,10 @@ MODEL_KINDS: Final = (KIND_POD, KIND_EXCEPTION, KIND_IDENTITY, KIND_BINDING, KIN
 
 #: Pod label read by MIC/NMI (nmi-semantics §1, ``CRDLabelKey``).
 BINDING_LABEL: Final = "aadpodidbinding"
+#: pod phases NMI ignores (a finished pod is never intercepted, exempted or found by IP)
+FINISHED_PHASES: Final = frozenset({"Succeeded", "Failed"})
+#: pod phases NMI's lookup by IP keeps (``getPodList``, nmi-semantics §2 "Finding the pod")
+LOOKUP_PHASES: Final = frozenset({"Pending", "Running"})
 #: Identity annotation that makes one identity namespaced (nmi-semantics §1).
 BEHAVIOR_ANNOTATION: Final = "aadpodidentity.k8s.io/Behavior"
 BEHAVIOR_NAMESPACED: Final = "namespaced"

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from nmisim.engine import findings as F
-from nmisim.engine.exceptions import equal_fold
+from nmisim.engine.config import SimulationConfig
 from nmisim.engine.findings import Finding
+from nmisim.engine.fold import equal_fold
 from nmisim.engine.models import (
+    FINISHED_PHASES,
     KIND_BINDING,
     KIND_EXCEPTION,
     KIND_IDENTITY,
@@ -49,12 +51,27 @@ from nmisim.engine.objecttexts import (
     placeholder_identity,
 )
 
-if TYPE_CHECKING:
-    from nmisim.engine.world import World
-
-FINISHED_PHASES: Final = frozenset({"Succeeded", "Failed"})
 #: how many pods a message names before "and N more"
 SAMPLE: Final = 3
+
+
+class ObjectWorld(Protocol):
+    """What object findings read from the world (:class:`nmisim.engine.world.World`)."""
+
+    @property
+    def config(self) -> SimulationConfig: ...
+
+    def pods(self) -> Iterator[Pod]: ...
+
+    def exceptions(self, namespace: str | None = None) -> list[PodIdentityException]: ...
+
+    def bindings(self) -> list[AzureIdentityBinding]: ...
+
+    def identities(self) -> list[AzureIdentity]: ...
+
+    def matching_exceptions(self, pod: Pod) -> list[str]: ...
+
+    def get_identity(self, namespace: str, name: str) -> AzureIdentity | None: ...
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -123,7 +140,7 @@ def _exemptable(pod: Pod) -> bool:
     return not pod.host_network and pod.phase not in FINISHED_PHASES
 
 
-def _exception_findings(world: World, pods: list[Pod]) -> list[ObjectResult]:
+def _exception_findings(world: ObjectWorld, pods: list[Pod]) -> list[ObjectResult]:
     used: set[tuple[str, str]] = set()
     for p in pods:
         if _exemptable(p):
@@ -187,14 +204,14 @@ def _exception_findings(world: World, pods: list[Pod]) -> list[ObjectResult]:
     return out
 
 
-def _binding_used(world: World, b: AzureIdentityBinding, selectors: dict[str, set[str]]) -> bool:
+def _binding_used(world: ObjectWorld, b: AzureIdentityBinding, selectors: dict[str, set[str]]) -> bool:
     namespaces = selectors.get(b.selector, set())
     if world.config.managed:
         return b.namespace in namespaces
     return bool(b.selector) and bool(namespaces)
 
 
-def _binding_findings(world: World, pods: list[Pod]) -> list[ObjectResult]:
+def _binding_findings(world: ObjectWorld, pods: list[Pod]) -> list[ObjectResult]:
     # label value -> namespaces of pods carrying it (managed mode counts an unlabelled pod as "")
     selectors: dict[str, set[str]] = {}
     pods_by_label: dict[str, list[str]] = {}
@@ -236,7 +253,7 @@ def _binding_findings(world: World, pods: list[Pod]) -> list[ObjectResult]:
     return out
 
 
-def _identity_findings(world: World) -> list[ObjectResult]:
+def _identity_findings(world: ObjectWorld) -> list[ObjectResult]:
     named = {(b.namespace, b.azure_identity) for b in world.bindings()}
     out = []
     for ident in world.identities():
@@ -279,7 +296,7 @@ def _behavior_case(ident: AzureIdentity) -> Finding:
     )
 
 
-def object_findings(world: World) -> ObjectFindings:
+def object_findings(world: ObjectWorld) -> ObjectFindings:
     """Findings of every exception, binding and identity in ``world`` (objects without any are left out)."""
     pods = list(world.pods())
     return ObjectFindings(

@@ -19,26 +19,36 @@ from typing import Final
 _HEX: Final = "0123456789abcdefABCDEF"
 
 
-def go_unescape_path(raw: str) -> str | None:
-    """``net/url`` ``unescape(s, encodePath)``: ``%XX`` becomes the byte XX, ``+`` stays ``+``; a ``%``
-    not followed by two hex digits is an error (None). Bytes that are not UTF-8 survive as surrogates."""
-    data = raw.encode("utf-8", "surrogateescape")
+#: ``net/url``'s encoding modes that :func:`unescape` tells apart
+ENCODE_PATH: Final = "path"
+ENCODE_QUERY_COMPONENT: Final = "queryComponent"
+
+
+def unescape(s: str, mode: str) -> str | None:
+    """``net/url`` ``unescape(s, mode)`` for the two modes NMI's requests go through: ``%XX`` becomes the
+    byte XX; ``+`` becomes a space in :data:`ENCODE_QUERY_COMPONENT` and stays ``+`` in
+    :data:`ENCODE_PATH`; a ``%`` not followed by two hex digits is an error (None). Bytes that are not
+    UTF-8 survive as surrogates."""
+    plus = 0x20 if mode == ENCODE_QUERY_COMPONENT else 0x2B
+    data = s.encode("utf-8", "surrogateescape")
     out = bytearray()
     i = 0
     while i < len(data):
         c = data[i]
         if c == 0x25:  # '%'
-            if i + 2 >= len(data):
+            if i + 2 >= len(data) or chr(data[i + 1]) not in _HEX or chr(data[i + 2]) not in _HEX:
                 return None
-            a, b = chr(data[i + 1]), chr(data[i + 2])
-            if a not in _HEX or b not in _HEX:
-                return None
-            out.append(int(a + b, 16))
+            out.append(int(chr(data[i + 1]) + chr(data[i + 2]), 16))
             i += 3
             continue
-        out.append(c)
+        out.append(plus if c == 0x2B else c)
         i += 1
     return out.decode("utf-8", "surrogateescape")
+
+
+def go_unescape_path(raw: str) -> str | None:
+    """What ``setPath`` stores in ``URL.Path``: ``unescape(raw, encodePath)``."""
+    return unescape(raw, ENCODE_PATH)
 
 
 def go_path_clean(p: str) -> str:
@@ -125,22 +135,8 @@ def mux_redirect_location(url_path: str, raw_query: str) -> str | None:
 
 
 def go_query_unescape(s: str) -> str | None:
-    """``net/url`` ``QueryUnescape`` (``unescape(s, encodeQueryComponent)``): ``%XX`` becomes the byte XX
-    and ``+`` a space; a ``%`` not followed by two hex digits is an error (None)."""
-    data = s.encode("utf-8", "surrogateescape")
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        c = data[i]
-        if c == 0x25:  # '%'
-            if i + 2 >= len(data) or chr(data[i + 1]) not in _HEX or chr(data[i + 2]) not in _HEX:
-                return None
-            out.append(int(chr(data[i + 1]) + chr(data[i + 2]), 16))
-            i += 3
-            continue
-        out.append(0x20 if c == 0x2B else c)
-        i += 1
-    return out.decode("utf-8", "surrogateescape")
+    """``net/url`` ``QueryUnescape``: ``unescape(s, encodeQueryComponent)``."""
+    return unescape(s, ENCODE_QUERY_COMPONENT)
 
 
 def go_parse_query(raw: str) -> tuple[tuple[str, str], ...]:

@@ -1,23 +1,26 @@
 """Why a pod got its verdict: the rules that decided, each with the objects it looked at.
 
 :meth:`World.evaluate` with ``trace=True`` attaches these :class:`Decision` s to the :class:`PodResult`;
-``nmisim explain`` only prints them. Every lookup goes through the world's own matching (exceptions,
+``nmisim explain`` only prints them (the :class:`nmisim.engine.verdict.Decision` type lives with the result it
+is part of). Every lookup goes through the world's own matching (exceptions,
 ``isMIC``, the bindings NMI considers in the configured mode, the pod's AzureAssignedIdentities), so what
 is printed is what decided, not a second derivation of it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final, Protocol
 
-from nmisim.engine.exceptions import equal_fold
-from nmisim.engine.verdict import VERDICT_BYPASS, VERDICT_EXEMPT, VERDICT_INACTIVE
-
-if TYPE_CHECKING:
-    from nmisim.engine.models import Pod
-    from nmisim.engine.verdict import PodResult
-    from nmisim.engine.world import World
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.fold import equal_fold
+from nmisim.engine.models import (
+    AzureAssignedIdentity,
+    AzureIdentity,
+    AzureIdentityBinding,
+    Pod,
+    PodIdentityException,
+)
+from nmisim.engine.verdict import VERDICT_BYPASS, VERDICT_EXEMPT, VERDICT_INACTIVE, Decision, PodResult
 
 #: the rules a decision can name
 RULE_HOST_NETWORK: Final = "hostNetwork"
@@ -35,17 +38,23 @@ RULE_RETRY_AFTER: Final = "retryAfter"
 RULE_VM_IDENTITIES: Final = "vmIdentities"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One rule that decided the verdict or the token request: its name, one line for a person, and the
-    objects it looked at (``Kind namespace/name``, or ``Kind name`` for cluster-scoped ones)."""
+class TraceWorld(Protocol):
+    """What the decision trace reads from the world (:class:`nmisim.engine.world.World`)."""
 
-    rule: str
-    text: str
-    objects: tuple[str, ...] = ()
+    @property
+    def config(self) -> SimulationConfig: ...
 
-    def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "text": self.text, "objects": list(self.objects)}
+    def get_exception(self, namespace: str, name: str) -> PodIdentityException | None: ...
+
+    def exceptions(self, namespace: str | None = None) -> list[PodIdentityException]: ...
+
+    def mic_owned(self, pod: Pod) -> bool: ...
+
+    def candidate_bindings(self, pod: Pod) -> list[AzureIdentityBinding]: ...
+
+    def get_identity(self, namespace: str, name: str) -> AzureIdentity | None: ...
+
+    def assigned_for(self, pod: Pod) -> list[AzureAssignedIdentity]: ...
 
 
 def _matched_labels(pod: Pod, pod_labels: dict[str, str]) -> str:
@@ -55,7 +64,7 @@ def _matched_labels(pod: Pod, pod_labels: dict[str, str]) -> str:
     return ", ".join(pairs) or "?"
 
 
-def _vm(world: World, pod: Pod, why: str = "") -> Decision:
+def _vm(world: TraceWorld, pod: Pod, why: str = "") -> Decision:
     vm = world.config.imds.vm_for(pod.node_name)
     return Decision(
         RULE_VM_IDENTITIES,
@@ -65,7 +74,7 @@ def _vm(world: World, pod: Pod, why: str = "") -> Decision:
     )
 
 
-def decision_trace(world: World, pod: Pod, result: PodResult) -> tuple[Decision, ...]:
+def decision_trace(world: TraceWorld, pod: Pod, result: PodResult) -> tuple[Decision, ...]:
     """The decisions behind ``result`` (the pod's evaluation in ``world``), in the order they apply."""
     cfg = world.config.nmi
     key = f"{pod.namespace}/{pod.name}"

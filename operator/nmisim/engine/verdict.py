@@ -8,19 +8,30 @@ sorted) and JSON-serialisable through :meth:`PodResult.to_json`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from nmisim.engine.findings import Finding
-from nmisim.engine.routes import json_number
-
-if TYPE_CHECKING:
-    from nmisim.engine.trace import Decision
+from nmisim.engine.http import json_number
 
 VERDICT_INTERCEPTED: Final = "intercepted"
 VERDICT_EXEMPT: Final = "exempt"
 VERDICT_BYPASS: Final = "bypass"
 VERDICT_INACTIVE: Final = "inactive"
 VERDICTS: Final = (VERDICT_INTERCEPTED, VERDICT_EXEMPT, VERDICT_BYPASS, VERDICT_INACTIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One rule that decided the verdict or the token request (:mod:`nmisim.engine.trace` derives them):
+    its name, one line for a person, and the objects it looked at (``Kind namespace/name``, or ``Kind
+    name`` for cluster-scoped ones)."""
+
+    rule: str
+    text: str
+    objects: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "text": self.text, "objects": list(self.objects)}
 
 
 @dataclass(frozen=True, slots=True)

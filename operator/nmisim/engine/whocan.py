@@ -30,22 +30,22 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from nmisim.engine.config import UserAssignedIdentity
-from nmisim.engine.exceptions import equal_fold
-from nmisim.engine.imds import SYSTEM_ASSIGNED
-from nmisim.engine.models import AzureIdentity, Pod
-from nmisim.engine.routes import (
+from nmisim.engine.fold import equal_fold
+from nmisim.engine.http import (
     DEFAULT_HEADERS,
     DEFAULT_QUERY,
-    ROUTE_DIRECT,
     SERVED_BY_IMDS,
     SERVED_BY_NMI,
     TARGET_NMI,
     HttpRequest,
     RequestResult,
     json_number,
-    simulate_request,
 )
-from nmisim.engine.world import FINISHED_PHASES, World
+from nmisim.engine.imds import SYSTEM_ASSIGNED
+from nmisim.engine.models import FINISHED_PHASES, AzureIdentity, Pod
+from nmisim.engine.router import ROUTE_DIRECT
+from nmisim.engine.routes import simulate_request
+from nmisim.engine.world import World
 
 HOW_BINDING: Final = "binding"
 HOW_EXEMPT: Final = "exempt"
