@@ -2,7 +2,7 @@
 
 Workloads are reported one row each (``--pods`` expands them); every bad file or object is reported on stderr
 (one line each) while the rest is evaluated, and then the exit code is 2. The gate (``--fail-on``,
-``--fail-on-verdict``) exits 3; nothing in the input exits 2 unless ``--allow-empty``.
+``--fail-on-verdict``) exits 3; manifests with no pod and no workload exit 2 unless ``--allow-empty``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"exit 3 when a pod gets one of these verdicts ({', '.join(VERDICTS)}) (repeatable)",
     )
     p.add_argument(
-        "--allow-empty", action="store_true", help="no pods and no workloads in the input is not an error"
+        "--allow-empty", action="store_true", help="files with no pod and no workload are not an error (--cluster never needs it)"
     )
     p.add_argument(
         "--baseline",
@@ -82,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = data.loaded
     results = data.world.evaluate_all()
     subjects = subjects_of(results, loaded)
-    if not subjects and not args.allow_empty and not loaded.errors:
+    # manifests that hold no pod and no workload would pass a gate vacuously; a live cluster (or namespace)
+    # without pods is a state, and evaluate reports it as kubectl get does
+    if not subjects and not args.allow_empty and not loaded.errors and not args.cluster:
         raise UsageError("no pods or workloads in the input (pass --allow-empty if that is expected)")
     # the aad-pod-identity objects' own findings (unused exception, placeholder resourceID, ...), once each
     subjects += object_subjects(data.world.object_findings(), loaded)
