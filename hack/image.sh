@@ -33,9 +33,7 @@ AZIDENTITY_VERSION=v1.15.0      # github.com/Azure/azure-sdk-for-go/sdk/azidenti
 IMAGES=(pause base operator clients)
 DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
 
-say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
+LOG_PREFIX=image
 # shellcheck source=hack/lib.sh
 source "$ROOT/hack/lib.sh"
 key() { sha256sum | cut -c1-16; }
