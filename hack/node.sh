@@ -357,10 +357,15 @@ before_has() { # before_has iptables|ip6tables LINE
   [[ -s $f ]] && grep -qxF -- "$2" "$f"
 }
 delete_jumps() { # delete_jumps iptables|ip6tables TABLE REGEX: rules of built-in chains jumping to REGEX
-  local cmd=$1 table=$2 rule
+  local cmd=$1 table=$2 rule words=()
   while read -r rule; do
     before_has "$cmd" "$rule" && continue
-    [[ -n $rule ]] && eval "\"\$cmd\" -w 5 -t \"\$table\" ${rule/#-A/-D}" 2>/dev/null
+    # The rule's own words, read back as iptables quoted them (its comments hold spaces), and nothing
+    # in them run: `-A CHAIN ARGS...` becomes `-D CHAIN ARGS...`. A line that cannot be read is left
+    # alone (a warning): `down`'s host comparison then reports that rule.
+    [[ -n $rule ]] || continue
+    iptables_words "$rule" words || { warn "cannot read this $cmd rule, left in place: $rule"; continue; }
+    "$cmd" -w 5 -t "$table" -D "${words[@]:1}" 2>/dev/null
   done < <("$cmd" -w 5 -t "$table" -S 2>/dev/null | grep -E -- "^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j ($3)\$" || true)
 }
 delete_chains() { # delete_chains iptables|ip6tables TABLE REGEX: flush, then delete, chains named REGEX
