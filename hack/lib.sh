@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck shell=bash
 # The harness's one library, sourced by every script in hack/ and by .ci/run (hack/node.sh through
-# hack/cluster.sh), right after `set -euo pipefail`:
+# hack/cluster.sh), near the top, after `set -euo pipefail`:
 #
 #   LOG_PREFIX=image   # the name in the script's messages (default: the script's file name, without .sh)
 #   # shellcheck source=hack/lib.sh

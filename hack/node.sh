@@ -9,16 +9,19 @@
 # snapshot (a difference is an error, written to $D/node/host-diff.txt).
 
 # --- the contract with hack/cluster.sh, which sources this file -----------------------------------------
-# Before sourcing it, cluster.sh sources hack/lib.sh, defines the functions of NODE_NEEDS_FUNCTIONS (checked
-# here, once) and sets D (its state directory) and ROOT (the repository). Later it sets BIN (the Kubernetes binaries),
-# START_TIMEOUT, and the ports (ensure_ports: API_PORT, KUBELET_PORT, KUBELET_HEALTHZ_PORT,
-# KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT) before it calls node_up. Each entry point cluster.sh
-# calls (node_up, node_down, node_start, node_stop, node_status, node_running) names what it needs with
-# node_require_vars. cluster.sh reads NODE_COMPONENTS and NODE_NAME back.
+# Before sourcing it, cluster.sh sources hack/lib.sh, defines the functions of NODE_NEEDS_FUNCTIONS
+# (checked here, once) and sets D (its state directory) and ROOT (the repository). Later it sets BIN
+# (the Kubernetes binaries), START_TIMEOUT, and the ports (ensure_ports: API_PORT, KUBELET_PORT,
+# KUBELET_HEALTHZ_PORT, KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT) before it calls node_up. Each
+# entry point cluster.sh calls (node_up, node_down, node_start, node_stop, node_status, node_running)
+# names what it needs with node_require_vars. cluster.sh reads NODE_COMPONENTS and NODE_NAME back.
 NODE_NEEDS_FUNCTIONS=(say warn die wait_until net_snapshot snapshot_diff iptables_words   # hack/lib.sh
   kc pidfile terminate sign write_kubeconfig component_running)                          # hack/cluster.sh
 for _f in "${NODE_NEEDS_FUNCTIONS[@]}"; do
-  declare -F "$_f" >/dev/null || { printf 'hack/node.sh: needs function %s (from hack/cluster.sh or hack/lib.sh, defined before sourcing hack/node.sh)\n' "$_f" >&2; exit 1; }
+  declare -F "$_f" >/dev/null && continue
+  printf 'hack/node.sh: needs function %s (hack/cluster.sh or hack/lib.sh defines it before sourcing hack/node.sh)\n' \
+    "$_f" >&2
+  exit 1
 done
 unset _f
 # node_require_vars NAME...: each NAME is a set, non-empty variable; else one line naming it, and exit 1
