@@ -26,8 +26,9 @@ NODES=${NMISIM_NODES:-2}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 START_TIMEOUT=${NMISIM_START_TIMEOUT:-120}
 
-say() { printf '\033[1m[cluster]\033[0m %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+LOG_PREFIX=cluster
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 
 kubectl_bin() {
   if [[ -x "$ROOT/.venv/bin/kubectl" ]]; then echo "$ROOT/.venv/bin/kubectl"; else command -v kubectl; fi
@@ -35,12 +36,14 @@ kubectl_bin() {
 kc() { "$(kubectl_bin)" --kubeconfig "$D/kubeconfig" "$@"; }
 
 pidfile() { echo "$D/pids/$1.pid"; }
-running() { # running COMPONENT: its recorded pid is alive and is the binary we started
+# component_running NAME BINARY: NAME's recorded pid is alive and runs BINARY (the control plane's from
+# $BIN; the real node's, hack/node.sh, through node_bin)
+component_running() {
   local f; f=$(pidfile "$1")
   [[ -s "$f" ]] || return 1
   local pid; pid=$(<"$f")
   kill -0 "$pid" 2>/dev/null || return 1
-  [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$BIN/$1" ]]
+  [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$2" ]]
 }
 
 free_port() {
@@ -155,7 +158,7 @@ args_for() {
 
 start_one() {
   local c=$1
-  running "$c" && return 0
+  component_running "$c" "$BIN/$c" && return 0
   mkdir -p "$D/logs" "$D/pids"
   # shellcheck disable=SC2046
   setsid "$BIN/$c" $(args_for "$c") >>"$D/logs/$c.log" 2>&1 < /dev/null &
@@ -163,20 +166,19 @@ start_one() {
   wait_ready "$c"
 }
 
-wait_ready() {
-  local c=$1 deadline=$((SECONDS + START_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    # Alive is enough here: right after the fork the pid may not have exec'd the binary yet.
-    kill -0 "$(<"$(pidfile "$c")")" 2>/dev/null || die "$c exited; last lines of $D/logs/$c.log:
+wait_ready() { wait_until "$START_TIMEOUT" "$1 to be ready (see $D/logs/$1.log)" component_ready "$1"; }
+component_ready() { # component_ready COMPONENT: ready to serve; it dies when the component has exited
+  local c=$1
+  # Alive is checked first: right after the fork the pid may not have exec'd the binary yet.
+  kill -0 "$(<"$(pidfile "$c")")" 2>/dev/null || die "$c exited; last lines of $D/logs/$c.log:
 $(tail -n 15 "$D/logs/$c.log")"
-    case "$c" in
-      etcd) curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null && return 0 ;;
-      kube-apiserver) [[ "$(curl -sk "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null)" == ok ]] && return 0 ;;
-      *) sleep 0.5; return 0 ;;
-    esac
-    sleep 0.2
-  done
-  die "$c not ready after ${START_TIMEOUT}s; see $D/logs/$c.log"
+  case "$c" in
+    etcd) curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null ;;
+    kube-apiserver) [[ "$(curl -sk "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null)" == ok ]] ;;
+    # No endpoint to ask (--secure-port=0; kwok serves none here): started, that is, the forked pid has
+    # exec'd the binary. wait_cluster then waits for what they do (nodes Ready, the ServiceAccount).
+    *) component_running "$c" "$BIN/$c" ;;
+  esac
 }
 
 terminate() { # terminate PID: TERM, up to 10 s, then KILL
@@ -190,7 +192,7 @@ stop_one() {
   local c=$1 f
   f=$(pidfile "$c")
   [[ -s "$f" ]] || return 0
-  running "$c" && terminate "$(<"$f")"
+  component_running "$c" "$BIN/$c" && terminate "$(<"$f")"
   rm -f "$f"
 }
 
@@ -225,20 +227,20 @@ status:
 }
 
 wait_cluster() {
-  local deadline=$((SECONDS + START_TIMEOUT)) ready sa
-  while ((SECONDS < deadline)); do
-    # Ready, and untainted: the node lifecycle controller lifts node.kubernetes.io/not-ready.
-    ready=$(kc get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}{"\n"}{end}' 2>/dev/null | grep -c '^True/$' || true)
-    sa=$(kc get serviceaccount default -n default -o name 2>/dev/null || true)
-    if ((ready >= NODES)) && [[ -n "$sa" ]]; then return 0; fi
-    sleep 0.5
-  done
-  die "nodes or the default ServiceAccount not ready after ${START_TIMEOUT}s (logs in $D/logs)"
+  WAIT_INTERVAL=0.5 wait_until "$START_TIMEOUT" "$NODES Ready nodes and the default ServiceAccount (logs in $D/logs)" \
+    cluster_ready
+}
+cluster_ready() {
+  local ready sa
+  # Ready, and untainted: the node lifecycle controller lifts node.kubernetes.io/not-ready.
+  ready=$(kc get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}{"\n"}{end}' 2>/dev/null | grep -c '^True/$' || true)
+  sa=$(kc get serviceaccount default -n default -o name 2>/dev/null || true)
+  ((ready >= NODES)) && [[ -n "$sa" ]]
 }
 
 up() {
   local t0=$SECONDS all=1 c
-  for c in "${COMPONENTS[@]}"; do running "$c" || all=0; done
+  for c in "${COMPONENTS[@]}"; do component_running "$c" "$BIN/$c" || all=0; done
   if ((all)) && [[ -s "$D/kubeconfig" ]] && kc get --raw /readyz >/dev/null 2>&1; then
     ensure_ports
     node_up
@@ -285,10 +287,10 @@ down() {
   return "$rc"
 }
 
-status() {
+cluster_status() {
   local c
   for c in "${COMPONENTS[@]}"; do
-    if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
+    if component_running "$c" "$BIN/$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
     else printf '  %-24s stopped\n' "$c"; fi
   done
   node_status
@@ -307,7 +309,7 @@ case "$cmd" in
     [[ -x "$BIN/kwok" ]] || BIN=$("$ROOT/hack/k8s-bins.sh" | tail -n 1)
     up ;;
   down) down ;;
-  status) status ;;
+  status) cluster_status ;;
   env) echo "export KUBECONFIG=$D/kubeconfig" ;;
   node-up) ensure_ports; node_up ;;
   node-down) node_down ;;
@@ -318,7 +320,7 @@ case "$cmd" in
       if [[ "$cmd" != start ]]; then say "stopping $c"; node_stop "$c"; fi
       if [[ "$cmd" != stop ]]; then
         say "starting $c"; node_start "$c"
-        [[ $c == kube-proxy ]] && { sleep 1; jumps_first; }
+        [[ $c == kube-proxy ]] && node_jumps_first
       fi
       exit 0
     fi

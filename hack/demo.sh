@@ -9,7 +9,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 D=${NMISIM_CLUSTER_DIR:-$ROOT/.cluster}
 export KUBECONFIG=$D/kubeconfig
 PATH=$ROOT/.venv/bin:$PATH
-say() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+LOG_PREFIX=demo
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 # step NAME: the time since the previous step, said and kept for the summary at the end
 steps=() last=$SECONDS
 step() { steps+=("$1 $((SECONDS - last)) s"); say "$1: $((SECONDS - last)) s"; last=$SECONDS; }
@@ -24,7 +26,7 @@ kubectl wait --for=condition=Established crd -l app.kubernetes.io/part-of=nmisim
 if [[ -n ${IN_CLUSTER:-} ]]; then
   # The operator as users run it: its image as a pod (on the real node), installed from manifests/.
   kubectl get node nmisim-node >/dev/null 2>&1 \
-    || { say "error: IN_CLUSTER=1 needs the real node (hack/cluster.sh up starts it where the machine can: root)"; exit 1; }
+    || die "IN_CLUSTER=1 needs the real node (hack/cluster.sh up starts it where the machine can: root)"
   pidfile=$D/pids/operator.pid
   if [[ -s $pidfile ]] && kill -0 "$(<"$pidfile")" 2>/dev/null; then
     say "stopping the local operator process (the pod takes over)"

@@ -18,7 +18,9 @@ SRC="$DIR/src"
 
 if [[ "${1:-}" == "--print" ]]; then echo "$BIN"; exit 0; fi
 
-say() { printf '\033[1m[helm]\033[0m %s\n' "$*" >&2; }
+LOG_PREFIX=helm
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # `helm version --template` prints exactly the version it was built with (-X .../version.version).
 if [[ -x "$BIN" ]] && [[ "$("$BIN" version --template '{{.Version}}' 2>/dev/null)" == "$HELM_VERSION" ]]; then
@@ -31,9 +33,6 @@ command -v go >/dev/null || { say "go not found: install Go 1.26+ (helm v3.22 ne
 mkdir -p "$SRC"
 start=$SECONDS
 say "building helm $HELM_VERSION into $DIR (first time: a few minutes on 2 cores)"
-
-# shellcheck source=hack/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- a scratch module that requires helm.sh/helm/v3 at the wanted version (helm's own go.sum pins the rest).
 cd "$SRC"

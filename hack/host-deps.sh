@@ -11,7 +11,10 @@
 # docs' commands, tests/integration/test_docs_commands.py).
 set -euo pipefail
 
-say() { printf '\033[1m[host-deps]\033[0m %s\n' "$*" >&2; }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_PREFIX=host-deps
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 
 # command -> Debian package that provides it
 declare -A PKG=(

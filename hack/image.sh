@@ -33,9 +33,7 @@ AZIDENTITY_VERSION=v1.15.0      # github.com/Azure/azure-sdk-for-go/sdk/azidenti
 IMAGES=(pause base operator clients)
 DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
 
-say() { printf '\033[1m[image]\033[0m %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
+LOG_PREFIX=image
 # shellcheck source=hack/lib.sh
 source "$ROOT/hack/lib.sh"
 key() { sha256sum | cut -c1-16; }
@@ -78,19 +76,29 @@ rootfs_image() { # rootfs_image NAME TAG PACKAGES: debootstrap $SUITE minbase + 
 }
 build_base() { rootfs_image base nmisim-base:dev "$BASE_PACKAGES"; }
 
-wheels() { # the operator's dependencies as wheels, plus the build backend, keyed by pyproject.toml
-  local k; k=$(key < "$ROOT/pyproject.toml")
-  local dir="$IMG/wheels-$k"
+# cached_download NAME KEY MESSAGE FETCH: the directory $IMG/NAME-KEY, filled once by `FETCH DIR` (MESSAGE
+# said first), then marked complete; the other NAME-* directories are removed then. Prints the directory.
+# Called as $(...), where set -e does not hold: FETCH's status is checked here, and a failure leaves the
+# directory incomplete (fetched again next time) and stops the script.
+cached_download() {
+  local name=$1 k=$2 message=$3 fetch=$4 dir="$IMG/$1-$2"
   if [[ ! -e "$dir/.complete" ]]; then
     rm -rf "$dir"; mkdir -p "$dir"
-    say "downloading wheels for the image (no network inside the build)"
-    "$PY" -m pip wheel -q --wheel-dir "$dir" "$ROOT" >&2
-    "$PY" -m pip download -q --only-binary=:all: -d "$dir" 'hatchling>=1.25' >&2
-    rm -f "$dir"/nmisim-*.whl
-    find "$IMG" -maxdepth 1 -name 'wheels-*' ! -name "wheels-$k" -exec rm -rf {} +
+    say "$message"
+    "$fetch" "$dir" || die "$message: failed"
+    find "$IMG" -maxdepth 1 -name "$name-*" ! -name "$name-$k" -exec rm -rf {} +
     touch "$dir/.complete"
   fi
   echo "$dir"
+}
+
+# the operator's dependencies as wheels, plus the build backend, keyed by pyproject.toml
+wheels() { cached_download wheels "$(key < "$ROOT/pyproject.toml")" \
+  "downloading wheels for the image (no network inside the build)" fetch_wheels; }
+fetch_wheels() { # fetch_wheels DIR
+  "$PY" -m pip wheel -q --wheel-dir "$1" "$ROOT" >&2 \
+    && "$PY" -m pip download -q --only-binary=:all: -d "$1" 'hatchling>=1.25' >&2 \
+    && rm -f "$1"/nmisim-*.whl
 }
 
 DOCKERD_PID=
@@ -165,18 +173,13 @@ build_operator() {
   echo "$((SECONDS - t0))" > "$IMG/operator.build-seconds"
 }
 
-sdk_wheels() { # azure-identity and its dependencies for the clients image (CPython 3.11, manylinux)
-  local dir="$IMG/sdk-wheels-$AZURE_IDENTITY_VERSION"
-  if [[ ! -e "$dir/.complete" ]]; then
-    rm -rf "$dir"; mkdir -p "$dir"
-    say "downloading azure-identity $AZURE_IDENTITY_VERSION and its dependencies (wheels)"
-    "$PY" -m pip download -q --only-binary=:all: --implementation cp --python-version 3.11 \
-      --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
-      -d "$dir" "azure-identity==$AZURE_IDENTITY_VERSION" >&2
-    find "$IMG" -maxdepth 1 -name 'sdk-wheels-*' ! -name "sdk-wheels-$AZURE_IDENTITY_VERSION" -exec rm -rf {} +
-    touch "$dir/.complete"
-  fi
-  echo "$dir"
+# azure-identity and its dependencies for the clients image (CPython 3.11, manylinux)
+sdk_wheels() { cached_download sdk-wheels "$AZURE_IDENTITY_VERSION" \
+  "downloading azure-identity $AZURE_IDENTITY_VERSION and its dependencies (wheels)" fetch_sdk_wheels; }
+fetch_sdk_wheels() { # fetch_sdk_wheels DIR
+  "$PY" -m pip download -q --only-binary=:all: --implementation cp --python-version 3.11 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+    -d "$1" "azure-identity==$AZURE_IDENTITY_VERSION" >&2
 }
 
 go_clients() { # hack/images/clients/{azgo,imdsload} as static binaries, azidentity from the Go module proxy

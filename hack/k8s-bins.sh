@@ -20,7 +20,9 @@ export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
 staging_version="v0.${KUBE_VERSION#v1.}"
 
-say() { printf '\033[1m[k8s-bins]\033[0m %s\n' "$*" >&2; }
+LOG_PREFIX=k8s-bins
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 have() { # have NAME: the binary exists and reports the wanted version
   local bin="$OUT/$1"
@@ -47,9 +49,6 @@ command -v go >/dev/null || { say "go not found: install Go 1.26+"; exit 1; }
 mkdir -p "$OUT" "$SRC"
 start=$SECONDS
 say "building ${missing[*]} for Kubernetes $KUBE_VERSION into $OUT (first time: 20-40 min on 2 cores)"
-
-# shellcheck source=hack/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- the Kubernetes scratch module: k8s.io/kubernetes plus replace lines for every staging module.
 cd "$SRC"

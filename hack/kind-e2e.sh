@@ -56,12 +56,11 @@ IMAGE=nmisim-operator:dev
 NAMESPACE=nmisim-system
 DEPLOYMENT=nmisim-operator
 
-if [[ -t 2 && -z "${NO_COLOR:-}" ]]; then
-  say() { printf '\033[1m[%s]\033[0m %s\n' "$PROG" "$*" >&2; }
-else
-  say() { printf '[%s] %s\n' "$PROG" "$*" >&2; }
-fi
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+LOG_PREFIX=$PROG
+# Bold on a terminal only (NO_COLOR: lib.sh's switch, a shell variable here, not exported to children).
+[[ -t 2 ]] || NO_COLOR=1
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 
 # --- prerequisites: one line naming everything that is missing, with where to get it.
 missing=()

@@ -50,11 +50,10 @@ export DOCKER_HOST="unix://$DRUN/docker.sock"
 HOST_PATHS=(/lib/modules /etc/docker/key.json /opt/containerd /run/containerd /run/docker)
 
 export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod   # the Go builds below
-say() { printf '\033[1m[kind]\033[0m %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-key() { sha256sum | cut -c1-16; }
-# shellcheck disable=SC1091
+LOG_PREFIX=kind
+# shellcheck source=hack/lib.sh
 source "$ROOT/hack/lib.sh"
+key() { sha256sum | cut -c1-16; }
 
 kind_module_dir() {
   (cd "$K/src-kind" && go list -m -f '{{.Dir}}' "sigs.k8s.io/kind")

@@ -17,11 +17,10 @@ KB=$K/bin
 
 if [[ "${1:-}" == "--print" ]]; then echo "$KB/krew"; exit 0; fi
 
-say() { printf '\033[1m[krew]\033[0m %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+LOG_PREFIX=krew
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 # As krew's hack/make-binaries.sh does: the tag stamped in, so `krew version` reports it (and the check
 # below can tell a build of another version). `krew version` makes its KREW_ROOT's directories: a

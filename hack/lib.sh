@@ -1,8 +1,38 @@
 #!/usr/bin/env bash
 # shellcheck shell=bash
-# Helpers the scripts share, sourced after they define `say` and `die` (and, for elapsed/with_progress,
-# set `start`: SECONDS at the beginning of the build): hack/k8s-bins.sh, hack/helm.sh, hack/image.sh,
-# hack/node.sh (through hack/cluster.sh), hack/kind.sh and hack/krew.sh.
+# The harness's one library, sourced by every script in hack/ and by .ci/run (hack/node.sh through
+# hack/cluster.sh), near the top, after `set -euo pipefail`:
+#
+#   LOG_PREFIX=image   # the name in the script's messages (default: the script's file name, without .sh)
+#   # shellcheck source=hack/lib.sh
+#   source "$ROOT/hack/lib.sh"
+#
+# Logging: say, warn, die. Waiting: wait_until. Timing: elapsed, with_progress (they read `start`, SECONDS
+# at the beginning of the build). The host before and after a cluster: net_snapshot, snapshot_diff,
+# iptables_words. Images: wait_dockerd, debootstrap_minbase, pack_rootfs. Go tools: go_tool.
+
+# --- logging: every message on stderr, as `[PREFIX] message` (the prefix in bold; NO_COLOR=1: plain)
+LOG_PREFIX=${LOG_PREFIX:-$(basename "$0" .sh)}
+say() {
+  if [[ -n ${NO_COLOR:-} ]]; then printf '[%s] %s\n' "$LOG_PREFIX" "$*" >&2
+  else printf '\033[1m[%s]\033[0m %s\n' "$LOG_PREFIX" "$*" >&2; fi
+}
+warn() { say "warning: $*"; }
+die() { say "error: $*"; exit 1; }
+
+# --- waiting on a condition, never for a fixed time
+# wait_until TIMEOUT DESCRIPTION COMMAND...: run COMMAND every WAIT_INTERVAL seconds (default 0.2) until it
+# succeeds; once more than TIMEOUT seconds (an integer) have passed, die "gave up after TIMEOUT s waiting
+# for DESCRIPTION". COMMAND runs in this shell: it may die itself (say, the process it waits for exited).
+# A caller sets the interval for one wait as `WAIT_INTERVAL=0.5 wait_until ...`.
+wait_until() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@"; do
+    ((SECONDS <= deadline)) || die "gave up after ${timeout}s waiting for $what"
+    sleep "${WAIT_INTERVAL:-0.2}"
+  done
+}
 
 # shellcheck disable=SC2154  # start: set by the script that sources this file
 elapsed() { printf '%dm%02ds' $(( (SECONDS-start)/60 )) $(( (SECONDS-start)%60 )); }
@@ -53,15 +83,39 @@ snapshot_diff() {
   return 1
 }
 
-# wait_dockerd PID LOG: until the dockerd started as PID answers `docker info` (30 s at most)
-wait_dockerd() {
-  local _
-  for _ in $(seq 1 150); do
-    "$DOCKER" info >/dev/null 2>&1 && return 0
-    kill -0 "$1" 2>/dev/null || die "dockerd exited: $(tail -n 5 "$2")"
-    sleep 0.2
+# iptables_words LINE ARRAY: the words of LINE, one rule as `iptables -S` prints it, into the array named
+# ARRAY, read back exactly as iptables wrote them and never run: a word holding anything but
+# [A-Za-z0-9_-] (a comment: "kubernetes forwarding rules") is written in double quotes with a backslash
+# before each ", \ and ' in it (libxtables' xtables_save_string); a backslash outside quotes escapes the
+# next character too. Returns 1 (ARRAY empty) on an unterminated quote or a trailing backslash.
+iptables_words() {
+  local line=$1 word="" ch i quoted=0 escaped=0 started=0
+  local -n words_out=$2
+  words_out=()
+  for ((i = 0; i < ${#line}; i++)); do
+    ch=${line:i:1}
+    if ((escaped)); then word+=$ch; escaped=0; started=1
+    elif [[ $ch == \\ ]]; then escaped=1
+    elif ((quoted)); then
+      if [[ $ch == '"' ]]; then quoted=0; else word+=$ch; fi
+    elif [[ $ch == '"' ]]; then quoted=1; started=1
+    elif [[ $ch == ' ' ]]; then
+      ((started)) && words_out+=("$word")
+      word="" started=0
+    else word+=$ch; started=1
+    fi
   done
-  die "dockerd did not answer in 30 s; see $2"
+  if ((quoted || escaped)); then words_out=(); return 1; fi
+  ((started)) && words_out+=("$word")
+  return 0
+}
+
+# wait_dockerd PID LOG: until the dockerd started as PID answers `docker info` (40 s at most)
+wait_dockerd() { wait_until 40 "dockerd to answer \`docker info\` (see $2)" dockerd_answers "$1" "$2"; }
+dockerd_answers() { # dockerd_answers PID LOG: dockerd answers; it dies when that dockerd has exited
+  "$DOCKER" info >/dev/null 2>&1 && return 0
+  kill -0 "$1" 2>/dev/null || die "dockerd exited: $(tail -n 5 "$2")"
+  return 1
 }
 
 # --- Debian root filesystems for images (hack/image.sh, hack/kind.sh; they set SUITE and MIRROR)

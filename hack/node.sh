@@ -7,11 +7,32 @@
 # Order matters for safety: the host is snapshotted, then the bridge and the safety rules exist before
 # containerd, kubelet or any pod starts; `node_down` undoes everything and compares the host with the
 # snapshot (a difference is an error, written to $D/node/host-diff.txt).
-#
-# Needs from cluster.sh: D, BIN, ROOT, API_PORT, say, die, kc, pidfile, terminate, sign, write_kubeconfig.
 
-# shellcheck source=hack/lib.sh
-source "$ROOT/hack/lib.sh"
+# --- the contract with hack/cluster.sh, which sources this file -----------------------------------------
+# Before sourcing it, cluster.sh sources hack/lib.sh, defines the functions of NODE_NEEDS_FUNCTIONS
+# (checked here, once) and sets D (its state directory) and ROOT (the repository). Later it sets BIN
+# (the Kubernetes binaries), START_TIMEOUT, and the ports (ensure_ports: API_PORT, KUBELET_PORT,
+# KUBELET_HEALTHZ_PORT, KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT) before it calls node_up. Each
+# entry point cluster.sh calls (node_up, node_down, node_start, node_stop, node_status, node_running)
+# names what it needs with node_require_vars. cluster.sh reads NODE_COMPONENTS and NODE_NAME back.
+NODE_NEEDS_FUNCTIONS=(say warn die wait_until net_snapshot snapshot_diff iptables_words   # hack/lib.sh
+  kc pidfile terminate sign write_kubeconfig component_running)                          # hack/cluster.sh
+for _f in "${NODE_NEEDS_FUNCTIONS[@]}"; do
+  declare -F "$_f" >/dev/null && continue
+  printf 'hack/node.sh: needs function %s (hack/cluster.sh or hack/lib.sh defines it before sourcing hack/node.sh)\n' \
+    "$_f" >&2
+  exit 1
+done
+unset _f
+# node_require_vars NAME...: each NAME is a set, non-empty variable; else one line naming it, and exit 1
+node_require_vars() {
+  local name who=${FUNCNAME[1]}
+  [[ $who == source ]] && who="sourcing it"
+  for name in "$@"; do
+    [[ -n ${!name:-} ]] || die "hack/node.sh: $who needs $name, which hack/cluster.sh sets"
+  done
+}
+node_require_vars D ROOT
 
 NODE_NAME=nmisim-node
 BRIDGE=${NMISIM_NODE_BRIDGE:-nmisim0}
@@ -97,14 +118,9 @@ owner_alive() { # owner_alive DIR: that cluster's kubelet or containerd still ru
 }
 
 node_running() {
+  node_require_vars D BIN
   local c
-  for c in "${NODE_COMPONENTS[@]}"; do node_component_running "$c" || return 1; done
-}
-node_component_running() {
-  local f; f=$(pidfile "$1")
-  [[ -s $f ]] || return 1
-  local pid; pid=$(<"$f")
-  kill -0 "$pid" 2>/dev/null && [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(node_bin "$1")" ]]
+  for c in "${NODE_COMPONENTS[@]}"; do component_running "$c" "$(node_bin "$c")" || return 1; done
 }
 
 # --- host snapshot ------------------------------------------------------------------------------------
@@ -328,7 +344,7 @@ kube_proxy_jumps_settled() {
     last=$now
     sleep 0.25
   done
-  say "warning: kube-proxy's jumps still changing after 20 s; putting ours first anyway"
+  warn "kube-proxy's jumps still changing after 20 s; putting ours first anyway"
 }
 jumps_first() {
   ensure_first iptables filter FORWARD -j NMISIM-FORWARD
@@ -344,10 +360,15 @@ before_has() { # before_has iptables|ip6tables LINE
   [[ -s $f ]] && grep -qxF -- "$2" "$f"
 }
 delete_jumps() { # delete_jumps iptables|ip6tables TABLE REGEX: rules of built-in chains jumping to REGEX
-  local cmd=$1 table=$2 rule
+  local cmd=$1 table=$2 rule words=()
   while read -r rule; do
     before_has "$cmd" "$rule" && continue
-    [[ -n $rule ]] && eval "\"\$cmd\" -w 5 -t \"\$table\" ${rule/#-A/-D}" 2>/dev/null
+    # The rule's own words, read back as iptables quoted them (its comments hold spaces), and nothing
+    # in them run: `-A CHAIN ARGS...` becomes `-D CHAIN ARGS...`. A line that cannot be read is left
+    # alone (a warning): `down`'s host comparison then reports that rule.
+    [[ -n $rule ]] || continue
+    iptables_words "$rule" words || { warn "cannot read this $cmd rule, left in place: $rule"; continue; }
+    "$cmd" -w 5 -t "$table" -D "${words[@]:1}" 2>/dev/null
   done < <("$cmd" -w 5 -t "$table" -S 2>/dev/null | grep -E -- "^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j ($3)\$" || true)
 }
 delete_chains() { # delete_chains iptables|ip6tables TABLE REGEX: flush, then delete, chains named REGEX
@@ -389,8 +410,9 @@ nft_restore() {
 
 # --- processes ----------------------------------------------------------------------------------------
 node_start() { # node_start COMPONENT
+  node_require_vars D ROOT BIN
   local c=$1 f; f=$(pidfile "$c")
-  node_component_running "$c" && return 0
+  component_running "$c" "$(node_bin "$c")" && return 0
   case "$c" in
     containerd)
       # No image can be pulled here, and none may be tried: every registry request goes to a proxy
@@ -400,13 +422,7 @@ node_start() { # node_start COMPONENT
         NO_PROXY='' no_proxy='' \
         setsid /usr/bin/containerd --config "$N/containerd/config.toml" >>"$D/logs/containerd.log" 2>&1 </dev/null &
       echo $! > "$f"
-      local i
-      for i in $(seq 1 100); do
-        ctr --address "$CTR_SOCK" version >/dev/null 2>&1 && break
-        kill -0 "$(<"$f")" 2>/dev/null || die "containerd exited: $(tail -n 5 "$D/logs/containerd.log")"
-        sleep 0.1
-        ((i == 100)) && die "containerd did not answer in 10 s (see $D/logs/containerd.log)"
-      done
+      WAIT_INTERVAL=0.1 wait_until 15 "containerd to answer (see $D/logs/containerd.log)" containerd_answers
       local tar; tar=$("$ROOT/hack/image.sh" pause-tar 2>/dev/null | tail -1)
       [[ -s $tar ]] || die "could not build the pause image (hack/image.sh pause-tar)"
       ctr --address "$CTR_SOCK" -n k8s.io images import "$tar" >/dev/null
@@ -423,10 +439,17 @@ node_start() { # node_start COMPONENT
   esac
 }
 
+containerd_answers() { # containerd answers on its socket; it dies when containerd has exited
+  ctr --address "$CTR_SOCK" version >/dev/null 2>&1 && return 0
+  kill -0 "$(<"$(pidfile containerd)")" 2>/dev/null || die "containerd exited: $(tail -n 5 "$D/logs/containerd.log")"
+  return 1
+}
+
 node_stop() { # node_stop COMPONENT
+  node_require_vars D BIN
   local f; f=$(pidfile "$1")
   [[ -s $f ]] || return 0
-  node_component_running "$1" && terminate "$(<"$f")"
+  component_running "$1" "$(node_bin "$1")" && terminate "$(<"$f")"
   rm -f "$f"
 }
 
@@ -469,7 +492,7 @@ mounts_down() {
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done < <(tac /proc/self/mountinfo | awk '{print $5, $9}' | grep -E "^($N/|/run/netns(/| )|/run/containerd/)")
     ((left)) || break
-    ((pass < 5)) || say "warning: mounts left under $N or /run/netns after 5 passes"
+    ((pass < 5)) || warn "mounts left under $N or /run/netns after 5 passes"
   done
   for m in /run/netns/cni-*; do [[ -e $m ]] && rm -f "$m"; done
   return 0
@@ -505,8 +528,10 @@ sysctls_restore() {
 
 # --- up / down ----------------------------------------------------------------------------------------
 node_up() {
+  node_require_vars D ROOT BIN START_TIMEOUT API_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT \
+    KUBE_PROXY_METRICS_PORT
   node_wanted || return 0
-  local t0=$SECONDS
+  local t0=$SECONDS kc_user
   if node_running && kc get node "$NODE_NAME" >/dev/null 2>&1; then return 0; fi
   # A node left half-started (a crash, a kill -9 of `up`) is taken down first, against its first snapshot.
   if [[ -s $N/host-before/links ]] && { ip link show "$BRIDGE" >/dev/null 2>&1 || ls "$D"/pids/{containerd,kubelet,kube-proxy}.pid >/dev/null 2>&1; }; then
@@ -527,25 +552,29 @@ node_up() {
   node_start containerd
   node_start kubelet
   node_start kube-proxy
-  local deadline=$((SECONDS + START_TIMEOUT))
-  until [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; do
-    node_component_running kubelet || die "kubelet exited; last lines of $D/logs/kubelet.log:
-$(tail -n 15 "$D/logs/kubelet.log")"
-    ((SECONDS < deadline)) || die "node $NODE_NAME not Ready after ${START_TIMEOUT}s (see $D/logs/kubelet.log)"
-    sleep 0.25
-  done
+  WAIT_INTERVAL=0.25 wait_until "$START_TIMEOUT" "node $NODE_NAME to be Ready (see $D/logs/kubelet.log)" node_ready
   # The pod subnet is the bridge's (host-local IPAM owns it); recorded on the Node as a node IPAM
   # controller would, so the Node looks like any other (spec.podCIDR can be set once).
   [[ -n "$(kc get node "$NODE_NAME" -o jsonpath='{.spec.podCIDR}')" ]] \
     || kc patch node "$NODE_NAME" -p "{\"spec\":{\"podCIDR\":\"$POD_SUBNET\",\"podCIDRs\":[\"$POD_SUBNET\"]}}" >/dev/null
-  # kube-proxy puts its jumps at the top of FORWARD, INPUT, PREROUTING and OUTPUT when it first syncs
-  # (KUBE-FORWARD, then KUBE-PROXY-FIREWALL and others within the same sync): once they are all there
-  # (the chains unchanged for 2 s), ours go back on top. kube-proxy only re-inserts a jump that is
-  # missing, so they stay below ours.
-  kube_proxy_jumps_settled
-  jumps_first
+  node_jumps_first
   namespace_policy
   say "real node $NODE_NAME Ready in $((SECONDS - t0)) s (taint $NODE_TAINT; label $NODE_LABEL)"
+}
+node_ready() { # the Node is Ready; it dies when kubelet has exited
+  [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] \
+    && return 0
+  component_running kubelet "$(node_bin kubelet)" || die "kubelet exited; last lines of $D/logs/kubelet.log:
+$(tail -n 15 "$D/logs/kubelet.log")"
+  return 1
+}
+# After kube-proxy starts (node_up; cluster.sh restart|start kube-proxy): kube-proxy puts its jumps at the
+# top of FORWARD, INPUT, PREROUTING and OUTPUT when it first syncs (KUBE-FORWARD, then KUBE-PROXY-FIREWALL
+# and others within the same sync): once they are all there (the chains unchanged for 2 s), ours go back
+# on top. kube-proxy only re-inserts a jump that is missing, so they stay below ours.
+node_jumps_first() {
+  kube_proxy_jumps_settled
+  jumps_first
 }
 
 # In this cluster pods go to kwok's fake nodes unless they tolerate the real node's taint. The operator's
@@ -562,6 +591,7 @@ namespace_policy() {
 node_down_quiet() { NMISIM_NODE_QUIET=1 node_down; }
 
 node_down() {
+  node_require_vars D BIN
   # Only a node this cluster started (its snapshot exists) is taken down: never another cluster's.
   [[ -s $N/host-before/links ]] || return 0
   [[ -n ${NMISIM_NODE_QUIET:-} ]] || say "real node: stopping and restoring the host"
@@ -593,9 +623,10 @@ node_down() {
 }
 
 node_status() {
+  node_require_vars D BIN
   local c
   for c in "${NODE_COMPONENTS[@]}"; do
-    if node_component_running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
+    if component_running "$c" "$(node_bin "$c")"; then printf '  %-24s running (pid %s)\n' "$c" "$(<"$(pidfile "$c")")"
     elif [[ -d $N ]]; then printf '  %-24s stopped\n' "$c"; fi
   done
 }

@@ -7,10 +7,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-say() { printf '\033[1m[test-kind]\033[0m %s\n' "$*" >&2; }
+LOG_PREFIX=test-kind
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 cd "$ROOT"
 if [[ $(id -u) != 0 ]]; then
-  [[ -n ${CI:-} ]] && { say "error: kind needs root here"; exit 1; }
+  [[ -n ${CI:-} ]] && die "kind needs root here"
   say "skipped: kind needs root here (its dockerd and the host's rules)"
   exit 0
 fi

@@ -17,7 +17,9 @@ D=${NMISIM_CLUSTER_DIR:-$ROOT/.cluster}
 export KUBECONFIG=${KUBECONFIG:-$D/kubeconfig}
 export PATH=$ROOT/.venv/bin:$PATH
 PYTEST=$ROOT/.venv/bin/pytest
-say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+LOG_PREFIX='test'
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 
 started=0
 if [[ $KUBECONFIG == "$D/kubeconfig" ]]; then
@@ -48,8 +50,7 @@ if ((real_node)); then
   NMISIM_OPERATOR=external "$PYTEST" -q -m 'cluster and not faults' tests/incluster tests/integration "$@"
   say "phase 2 passed in $((SECONDS - t1)) s"
 elif [[ ${NMISIM_REAL_NODE:-auto} == 1 ]]; then
-  say "error: NMISIM_REAL_NODE=1 but the cluster has no real node"
-  exit 1
+  die "NMISIM_REAL_NODE=1 but the cluster has no real node"
 else
   say "phase 2 skipped: no real node on this machine (hack/cluster.sh said why)"
 fi
