@@ -59,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"exit 3 when a pod gets one of these verdicts ({', '.join(VERDICTS)}) (repeatable)",
     )
     p.add_argument(
-        "--allow-empty", action="store_true", help="files with no pod and no workload are not an error (--cluster never needs it)"
+        "--allow-empty",
+        action="store_true",
+        help="files with no pod and no workload are not an error (--cluster never needs it)",
     )
     p.add_argument(
         "--baseline",
