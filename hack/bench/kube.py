@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,8 +17,28 @@ import kopf
 import yaml
 
 from bench.config import AUDIT_POLICY, Paths
-from nmisim.controller.api import KubeAPI
-from nmisim.kube.connection import ssl_context
+from nmisim.kube.client import APIClient, StaticCredentials
+
+
+def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    """TLS settings of a kopf ``ConnectionInfo`` (the benchmark logs in as kopf does)."""
+    if info.insecure:
+        return False
+    ctx = ssl.create_default_context()
+    if info.ca_path:
+        ctx.load_verify_locations(cafile=info.ca_path)
+    elif info.ca_data:
+        data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+        ctx.load_verify_locations(cadata=data)
+    if info.certificate_path and info.private_key_path:
+        ctx.load_cert_chain(info.certificate_path, info.private_key_path)
+    return ctx
+
+
+def client(info: kopf.ConnectionInfo, **limits: Any) -> APIClient:
+    """The operator's client, with the benchmark's fixed credentials."""
+    creds = StaticCredentials(str(info.server).rstrip("/"), ssl_context(info), dict(info.as_http_headers()))
+    return APIClient(creds, **limits)
 
 
 def cluster_env(paths: Paths, environ: dict[str, str]) -> dict[str, str]:
@@ -110,7 +131,7 @@ def api_path(obj: dict[str, Any], name: bool = False) -> str:
     return f"{path}/{obj['metadata']['name']}" if name else path
 
 
-async def create(api: KubeAPI, obj: dict[str, Any], path: str | None = None) -> None:
+async def create(api: APIClient, obj: dict[str, Any], path: str | None = None) -> None:
     """POST, retried until the API server has it (201, or 409: already there from an earlier try)."""
     err = ""
     for attempt in range(10):
@@ -126,7 +147,7 @@ async def create(api: KubeAPI, obj: dict[str, Any], path: str | None = None) -> 
     raise RuntimeError(f"cannot create {obj['kind']} {obj['metadata'].get('name')}: {err}")
 
 
-async def merge_patch(api: KubeAPI, path: str, body: dict[str, Any]) -> None:
+async def merge_patch(api: APIClient, path: str, body: dict[str, Any]) -> None:
     await api.request("PATCH", path, body, content_type="application/merge-patch+json")
 
 
@@ -145,7 +166,7 @@ class Watcher:
         self.callbacks: list[Callback] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, api: KubeAPI) -> None:
+    async def start(self, api: APIClient) -> None:
         resp = await api.request("GET", f"{self.path}?limit=1")
         rv = resp.body["metadata"]["resourceVersion"]
         self._task = asyncio.create_task(self._run(rv))

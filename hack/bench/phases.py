@@ -18,6 +18,7 @@ from bench.config import CHANGE_RATE, Paths, Tier
 from bench.kube import (
     Watcher,
     api_path,
+    client,
     cluster_up,
     create,
     key_of,
@@ -40,10 +41,10 @@ from bench.results import (
     Series,
 )
 from bench.workload import FANOUT_NAMESPACE, Workload, generate
-from nmisim.controller.api import KubeAPI
 from nmisim.controller.status import semantic, verdict_status
 from nmisim.engine.models import AzureIdentity, AzureIdentityBinding, Pod, PodIdentityException
 from nmisim.engine.world import World
+from nmisim.kube.client import APIClient
 
 Key = tuple[str, str]
 VERDICTS = "/apis/nmisim.dev/v1alpha1/nmiverdicts"
@@ -64,7 +65,7 @@ class Run:
     paths: Paths
     tier: Tier
     info: kopf.ConnectionInfo
-    setup: KubeAPI  # the benchmark's own client (no rate limit)
+    setup: APIClient  # the benchmark's own client (no rate limit)
     work: Workload
     results: Results
     series: Series = field(default_factory=Series)
@@ -106,7 +107,7 @@ async def start_cluster(paths: Paths, tier: Tier, environ: dict[str, str]) -> Ru
         paths=paths,
         tier=tier,
         info=info,
-        setup=KubeAPI(info, concurrency=48, qps=0),
+        setup=client(info, concurrency=48, qps=0),
         work=generate(tier.pods, tier.namespaces, tier.fanout),
         results=results,
     )
@@ -178,7 +179,7 @@ async def bare_client(run: Run) -> None:
         "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": bare_ns}}
     )
     # The operator's own defaults (nmisim run --concurrency 16 --api-qps 200 --api-burst 400).
-    bare = KubeAPI(run.info, concurrency=16, qps=200.0, burst=400)
+    bare = client(run.info, concurrency=16, qps=200.0, burst=400)
     done: list[float] = []
     t_bare = time.monotonic()
 

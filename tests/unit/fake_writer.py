@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nmisim.controller.api import Response
 from nmisim.engine.models import Pod
+from nmisim.kube.client import Response
 
 UID = "0a1b2c3d-0000-4000-8000-000000000001"
 

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from helpers import CID1
 
-from nmisim.agent.watch import ClusterWatch, Connection, WorldSink, effective_config
+from nmisim.agent.watch import ClusterWatch, StaticCredentials, WorldSink, effective_config
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.world import World
 
@@ -90,7 +90,7 @@ async def _scenario() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     world = World()
     store = WorldSink(world, {"set_retry_after_header": True})
-    watch = ClusterWatch(Connection(f"http://127.0.0.1:{port}", False, dict), NODE, store)
+    watch = ClusterWatch(StaticCredentials(f"http://127.0.0.1:{port}"), NODE, store)
     try:
         await watch.start(timeout=10)
         assert f"spec.nodeName={NODE}" in api.selectors and "metadata.name=default" in api.selectors

@@ -17,7 +17,7 @@ from fake_writer import FakeWriter
 
 from nmisim.controller.controller import WATCHED, Controller
 from nmisim.controller.records import VerdictRecord
-from nmisim.kube.connection import Connection, Transport
+from nmisim.kube.client import APIClient, StaticCredentials
 from nmisim.kube.informer import Informer, Watched
 
 UID = "0a1b2c3d-0000-4000-8000-000000000001"
@@ -81,13 +81,13 @@ class Recorder:
         self.calls.append(("synced",))
 
 
-async def serve(api: FakeApi) -> tuple[web.AppRunner, Transport]:
+async def serve(api: FakeApi) -> tuple[web.AppRunner, APIClient]:
     runner = web.AppRunner(api.app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, Transport(Connection(f"http://127.0.0.1:{port}", False, dict))
+    return runner, APIClient(StaticCredentials(f"http://127.0.0.1:{port}"))
 
 
 async def until(check: Any, timeout: float = 10.0) -> None:

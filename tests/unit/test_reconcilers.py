@@ -16,11 +16,11 @@ import pytest
 from fake_writer import UID, FakeWriter, verdict_body
 
 from nmisim.controller import status as S
-from nmisim.controller.api import Response
 from nmisim.controller.controller import Controller
 from nmisim.controller.records import ObjectRecord, VerdictRecord
 from nmisim.controller.writer import WriteError
 from nmisim.engine.models import Pod, PodIdentityException
+from nmisim.kube.client import Response
 
 OTHER = "ffffffff-0000-4000-8000-000000000002"
 

@@ -32,7 +32,7 @@ from nmisim.agent.interception import (
 from nmisim.agent.metrics import Metrics
 from nmisim.agent.nmi import NmiHandler
 from nmisim.agent.server import Handler, HttpServer
-from nmisim.agent.watch import ClusterWatch, WorldSink, connection_from_kubeconfig, effective_config
+from nmisim.agent.watch import ClusterWatch, WorldSink, credentials_from_kubeconfig, effective_config
 from nmisim.engine.config import NMI_VERSION, ConfigError
 from nmisim.engine.world import World
 from nmisim.sources.files import ClusterError, LoadError, load_config, load_files
@@ -130,7 +130,7 @@ class Agent:
 
     async def load_cluster(self) -> None:
         try:
-            conn = connection_from_kubeconfig(self.opts.kubeconfig, self.opts.context)
+            conn = credentials_from_kubeconfig(self.opts.kubeconfig, self.opts.context)
         except ClusterError as exc:
             raise Fatal(str(exc)) from None
         self.watch = ClusterWatch(conn, self.opts.node, self.store)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +29,7 @@ from nmisim.engine.models import (
 )
 from nmisim.engine.resources import AAD_KINDS, parse, resource
 from nmisim.engine.world import World
-from nmisim.kube.connection import Connection, Transport
+from nmisim.kube.client import APIClient, Credentials, StaticCredentials
 from nmisim.kube.informer import Informer, Watched
 from nmisim.sources.files import ClusterError
 
@@ -38,9 +37,9 @@ log = logging.getLogger("nmisim.agent.watch")
 
 __all__ = [
     "ClusterWatch",
-    "Connection",
+    "StaticCredentials",
     "WorldSink",
-    "connection_from_kubeconfig",
+    "credentials_from_kubeconfig",
     "effective_config",
     "sources",
 ]
@@ -122,44 +121,22 @@ class WorldSink:
         self.world.set_config(cfg)
 
 
-def connection_from_kubeconfig(kubeconfig: str | None, context: str | None) -> Connection:
+def credentials_from_kubeconfig(kubeconfig: str | None, context: str | None) -> Credentials:
     """The API server of the kubeconfig (or the in-cluster service account), via the kubernetes client's
-    loaders (which also refresh in-cluster tokens)."""
-    from nmisim.sources.cluster import Target, api_client  # noqa: PLC0415 - the kubernetes client loads only here
+    loaders (which read them again on a 401, and re-read an in-cluster token)."""
+    from nmisim.sources.cluster import Target  # noqa: PLC0415
+    from nmisim.sources.credentials import ClientCredentials  # noqa: PLC0415 - the kubernetes client loads only here
 
-    api = api_client(Target(kubeconfig=kubeconfig, context=context))
-    cfg = api.configuration
-    ctx: ssl.SSLContext | bool
-    if not cfg.verify_ssl:
-        ctx = False
-    else:
-        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else True
-        if cfg.cert_file and cfg.key_file:
-            if ctx is True:
-                ctx = ssl.create_default_context()
-            assert isinstance(ctx, ssl.SSLContext)
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-
-    def auth() -> dict[str, str]:
-        # The client's own auth settings (they refresh an in-cluster token): the in-cluster loader keys
-        # the token as "BearerToken", a kubeconfig's as "authorization"; both end up as header fields.
-        return {
-            str(setting["key"]).title(): str(setting["value"])
-            for setting in cfg.auth_settings().values()
-            if setting.get("in") == "header" and setting.get("value")
-        }
-
-    return Connection(str(cfg.host).rstrip("/"), ctx, auth)
+    return ClientCredentials(Target(kubeconfig=kubeconfig, context=context))
 
 
 class ClusterWatch:
     """All informers of one agent; :meth:`start` returns once each has listed once."""
 
-    def __init__(self, conn: Connection, node: str, store: WorldSink) -> None:
-        self.conn = conn
+    def __init__(self, credentials: Credentials, node: str, store: WorldSink) -> None:
         self.node = node
         self.store = store
-        self.transport = Transport(conn)
+        self.transport = APIClient(credentials)
         self.informers: list[Informer] = []
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -173,7 +150,7 @@ class ClusterWatch:
         except TimeoutError:
             await self.close()
             raise ClusterError(
-                f"the API server at {self.conn.server} did not answer every list in {timeout} s"
+                f"the API server at {self.transport.server} did not answer every list in {timeout} s"
             ) from None
 
     async def close(self) -> None:

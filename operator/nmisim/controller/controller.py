@@ -48,7 +48,7 @@ from nmisim.engine.models import (
     PodIdentityException,
 )
 from nmisim.engine.resources import KIND_VERDICT, resource
-from nmisim.kube.connection import Transport
+from nmisim.kube.client import APIClient
 from nmisim.kube.informer import Informer, Watched
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Controller:
 
     # --- running -----------------------------------------------------------------------------------
 
-    def start(self, transport: Transport, gate: PeeringGate) -> None:
+    def start(self, transport: APIClient, gate: PeeringGate) -> None:
         """Start reading back earlier Events (even while paused), the peering gate's informer and, while
         the gate is active, the informers, workers and the status loop."""
         self.informers = [Informer(transport, w, self.intake) for w in WATCHED]

@@ -9,23 +9,29 @@ No handler writes anything: kopf never puts its annotations or finalizers on any
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
 from nmisim.controller import metrics
-from nmisim.controller.api import KubeAPI
 from nmisim.controller.controller import Controller, Options
 from nmisim.controller.peering import PeeringGate
 from nmisim.controller.writer import Writer
-from nmisim.kube.connection import Transport, from_login
+from nmisim.kube.client import APIClient
+from nmisim.sources.cluster import Target
+from nmisim.sources.credentials import ClientCredentials
 
 log = logging.getLogger(__name__)
 
 
 def _observe(kind: str, verb: str, code: str) -> None:
     metrics.API_REQUESTS.labels(kind=kind, verb=verb, code=code).inc()
+
+
+def _latency(verb: str, seconds: float) -> None:
+    metrics.API_LATENCY.labels(verb=verb).observe(seconds)
 
 
 @kopf.on.startup()
@@ -48,27 +54,26 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics.serve(options.metrics_port)
     except OSError as exc:  # the operator works without /metrics; say so once and go on
         log.error("cannot serve /metrics on port %s: %s", options.metrics_port, exc)
+    await start(memo, memo["controller"])
 
 
 @kopf.on.login()
 async def login(memo: kopf.Memo, logger: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> Any:
-    """kopf's own client-library login; the same credentials serve the operator's reads and writes."""
-    info = kopf.login_via_client(logger=logger, settings=settings, **kwargs)
-    ctl: Controller | None = memo.get("controller")
-    if info is None or ctl is None:
-        return info
+    """kopf's own login, for kopf's requests (peering). The operator's informers and writes go through
+    its one client (:func:`start`, at start-up), whose credentials the kubernetes client's loaders read,
+    and read again on a 401: kopf re-logs in only for its own requests."""
+    return kopf.login_via_client(logger=logger, settings=settings, **kwargs)
+
+
+async def start(memo: kopf.Memo, ctl: Controller) -> None:
+    """The operator's one API client, from the same kubeconfig or service account kopf's login finds."""
     o = ctl.options
-    old = ctl.writer
-    ctl.writer = Writer(KubeAPI(info, concurrency=o.concurrency, qps=o.qps, burst=o.burst))
-    transport: Transport | None = memo.get("transport")
-    if transport is None:
-        memo["transport"] = transport = Transport(from_login(info), observe=_observe)
-        ctl.start(transport, memo["gate"])
-    else:
-        transport.conn = from_login(info)
-    if isinstance(old, Writer):
-        await old.api.close()
-    return info
+    creds = await asyncio.to_thread(ClientCredentials, Target())
+    memo["client"] = client = APIClient(
+        creds, concurrency=o.concurrency, qps=o.qps, burst=o.burst, observe=_observe, latency=_latency
+    )
+    ctl.writer = Writer(client)
+    ctl.start(client, memo["gate"])
 
 
 @kopf.on.cleanup()
@@ -76,8 +81,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctl: Controller | None = memo.get("controller")
     if ctl is not None:
         await ctl.stop()
-        if isinstance(ctl.writer, Writer):
-            await ctl.writer.api.close()
-    transport: Transport | None = memo.get("transport")
-    if transport is not None:
-        await transport.close()
+    client: APIClient | None = memo.get("client")
+    if client is not None:
+        await client.close()

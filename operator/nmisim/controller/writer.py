@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from nmisim.controller import metrics
-from nmisim.controller.api import KubeAPI, ListError, Response
 from nmisim.engine.models import KIND_CONFIG, KIND_EXCEPTION, Pod
 from nmisim.engine.resources import KIND_EVENT, KIND_VERDICT, resource
+from nmisim.kube.client import APIClient, ListError, Response
 
 MERGE: Final = "application/merge-patch+json"
 COMPONENT: Final = "nmisim"
@@ -68,9 +68,9 @@ class WriterLike(Protocol):
 
 
 class Writer:
-    """Typed writes on top of :class:`KubeAPI`, counting each one that changed something."""
+    """Typed writes on top of the one :class:`APIClient`, counting each one that changed something."""
 
-    def __init__(self, api: KubeAPI) -> None:
+    def __init__(self, api: APIClient) -> None:
         self.api = api
 
     async def create_verdict(self, pod: Pod) -> Response:

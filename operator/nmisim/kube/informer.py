@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 
 from nmisim.kube.backoff import Backoff
-from nmisim.kube.connection import Transport
+from nmisim.kube.client import APIClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def version_of(body: Mapping[str, Any]) -> str:
 class Informer:
     """LIST + WATCH of one collection into a sink. :meth:`run` until cancelled."""
 
-    def __init__(self, transport: Transport, watched: Watched, sink: Sink) -> None:
+    def __init__(self, transport: APIClient, watched: Watched, sink: Sink) -> None:
         self.transport = transport
         self.watched = watched
         self.sink = sink
