@@ -148,7 +148,10 @@ def pods_running(cluster: Cluster, namespace: str, count: int, timeout: float = 
 
 
 def _normalise_expected(result: dict[str, Any]) -> dict[str, Any]:
-    expected = {k: v for k, v in result.items() if k not in ("namespace", "name")}
+    # evaluate's report adds where a result comes from and each finding's severity and gate state
+    expected = {k: v for k, v in result.items() if k not in ("namespace", "name", "workload", "source")}
+    found = expected.get("findings", [])
+    expected["findings"] = [{"code": f["code"], "message": f["message"]} for f in found]
     expected["tokenRequest"] = {k: v for k, v in expected["tokenRequest"].items() if v is not None}
     return {k: v for k, v in expected.items() if v is not None}
 
