@@ -21,10 +21,10 @@ from tests.support import (
     ROOT,
     Cluster,
     OperatorProcess,
+    eventually,
     install_crds,
     is_local_kubeconfig,
     kubectl_path,
-    wait_for,
 )
 
 
@@ -57,7 +57,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     base = "".join(ch for ch in base if ch.isalnum() or ch == "-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", name)
-    wait_for(
+    eventually(
         lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
         timeout=30,
         what=f"default ServiceAccount in {name}",

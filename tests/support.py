@@ -83,13 +83,16 @@ def install_crds(cluster: Cluster) -> None:
     )
 
 
-def wait_for(
+def eventually(
     predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = ""
 ) -> Any:
-    """Poll until predicate() is truthy; return its value or fail naming what was awaited."""
+    """Poll until predicate() is truthy; return its value or fail naming what was awaited. The one poll
+    helper of every suite: polls start 10 ms apart and back off to ``interval``; an AssertionError (or a
+    failed command, a missing key, a bad value) counts as not yet."""
     deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
+    pause = min(0.01, interval)
+    while True:
         try:
             last = predicate()
         except (AssertionError, subprocess.SubprocessError, KeyError, ValueError) as exc:
@@ -97,7 +100,10 @@ def wait_for(
         else:
             if last:
                 return last
-        time.sleep(interval)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
 
 
@@ -165,7 +171,7 @@ class OperatorProcess:
             self.proc = subprocess.Popen([*cmd, *self.extra], stdout=out, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
         if wait:
-            wait_for(self.ready, timeout=60, what="operator seeded (see its log)")
+            eventually(self.ready, timeout=60, what="operator seeded (see its log)")
 
     def ready(self) -> bool:
         assert self.proc is not None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Cluster, OperatorProcess, settle, wait_for
+from tests.support import Cluster, OperatorProcess, eventually, settle
 
 pytestmark = pytest.mark.cluster
 
@@ -87,7 +87,9 @@ def wait_verdict(cluster: Cluster, namespace: str, name: str, **expect: Any) -> 
                 return None
         return st
 
-    result: dict[str, Any] = wait_for(check, timeout=30, what=f"verdict of {namespace}/{name} with {expect}")
+    result: dict[str, Any] = eventually(
+        check, timeout=30, what=f"verdict of {namespace}/{name} with {expect}"
+    )
     return result
 
 
@@ -111,7 +113,7 @@ def running(cluster: Cluster, namespace: str, *names: str) -> None:
         pods = {p["metadata"]["name"]: p for p in cluster.get_json("pods", "-n", namespace)["items"]}
         return all(pods.get(n, {}).get("status", {}).get("podIP") for n in names)
 
-    wait_for(check, timeout=60, what=f"pods {names} running")
+    eventually(check, timeout=60, what=f"pods {names} running")
 
 
 def test_verdicts_status_and_events_agree_with_the_engine(
@@ -195,7 +197,7 @@ def test_label_change_and_exception_lifecycle_flip_the_verdict(
     running(cluster, namespace, "p")
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
     apply(cluster, namespace, exception("exc", {"app": "legacy"}))
-    wait_for(
+    eventually(
         lambda: cluster.get_json("apie", "exc", "-n", namespace).get("status", {}).get("conditions"),
         what="exception status",
     )
@@ -204,7 +206,7 @@ def test_label_change_and_exception_lifecycle_flip_the_verdict(
 
     cluster.kubectl("label", "pod", "p", "app=LEGACY", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="exempt", exception="exc")
-    wait_for(lambda: cluster.get_json("apie", "exc", "-n", namespace)["status"]["matchedPods"] == 1)
+    eventually(lambda: cluster.get_json("apie", "exc", "-n", namespace)["status"]["matchedPods"] == 1)
 
     cluster.kubectl("delete", "apie", "exc", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
@@ -213,7 +215,7 @@ def test_label_change_and_exception_lifecycle_flip_the_verdict(
     assert nmisim_events(cluster, namespace, "exc") == ["ExceptionMatchesNoPods", "ExceptionMatchesPods"]
 
     cluster.kubectl("delete", "pod", "p", "-n", namespace, "--wait=true")
-    wait_for(lambda: verdict(cluster, namespace, "p") is None, what="verdict removed with its pod")
+    eventually(lambda: verdict(cluster, namespace, "p") is None, what="verdict removed with its pod")
 
 
 def test_restart_with_nothing_changed_writes_nothing(
@@ -227,7 +229,7 @@ def test_restart_with_nothing_changed_writes_nothing(
     wait_verdict(cluster, namespace, "b", verdict="intercepted")
     # Other tests' namespaces are still being deleted: a real change that the restarted operator would
     # rightly count in the SimulationConfig totals. Wait for a cluster at rest first.
-    wait_for(
+    eventually(
         lambda: (
             not [
                 n
@@ -245,7 +247,7 @@ def test_restart_with_nothing_changed_writes_nothing(
     # it has seen this test's objects (and whatever else the cluster holds)
     assert seeded["pods"] >= 2 and seeded["exceptions"] >= 1 and seeded["verdicts"] >= 2, seeded
     # "nothing written" only counts once it has done what seeding queued: not "not started yet"
-    wait_for(operator.caught_up, timeout=60, what=f"the restarted operator done with {seeded}")
+    eventually(operator.caught_up, timeout=60, what=f"the restarted operator done with {seeded}")
     assert operator.writes_by_kind() == {}
     assert {n: nmisim_events(cluster, namespace, n) for n in ("a", "b", "e")} == before
     print(f"restart: 0 writes, events unchanged {before}")

@@ -73,6 +73,10 @@ class NmiHandler:
         self.metrics = metrics
         self._answers: dict[tuple[WireRequest, str], tuple[HttpRequest, RequestResult]] = {}
         self._generation = world.generation
+        #: callers inside NMI's wait right now (the ``nmisim_serve_waiting_requests`` gauge)
+        self.waiting = 0
+        #: polls made during waits so far, each a fresh look at the world (NMI's retries)
+        self.polls = 0
 
     def simulate(self, req: HttpRequest, ip: str) -> RequestResult:
         """What NMI answers: whatever reaches its listener (DNATed from a pod, or sent to its port by a
@@ -110,7 +114,13 @@ class NmiHandler:
         started = time.monotonic()
         req, res = self.answer(wire, peer.ip)
         if res.wait_seconds > 0:
-            waited = await self._wait(req, peer, res, started)
+            self.waiting += 1
+            self.metrics.waiting = self.waiting
+            try:
+                waited = await self._wait(req, peer, res, started)
+            finally:
+                self.waiting -= 1
+                self.metrics.waiting = self.waiting
             if waited is None:
                 self._record(req, peer.ip, res, time.monotonic() - started, cancelled=True)
                 return reply_of(res)
@@ -143,6 +153,7 @@ class NmiHandler:
             if done:
                 return None
             # NMI polls again now (its last poll is at the deadline): a success is answered at once
+            self.polls += 1
             fresh = self.simulate(req, peer.ip)
             if fresh.status == 200 and fresh.wait_seconds == 0:
                 return fresh
