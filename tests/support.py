@@ -215,11 +215,7 @@ class OperatorProcess:
 
     def writes_by_kind(self) -> dict[str, int]:
         """Requests this process sent that were not reads (POST, PATCH, PUT, DELETE), by metric labels."""
-        return {
-            key.removeprefix("nmisim_api_requests_total"): int(value)
-            for key, value in self.metrics().items()
-            if key.startswith("nmisim_api_requests_total{") and 'verb="GET"' not in key and value
-        }
+        return writes_by_kind(self.metrics())
 
     def writes(self) -> int:
         return sum(self.writes_by_kind().values())
@@ -234,16 +230,37 @@ class OperatorProcess:
         ]
 
 
+def writes_by_kind(metrics: dict[str, float]) -> dict[str, int]:
+    """An operator's requests that were not reads (POST, PATCH, PUT, DELETE), by metric labels."""
+    return {
+        key.removeprefix("nmisim_api_requests_total"): int(value)
+        for key, value in metrics.items()
+        if key.startswith("nmisim_api_requests_total{") and 'verb="GET"' not in key and value
+    }
+
+
+@dataclass
+class InClusterOperator:
+    """The operator the manifests run (NMISIM_OPERATOR=external: one replica), its /metrics read through
+    the API server's proxy to the ``nmisim-metrics`` Service."""
+
+    cluster: Cluster
+
+    def metrics(self) -> dict[str, float]:
+        path = "/api/v1/namespaces/nmisim-system/services/nmisim-metrics:metrics/proxy/metrics"
+        return parse_metrics(self.cluster.kubectl("get", "--raw", path).stdout)
+
+    def writes(self) -> int:
+        return sum(writes_by_kind(self.metrics()).values())
+
+
 class _Writes(Protocol):
     def writes(self) -> int: ...
 
 
-def settle(op: _Writes | None, quiet: float = 2.0, timeout: float = 60) -> None:
-    """Wait until the operator has written nothing for ``quiet`` seconds (None: an operator elsewhere,
-    whose writes cannot be counted from here: just wait)."""
-    if op is None:
-        time.sleep(quiet * 2)
-        return
+def settle(op: _Writes, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Wait until the operator has written nothing for ``quiet`` seconds (an operator in the cluster:
+    :class:`InClusterOperator`)."""
     deadline = time.monotonic() + timeout
     last, since = op.writes(), time.monotonic()
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Cluster, OperatorProcess, eventually, settle
+from tests.support import Cluster, InClusterOperator, OperatorProcess, eventually, settle
 
 pytestmark = pytest.mark.cluster
 
@@ -136,7 +136,7 @@ def test_verdicts_status_and_events_agree_with_the_engine(
     bound = wait_verdict(cluster, namespace, "bound-pod", verdict="intercepted", token=200)
     assert bound["tokenRequest"]["identity"] == f"{namespace}/web-id"
     wait_verdict(cluster, namespace, "hostnet-pod", verdict="bypass")
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
 
     # The stored verdicts are exactly what `nmisim evaluate` says about the same objects.
     dump = cluster.kubectl(
@@ -210,7 +210,7 @@ def test_label_change_and_exception_lifecycle_flip_the_verdict(
 
     cluster.kubectl("delete", "apie", "exc", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
     assert nmisim_events(cluster, namespace, "p") == ["IMDSDenied", "IMDSExempted", "IMDSDenied"]
     assert nmisim_events(cluster, namespace, "exc") == ["ExceptionMatchesNoPods", "ExceptionMatchesPods"]
 
@@ -259,7 +259,7 @@ def test_drifted_or_deleted_verdict_is_put_back_without_new_events(
     apply(cluster, namespace, pod("p"))
     running(cluster, namespace, "p")
     wait_verdict(cluster, namespace, "p", verdict="intercepted")
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
     cluster.kubectl(
         "patch", "nmiverdict", "p", "-n", namespace, "--subresource=status", "--type=merge",
         "-p", json.dumps({"status": {"verdict": "bypass", "findings": []}}),
@@ -267,7 +267,7 @@ def test_drifted_or_deleted_verdict_is_put_back_without_new_events(
     wait_verdict(cluster, namespace, "p", verdict="intercepted")
     cluster.kubectl("delete", "nmiverdict", "p", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
     assert nmisim_events(cluster, namespace, "p") == ["IMDSDenied"]
 
 
