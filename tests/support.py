@@ -1,7 +1,9 @@
-"""Helpers for tests against a real cluster (the embedded local one, or any KUBECONFIG)."""
+"""Helpers for tests against a real cluster (the embedded local one, or any KUBECONFIG), and the one poll
+helper every suite uses: :func:`eventually` (:func:`eventually_async` inside an event loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,28 +85,59 @@ def install_crds(cluster: Cluster) -> None:
     )
 
 
+#: what a predicate may raise to say "not yet" (a failed assertion or command, a missing key, a bad value)
+NOT_YET = (AssertionError, subprocess.SubprocessError, KeyError, ValueError)
+
+
+def _attempt(predicate: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        last = predicate()
+    except NOT_YET as exc:
+        return False, exc
+    return bool(last), last
+
+
+def _pauses(interval: float) -> Iterator[float]:
+    """10 ms, then doubling up to ``interval``."""
+    pause = min(0.01, interval)
+    while True:
+        yield pause
+        pause = min(pause * 2, interval)
+
+
+def _timed_out(timeout: float, what: str, predicate: Callable[[], Any], last: Any) -> AssertionError:
+    return AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
+
+
 def eventually(
     predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = ""
 ) -> Any:
-    """Poll until predicate() is truthy; return its value or fail naming what was awaited. The one poll
-    helper of every suite: polls start 10 ms apart and back off to ``interval``; an AssertionError (or a
-    failed command, a missing key, a bad value) counts as not yet."""
+    """Poll until predicate() is truthy; return its value or fail naming what was awaited (and the last
+    value or :data:`NOT_YET` exception seen). Polls start 10 ms apart and back off to ``interval``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
-    pause = min(0.01, interval)
-    while True:
-        try:
-            last = predicate()
-        except (AssertionError, subprocess.SubprocessError, KeyError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
+    for pause in _pauses(interval):
+        ok, last = _attempt(predicate)
+        if ok:
+            return last
         if time.monotonic() >= deadline:
-            break
+            raise _timed_out(timeout, what, predicate, last)
         time.sleep(pause)
-        pause = min(pause * 2, interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def eventually_async(
+    predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.1, what: str = ""
+) -> Any:
+    """:func:`eventually` inside an event loop: the loop runs while it waits (a synchronous predicate)."""
+    deadline = time.monotonic() + timeout
+    for pause in _pauses(interval):
+        ok, last = _attempt(predicate)
+        if ok:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timed_out(timeout, what, predicate, last)
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def is_local_kubeconfig(kubeconfig: Path) -> bool:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from factories import UID
+
 from nmisim.controller.api import Response
 from nmisim.engine.models import Pod
-
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
 
 
 def verdict_body(owner: str, status: Mapping[str, Any] | None = None, rv: str = "7") -> dict[str, Any]:

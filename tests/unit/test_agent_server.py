@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from agent_support import NODE, AgentThread, Answer, assert_same, build, engine_answer, send
-from helpers import CID1, CID2, binding, config, exc, ident, pod, world
+from factories import CID1, CID2, binding, config, exc, ident, pod, world
 from tests.support import eventually
 
 from nmisim.engine.models import Pod

@@ -13,23 +13,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from factories import UID, pod_body, serve_app
 from fake_writer import FakeWriter
+from tests.support import eventually_async
 
 from nmisim.controller.controller import WATCHED, Controller
 from nmisim.controller.records import VerdictRecord
 from nmisim.kube.connection import Connection, Transport
 from nmisim.kube.informer import Informer, Watched
 
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
-
 
 def pod(name: str, rv: str = "1") -> dict[str, Any]:
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "ns", "uid": f"{UID[:-1]}{len(name)}", "resourceVersion": rv},
-        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.5"},
-    }
+    """A pod of namespace ns, its uid told by its name's length."""
+    return pod_body(name, "ns", uid=f"{UID[:-1]}{len(name)}", rv=rv)
 
 
 class FakeApi:
@@ -82,20 +78,8 @@ class Recorder:
 
 
 async def serve(api: FakeApi) -> tuple[web.AppRunner, Transport]:
-    runner = web.AppRunner(api.app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(api.app)
     return runner, Transport(Connection(f"http://127.0.0.1:{port}", False, dict))
-
-
-async def until(check: Any, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 async def _informer_scenario() -> None:
@@ -113,12 +97,12 @@ async def _informer_scenario() -> None:
         await api.events.put({"type": "ADDED", "object": pod("d", "11")})
         await api.events.put({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}})
         await api.events.put({"type": "DELETED", "object": pod("a", "13")})
-        await until(lambda: len(sink.calls) == 6)
+        await eventually_async(lambda: len(sink.calls) == 6)
         assert sink.calls[4:] == [("upsert", "d", "11"), ("delete", "a", "13")]
         # 410 as an ERROR event: relist; "b" is gone meanwhile, and is deleted at the list's version
         api.pods = [pod("c", "14"), pod("d", "14")]
         await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
-        await until(lambda: ("synced",) in sink.calls[6:])
+        await eventually_async(lambda: ("synced",) in sink.calls[6:])
         assert sink.calls[6:] == [
             ("upsert", "c", "14"),
             ("upsert", "d", "14"),
@@ -183,7 +167,7 @@ async def _controller_scenario() -> None:
         ctl.store.verdicts[("ns", "bb")] = _record("bb")  # as if written
         api.pods = [pod("a")]
         await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
-        await until(lambda: ctl.store.world.get_pod("ns", "bb") is None)
+        await eventually_async(lambda: ctl.store.world.get_pod("ns", "bb") is None)
         await ctl.reconcile(("verdict", "ns", "bb"))
         assert fake.ops() == ["delete"]
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from factories import UID, pod
 from fake_writer import FakeWriter
 
 from nmisim.controller import status as S
@@ -13,19 +14,9 @@ from nmisim.controller.controller import Controller
 from nmisim.controller.records import VerdictRecord
 from nmisim.engine.models import Pod
 
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
-
 
 def _pod() -> Pod:
-    return Pod.from_k8s(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "ns", "uid": UID, "resourceVersion": "5"},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.5"},
-        }
-    )
+    return pod("p", "ns", uid=UID, rv="5")
 
 
 def _event(number: int, reason: str, uid: str = UID) -> dict[str, Any]:
