@@ -140,6 +140,32 @@ async def eventually_async(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# --- objects to apply -------------------------------------------------------------------------------------
+
+
+def pod(name: str, labels: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
+    """A Pod to apply (its image is never pulled: the operator's verdict needs no running container)."""
+    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    if host_network:
+        spec["hostNetwork"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
+
+
+def exception(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """An AzurePodIdentityException to apply."""
+    return {
+        "apiVersion": "aadpodidentity.k8s.io/v1",
+        "kind": "AzurePodIdentityException",
+        "metadata": {"name": name},
+        "spec": {"podLabels": labels},
+    }
+
+
 def is_local_kubeconfig(kubeconfig: Path) -> bool:
     return kubeconfig.resolve() == LOCAL_KUBECONFIG.resolve()
 

@@ -96,23 +96,6 @@ class Operator(OperatorProcess):
 # --- objects ----------------------------------------------------------------------------------------------
 
 
-def pod(name: str, labels: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
-    if host_network:
-        spec["hostNetwork"] = True
-    meta = {"name": name, "labels": labels or {}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-
-
-def exception(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "aadpodidentity.k8s.io/v1",
-        "kind": "AzurePodIdentityException",
-        "metadata": {"name": name},
-        "spec": {"podLabels": labels},
-    }
-
-
 def apply(cluster: Cluster, namespace: str, *objs: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objs), timeout=120)
 

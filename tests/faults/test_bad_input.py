@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.helpers import Operator, apply, converge, exception, pod, pods_running, report
-from tests.support import Cluster, eventually, settle
+from tests.faults.helpers import Operator, apply, converge, pods_running, report
+from tests.support import Cluster, eventually, exception, pod, settle
 
 CLIENT = "00000000-0000-0000-0000-0000000000{:02d}"
 

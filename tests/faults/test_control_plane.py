@@ -15,11 +15,10 @@ from tests.faults.helpers import (
     converge,
     deployment,
     etcd_compact,
-    exception,
     pods_running,
     report,
 )
-from tests.support import Cluster, eventually, settle
+from tests.support import Cluster, eventually, exception, settle
 
 PODS = 40
 

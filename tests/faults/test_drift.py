@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import Operator, apply, audit_events, converge, exception, pod, pods_running, report
-from tests.support import Cluster, eventually, settle
+from tests.faults.helpers import Operator, apply, audit_events, converge, pods_running, report
+from tests.support import Cluster, eventually, exception, pod, settle
 
 
 def _timed(what: str, check: Any, timeout: float = 60) -> float:

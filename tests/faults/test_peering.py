@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import apply, converge, pod, pods_running, report
-from tests.support import ROOT, Cluster, eventually, settle
+from tests.faults.helpers import apply, converge, pods_running, report
+from tests.support import ROOT, Cluster, eventually, pod, settle
 
 
 def test_two_replicas_one_writer_and_handover(

@@ -11,34 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Cluster, InClusterOperator, OperatorProcess, eventually, settle
+from tests.support import Cluster, InClusterOperator, OperatorProcess, eventually, exception, pod, settle
 
 pytestmark = pytest.mark.cluster
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 NMISIM = str(Path(sys.executable).parent / "nmisim")
 BOOKKEEPING = {"observedPodResourceVersion", "lastTransitionTime", "transitions", "podUID"}
-
-
-def pod(name: str, labels: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
-    if host_network:
-        spec["hostNetwork"] = True
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": spec,
-    }
-
-
-def exception(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "aadpodidentity.k8s.io/v1",
-        "kind": "AzurePodIdentityException",
-        "metadata": {"name": name},
-        "spec": {"podLabels": labels},
-    }
 
 
 def identity_and_binding(name: str, selector: str) -> list[dict[str, Any]]:
