@@ -25,6 +25,7 @@ from tests.support import (
     install_crds,
     is_local_kubeconfig,
     kubectl_path,
+    token_kubeconfig,
 )
 
 
@@ -64,26 +65,6 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def _token_kubeconfig(cluster: Cluster, path: Path, namespace: str, account: str) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token), nothing else."""
-    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=4h").stdout.strip()
-    server = cfg["clusters"][0]["cluster"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": server}],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 def in_cluster_operator() -> bool:
@@ -137,7 +118,7 @@ def operator(
         yield None
         return
     tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = _token_kubeconfig(installed, tmp / "kubeconfig", "nmisim-system", "nmisim")
+    kubeconfig = token_kubeconfig(installed, tmp / "kubeconfig", "nmisim-system", "nmisim")
     log = CLUSTER_DIR / "test-operator.log" if installed.local else tmp / "operator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the embedded cluster's state; NMISIM_CLUSTER_DIR gives a second one (hack/cluster.sh honours it too)
@@ -70,6 +71,26 @@ class Cluster:
             timeout=300,
             check=True,
         )
+
+
+def token_kubeconfig(cluster: Cluster, path: Path, namespace: str, account: str) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token), nothing else."""
+    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=4h").stdout.strip()
+    server = cfg["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
 
 
 def install_crds(cluster: Cluster) -> None:

@@ -18,7 +18,7 @@ from fake_writer import FakeWriter
 from tests.support import eventually_async
 
 from nmisim.controller.controller import WATCHED, Controller
-from nmisim.controller.records import VerdictRecord
+from nmisim.engine.resources import KIND_VERDICT, resource
 from nmisim.kube.connection import Connection, Transport
 from nmisim.kube.informer import Informer, Watched
 
@@ -30,11 +30,14 @@ def pod(name: str, rv: str = "1") -> dict[str, Any]:
 
 class FakeApi:
     """Pods: LIST in pages of ``page`` (continue tokens), WATCH from the queue ``events``; every other
-    collection is empty, and ``missing`` ones answer 404."""
+    collection lists what ``others`` holds under its path (else nothing), and ``missing`` ones answer 404."""
 
-    def __init__(self, pods: list[dict[str, Any]], page: int = 2) -> None:
+    def __init__(
+        self, pods: list[dict[str, Any]], page: int = 2, others: dict[str, list[dict[str, Any]]] | None = None
+    ) -> None:
         self.pods = pods
         self.page = page
+        self.others = others or {}
         self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.missing: set[str] = set()
         self.requests: list[str] = []
@@ -49,7 +52,8 @@ class FakeApi:
         if request.path != "/api/v1/pods":
             if watching:
                 await asyncio.sleep(3600)
-            return web.json_response({"items": [], "metadata": {"resourceVersion": "5"}})
+            items = self.others.get(request.path, [])
+            return web.json_response({"items": items, "metadata": {"resourceVersion": "5"}})
         if watching:
             resp = web.StreamResponse()
             await resp.prepare(request)
@@ -127,18 +131,24 @@ def test_list_watch_bookmark_and_relist_after_410(caplog: pytest.LogCaptureFixtu
 
 
 async def _missing_scenario() -> None:
-    api = FakeApi([])
-    api.missing.add("/azureidentities")
+    api = FakeApi([pod("old")])
     runner, transport = await serve(api)
     sink = Recorder()
-    informer = Informer(transport, Watched("AzureIdentity", "/apis/x/v1/azureidentities"), sink)
-    informer.keys = {("ns", "old")}  # held from before the CRD was removed
+    informer = Informer(transport, Watched("Pod", "/api/v1/pods"), sink)
     task = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), 10)
-        assert sink.calls == [("delete", "old", ""), ("synced",)]
+        assert sink.calls == [("upsert", "old", "1"), ("synced",)]
+        await eventually_async(lambda: any("watch=1" in r for r in api.requests), what="the watch")
+        # the kind stops being served (its CRD removed) while the watch is away: the relist gets 404
+        api.missing.add("/pods")
+        await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+        await eventually_async(lambda: len(sink.calls) == 4, what="the relist")
+        assert sink.calls[2:] == [("delete", "old", ""), ("synced",)]
+        assert informer.keys == set()
     finally:
         task.cancel()
+        await api.events.put(None)
         await runner.cleanup()
         await transport.close()
 
@@ -148,26 +158,28 @@ def test_a_kind_that_is_not_served_has_no_objects() -> None:
 
 
 async def _controller_scenario() -> None:
-    api = FakeApi([pod("a"), pod("bb")])
+    # "bb" has its verdict from an earlier run (listed like every NMIVerdict); "a" has none yet
+    api = FakeApi([pod("a"), pod("bb")], others={resource(KIND_VERDICT).path(): [_verdict("bb")]})
     api.missing.add("/simulationconfigs")
     runner, transport = await serve(api)
     fake = FakeWriter()
     ctl = Controller(writer=fake)
-    ctl.recorder.loaded.set()
+    await ctl.recorder.load()  # the Events of earlier runs: none
     ctl.informers = [Informer(transport, w, ctl.intake) for w in WATCHED]
     tasks = [asyncio.create_task(i.run()) for i in ctl.informers]
     try:
+        # Private: Controller.start() would also run the workers, which take the keys looked at here;
+        # seeding once every informer has listed has no public step of its own.
         await ctl._seed_when_synced()
-        assert ctl.seeded and len(ctl.store) == 2
+        assert ctl.seeded and len(ctl.store) == 2 and ("ns", "bb") in ctl.store.verdicts
         assert sorted(k for k in ctl.queue.waiting() if k[0] == "verdict") == [
             ("verdict", "ns", "a"),
             ("verdict", "ns", "bb"),
         ]
         # "bb" is deleted while the watch is away (410): the relist forgets it, its verdict goes next
-        ctl.store.verdicts[("ns", "bb")] = _record("bb")  # as if written
         api.pods = [pod("a")]
         await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
-        await eventually_async(lambda: ctl.store.world.get_pod("ns", "bb") is None)
+        await eventually_async(lambda: ctl.store.world.get_pod("ns", "bb") is None, what="the relist")
         await ctl.reconcile(("verdict", "ns", "bb"))
         assert fake.ops() == ["delete"]
     finally:
@@ -178,10 +190,11 @@ async def _controller_scenario() -> None:
         await transport.close()
 
 
-def _record(name: str) -> VerdictRecord:
+def _verdict(name: str) -> dict[str, Any]:
+    """The NMIVerdict of pod ``name`` as an earlier run left it (owned by the pod, an older status)."""
     owner = {"kind": "Pod", "uid": pod(name)["metadata"]["uid"]}
-    meta = {"resourceVersion": "3", "ownerReferences": [owner]}
-    return VerdictRecord.from_body({"metadata": meta, "status": {"verdict": "intercepted"}})
+    meta = {"name": name, "namespace": "ns", "resourceVersion": "3", "ownerReferences": [owner]}
+    return {"kind": "NMIVerdict", "metadata": meta, "status": {"verdict": "intercepted"}}
 
 
 def test_the_controller_seeds_from_its_informers_and_forgets_what_a_relist_lacks() -> None:
