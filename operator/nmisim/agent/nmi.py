@@ -73,10 +73,13 @@ class NmiHandler:
         self.metrics = metrics
         self._answers: dict[tuple[WireRequest, str], tuple[HttpRequest, RequestResult]] = {}
         self._generation = world.generation
-        #: callers inside NMI's wait right now (the ``nmisim_serve_waiting_requests`` gauge)
-        self.waiting = 0
         #: polls made during waits so far, each a fresh look at the world (NMI's retries)
         self.polls = 0
+
+    @property
+    def waiting(self) -> int:
+        """Callers inside NMI's wait right now (the ``nmisim_serve_waiting_requests`` gauge)."""
+        return self.metrics.waiting
 
     def simulate(self, req: HttpRequest, ip: str) -> RequestResult:
         """What NMI answers: whatever reaches its listener (DNATed from a pod, or sent to its port by a
@@ -114,13 +117,11 @@ class NmiHandler:
         started = time.monotonic()
         req, res = self.answer(wire, peer.ip)
         if res.wait_seconds > 0:
-            self.waiting += 1
-            self.metrics.waiting = self.waiting
+            self.metrics.waiting += 1
             try:
                 waited = await self._wait(req, peer, res, started)
             finally:
-                self.waiting -= 1
-                self.metrics.waiting = self.waiting
+                self.metrics.waiting -= 1
             if waited is None:
                 self._record(req, peer.ip, res, time.monotonic() - started, cancelled=True)
                 return reply_of(res)
