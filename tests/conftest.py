@@ -21,10 +21,11 @@ from tests.support import (
     ROOT,
     Cluster,
     OperatorProcess,
+    eventually,
     install_crds,
     is_local_kubeconfig,
     kubectl_path,
-    wait_for,
+    token_kubeconfig,
 )
 
 
@@ -57,33 +58,13 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     base = "".join(ch for ch in base if ch.isalnum() or ch == "-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", name)
-    wait_for(
+    eventually(
         lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
         timeout=30,
         what=f"default ServiceAccount in {name}",
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def _token_kubeconfig(cluster: Cluster, path: Path, namespace: str, account: str) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token), nothing else."""
-    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=4h").stdout.strip()
-    server = cfg["clusters"][0]["cluster"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": server}],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 def in_cluster_operator() -> bool:
@@ -137,7 +118,7 @@ def operator(
         yield None
         return
     tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = _token_kubeconfig(installed, tmp / "kubeconfig", "nmisim-system", "nmisim")
+    kubeconfig = token_kubeconfig(installed, tmp / "kubeconfig", "nmisim-system", "nmisim")
     log = CLUSTER_DIR / "test-operator.log" if installed.local else tmp / "operator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")

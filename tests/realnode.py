@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import CLUSTER_DIR, ROOT, Cluster, wait_for
+from tests.support import CLUSTER_DIR, ROOT, Cluster, eventually
 
 NODE_NAME = "nmisim-node"
 NODE_LABEL = {"nmisim.dev/node": "real"}
@@ -98,7 +98,7 @@ def run_pod(cluster: Cluster, namespace: str, name: str, script: str, timeout: f
         phase = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
         return phase if phase in {"Succeeded", "Failed"} else None
 
-    phase = wait_for(finished, timeout=timeout, what=f"pod {namespace}/{name} to finish on the real node")
+    phase = eventually(finished, timeout=timeout, what=f"pod {namespace}/{name} to finish on the real node")
     log = cluster.kubectl("logs", name, "-n", namespace).stdout
     assert phase == "Succeeded", f"pod {name} {phase}; log:\n{log}"
     return log

@@ -1,7 +1,9 @@
-"""Helpers for tests against a real cluster (the embedded local one, or any KUBECONFIG)."""
+"""Helpers for tests against a real cluster (the embedded local one, or any KUBECONFIG), and the one poll
+helper every suite uses: :func:`eventually` (:func:`eventually_async` inside an event loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,12 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the embedded cluster's state; NMISIM_CLUSTER_DIR gives a second one (hack/cluster.sh honours it too)
@@ -70,6 +73,26 @@ class Cluster:
         )
 
 
+def token_kubeconfig(cluster: Cluster, path: Path, namespace: str, account: str) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (a TokenRequest token), nothing else."""
+    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=4h").stdout.strip()
+    server = cfg["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
 def install_crds(cluster: Cluster) -> None:
     """`kubectl apply -f crds/` and wait until every nmisim CRD is served, as the README says."""
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
@@ -83,22 +106,85 @@ def install_crds(cluster: Cluster) -> None:
     )
 
 
-def wait_for(
+#: what a predicate may raise to say "not yet" (a failed assertion or command, a missing key, a bad value)
+NOT_YET = (AssertionError, subprocess.SubprocessError, KeyError, ValueError)
+
+
+def _attempt(predicate: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        last = predicate()
+    except NOT_YET as exc:
+        return False, exc
+    return bool(last), last
+
+
+def _pauses(interval: float) -> Iterator[float]:
+    """10 ms, then doubling up to ``interval``."""
+    pause = min(0.01, interval)
+    while True:
+        yield pause
+        pause = min(pause * 2, interval)
+
+
+def _timed_out(timeout: float, what: str, predicate: Callable[[], Any], last: Any) -> AssertionError:
+    return AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
+
+
+def eventually(
     predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = ""
 ) -> Any:
-    """Poll until predicate() is truthy; return its value or fail naming what was awaited."""
+    """Poll until predicate() is truthy; return its value or fail naming what was awaited (and the last
+    value or :data:`NOT_YET` exception seen). Polls start 10 ms apart and back off to ``interval``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (AssertionError, subprocess.SubprocessError, KeyError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
+    for pause in _pauses(interval):
+        ok, last = _attempt(predicate)
+        if ok:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timed_out(timeout, what, predicate, last)
+        time.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def eventually_async(
+    predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.1, what: str = ""
+) -> Any:
+    """:func:`eventually` inside an event loop: the loop runs while it waits (a synchronous predicate)."""
+    deadline = time.monotonic() + timeout
+    for pause in _pauses(interval):
+        ok, last = _attempt(predicate)
+        if ok:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timed_out(timeout, what, predicate, last)
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- objects to apply -------------------------------------------------------------------------------------
+
+
+def pod(name: str, labels: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
+    """A Pod to apply (its image is never pulled: the operator's verdict needs no running container)."""
+    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    if host_network:
+        spec["hostNetwork"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
+
+
+def exception(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """An AzurePodIdentityException to apply."""
+    return {
+        "apiVersion": "aadpodidentity.k8s.io/v1",
+        "kind": "AzurePodIdentityException",
+        "metadata": {"name": name},
+        "spec": {"podLabels": labels},
+    }
 
 
 def is_local_kubeconfig(kubeconfig: Path) -> bool:
@@ -165,7 +251,7 @@ class OperatorProcess:
             self.proc = subprocess.Popen([*cmd, *self.extra], stdout=out, stderr=subprocess.STDOUT, env=env)
         self.starts += 1
         if wait:
-            wait_for(self.ready, timeout=60, what="operator seeded (see its log)")
+            eventually(self.ready, timeout=60, what="operator seeded (see its log)")
 
     def ready(self) -> bool:
         assert self.proc is not None
@@ -209,11 +295,7 @@ class OperatorProcess:
 
     def writes_by_kind(self) -> dict[str, int]:
         """Requests this process sent that were not reads (POST, PATCH, PUT, DELETE), by metric labels."""
-        return {
-            key.removeprefix("nmisim_api_requests_total"): int(value)
-            for key, value in self.metrics().items()
-            if key.startswith("nmisim_api_requests_total{") and 'verb="GET"' not in key and value
-        }
+        return writes_by_kind(self.metrics())
 
     def writes(self) -> int:
         return sum(self.writes_by_kind().values())
@@ -228,16 +310,37 @@ class OperatorProcess:
         ]
 
 
+def writes_by_kind(metrics: dict[str, float]) -> dict[str, int]:
+    """An operator's requests that were not reads (POST, PATCH, PUT, DELETE), by metric labels."""
+    return {
+        key.removeprefix("nmisim_api_requests_total"): int(value)
+        for key, value in metrics.items()
+        if key.startswith("nmisim_api_requests_total{") and 'verb="GET"' not in key and value
+    }
+
+
+@dataclass
+class InClusterOperator:
+    """The operator the manifests run (NMISIM_OPERATOR=external: one replica), its /metrics read through
+    the API server's proxy to the ``nmisim-metrics`` Service."""
+
+    cluster: Cluster
+
+    def metrics(self) -> dict[str, float]:
+        path = "/api/v1/namespaces/nmisim-system/services/nmisim-metrics:metrics/proxy/metrics"
+        return parse_metrics(self.cluster.kubectl("get", "--raw", path).stdout)
+
+    def writes(self) -> int:
+        return sum(writes_by_kind(self.metrics()).values())
+
+
 class _Writes(Protocol):
     def writes(self) -> int: ...
 
 
-def settle(op: _Writes | None, quiet: float = 2.0, timeout: float = 60) -> None:
-    """Wait until the operator has written nothing for ``quiet`` seconds (None: an operator elsewhere,
-    whose writes cannot be counted from here: just wait)."""
-    if op is None:
-        time.sleep(quiet * 2)
-        return
+def settle(op: _Writes, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Wait until the operator has written nothing for ``quiet`` seconds (an operator in the cluster:
+    :class:`InClusterOperator`)."""
     deadline = time.monotonic() + timeout
     last, since = op.writes(), time.monotonic()
     while time.monotonic() < deadline:

@@ -31,6 +31,7 @@ from nmisim.agent.interception import Rules
 from nmisim.engine.http import HttpRequest
 from nmisim.engine.world import World
 from nmisim.sources.files import load_files
+from tests.support import eventually
 
 NODE = "nmisim-netns-node"
 PROBE = 18085
@@ -191,16 +192,6 @@ def pod_request(ns: Netns, target: str = TOKEN, timeout: float = 5) -> dict[str,
     return result
 
 
-def wait_until(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_pod_request_is_intercepted_answered_repaired_and_released(netns: Netns, tmp_path: Path) -> None:
     objs = tmp_path / "objects.yaml"
     objs.write_text(OBJECTS.format(node=NODE, ip=netns.pod_ip, cid=CID))
@@ -219,10 +210,11 @@ def test_pod_request_is_intercepted_answered_repaired_and_released(netns: Netns,
         probe = f"import urllib.request;print(urllib.request.urlopen({url!r},timeout=1).read().decode())"
 
         def active() -> bool:
-            assert agent.poll() is None, log.read_text()
+            if agent.poll() is not None:  # not an AssertionError: eventually() would keep waiting
+                raise RuntimeError(f"the agent exited with {agent.returncode}:\n{log.read_text()}")
             return netns.node_exec(sys.executable, "-c", probe, check=False).stdout.strip() == "Active"
 
-        wait_until(active, 20, "the agent's /healthz to say Active")
+        eventually(active, 20, 0.1, "the agent's /healthz to say Active")
         rules = netns.node_exec("iptables", "-t", "nat", "-S", "aad-metadata").stdout.splitlines()
         assert rules == Rules().expected()
         prerouting = netns.node_exec("iptables", "-t", "nat", "-S", "PREROUTING").stdout.splitlines()
@@ -247,7 +239,7 @@ def test_pod_request_is_intercepted_answered_repaired_and_released(netns: Netns,
         netns.node_exec("iptables", "-t", "nat", "-F", "aad-metadata")
         netns.node_exec("iptables", "-t", "nat", "-X", "aad-metadata")
         started = time.monotonic()
-        wait_until(
+        eventually(
             lambda: (
                 netns.node_exec(
                     "iptables", "-t", "nat", "-S", "aad-metadata", check=False
@@ -257,6 +249,7 @@ def test_pod_request_is_intercepted_answered_repaired_and_released(netns: Netns,
                 in netns.node_exec("iptables", "-t", "nat", "-S", "PREROUTING").stdout
             ),
             INTERVAL + 3,
+            0.1,
             "the rules to be repaired",
         )
         assert time.monotonic() - started <= INTERVAL + 3

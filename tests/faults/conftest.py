@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _token_kubeconfig
 from tests.faults.helpers import REPORT, Operator
-from tests.support import CLUSTER_DIR, ROOT, Cluster
+from tests.support import CLUSTER_DIR, ROOT, Cluster, token_kubeconfig
 
 OperatorFactory = Callable[..., Operator]
 
@@ -59,7 +58,7 @@ def local(installed: Cluster) -> Cluster:
 
 @pytest.fixture(scope="session")
 def sa_kubeconfig(local: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _token_kubeconfig(local, tmp_path_factory.mktemp("sa") / "kubeconfig", "nmisim-system", "nmisim")
+    return token_kubeconfig(local, tmp_path_factory.mktemp("sa") / "kubeconfig", "nmisim-system", "nmisim")
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from tests.support import (
     CLUSTER_DIR,
     Cluster,
     OperatorProcess,
-    wait_for,
+    eventually,
 )
 
 NMISIM = str(Path(sys.executable).parent / "nmisim")
@@ -73,7 +73,7 @@ class Operator(OperatorProcess):
         return self.seeded_count() > self._seeded_before
 
     def wait_seeded(self, timeout: float = 90) -> None:
-        wait_for(self.ready, timeout=timeout, what=f"operator seeded (log: {self.log})")
+        eventually(self.ready, timeout=timeout, what=f"operator seeded (log: {self.log})")
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -94,23 +94,6 @@ class Operator(OperatorProcess):
 
 
 # --- objects ----------------------------------------------------------------------------------------------
-
-
-def pod(name: str, labels: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
-    if host_network:
-        spec["hostNetwork"] = True
-    meta = {"name": name, "labels": labels or {}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-
-
-def exception(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "aadpodidentity.k8s.io/v1",
-        "kind": "AzurePodIdentityException",
-        "metadata": {"name": name},
-        "spec": {"podLabels": labels},
-    }
 
 
 def apply(cluster: Cluster, namespace: str, *objs: dict[str, Any]) -> None:
@@ -141,14 +124,17 @@ def pods_running(cluster: Cluster, namespace: str, count: int, timeout: float = 
         up = [p for p in items if p["status"].get("podIP") and "deletionTimestamp" not in p["metadata"]]
         return len(up) == count == len(items)
 
-    wait_for(check, timeout=timeout, interval=1, what=f"{count} pods running in {namespace}")
+    eventually(check, timeout=timeout, interval=1, what=f"{count} pods running in {namespace}")
 
 
 # --- convergence: the stored answers against `nmisim evaluate` on the same objects ------------------------
 
 
 def _normalise_expected(result: dict[str, Any]) -> dict[str, Any]:
-    expected = {k: v for k, v in result.items() if k not in ("namespace", "name")}
+    # evaluate's report adds where a result comes from and each finding's severity and gate state
+    expected = {k: v for k, v in result.items() if k not in ("namespace", "name", "workload", "source")}
+    found = expected.get("findings", [])
+    expected["findings"] = [{"code": f["code"], "message": f["message"]} for f in found]
     expected["tokenRequest"] = {k: v for k, v in expected["tokenRequest"].items() if v is not None}
     return {k: v for k, v in expected.items() if v is not None}
 
@@ -216,7 +202,7 @@ def converge(cluster: Cluster, namespaces: Iterable[str], timeout: float = 60) -
         return not last
 
     try:
-        wait_for(done, timeout=timeout, interval=1, what="verdicts equal to nmisim evaluate")
+        eventually(done, timeout=timeout, interval=1, what="verdicts equal to nmisim evaluate")
     except AssertionError as exc:
         raise AssertionError(f"not converged after {timeout}s: {len(last)} wrong, e.g. {last[:8]}") from exc
     return time.monotonic() - started

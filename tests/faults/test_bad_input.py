@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.helpers import Operator, apply, converge, exception, pod, pods_running, report
-from tests.support import Cluster, settle, wait_for
+from tests.faults.helpers import Operator, apply, converge, pods_running, report
+from tests.support import Cluster, eventually, exception, pod, settle
 
 CLIENT = "00000000-0000-0000-0000-0000000000{:02d}"
 
@@ -44,7 +44,7 @@ def _clear(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl(
         "delete", "apie,azureidentity,azureidentitybinding", "--all", "-n", namespace, timeout=120
     )
-    wait_for(
+    eventually(
         lambda: not cluster.get_json("pods,nmiverdicts", "-n", namespace)["items"],
         timeout=60,
         what="namespace emptied",

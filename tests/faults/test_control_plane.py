@@ -15,11 +15,10 @@ from tests.faults.helpers import (
     converge,
     deployment,
     etcd_compact,
-    exception,
     pods_running,
     report,
 )
-from tests.support import Cluster, settle, wait_for
+from tests.support import Cluster, eventually, exception, settle
 
 PODS = 40
 
@@ -59,7 +58,7 @@ def _outage(cluster: Cluster, op: Operator, component: str, seconds: float) -> t
         cluster.cluster_sh("start", component)
         if component == "kube-apiserver":
             _controllers_again(cluster)
-    wait_for(lambda: cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, timeout=60)
+    eventually(lambda: cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, timeout=60)
     return used, logged
 
 

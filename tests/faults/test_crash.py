@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import apply, audit_events, converge, deployment, exception, pods_running, report
-from tests.support import Cluster, settle
+from tests.faults.helpers import apply, audit_events, converge, deployment, pods_running, report
+from tests.support import Cluster, exception, settle
 
 BURST = 300  # changing pods: an exception comes and goes while the operator is being killed
 STABLE = 60  # pods whose verdict never changes: exactly one Event each

@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import Operator, apply, audit_events, converge, exception, pod, pods_running, report
-from tests.support import Cluster, settle, wait_for
+from tests.faults.helpers import Operator, apply, audit_events, converge, pods_running, report
+from tests.support import Cluster, eventually, exception, pod, settle
 
 
 def _timed(what: str, check: Any, timeout: float = 60) -> float:
     started = time.monotonic()
-    wait_for(check, timeout=timeout, interval=0.2, what=what)
+    eventually(check, timeout=timeout, interval=0.2, what=what)
     return time.monotonic() - started
 
 

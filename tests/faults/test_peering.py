@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from tests.faults.conftest import OperatorFactory
-from tests.faults.helpers import apply, converge, pod, pods_running, report
-from tests.support import ROOT, Cluster, settle, wait_for
+from tests.faults.helpers import apply, converge, pods_running, report
+from tests.support import ROOT, Cluster, eventually, pod, settle
 
 
 def test_two_replicas_one_writer_and_handover(
@@ -20,7 +20,7 @@ def test_two_replicas_one_writer_and_handover(
     active.start()
     standby.start(wait=False)
     # The standby starts paused (peering is mandatory with --peering) and stays so: it lists nothing.
-    wait_for(lambda: "pod Events of earlier runs known" in standby.log.read_text(), timeout=30)
+    eventually(lambda: "pod Events of earlier runs known" in standby.log.read_text(), timeout=30)
     apply(local, namespace, *(pod(f"p{i}") for i in range(10)))
     pods_running(local, namespace, 10)
     converge(local, [namespace])
@@ -33,7 +33,7 @@ def test_two_replicas_one_writer_and_handover(
     active.kill()
     killed = time.monotonic()
     apply(local, namespace, pod("after-the-kill"))
-    wait_for(
+    eventually(
         lambda: (
             local.kubectl("get", "nmiverdict", "after-the-kill", "-n", namespace, check=False).returncode == 0
         ),

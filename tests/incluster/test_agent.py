@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.realnode import NODE_NAME, iptables, pod_manifest, require_real_node, rule_packets
-from tests.support import ROOT, Cluster, wait_for
+from tests.support import ROOT, Cluster, eventually, parse_metrics
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.incluster]
 
@@ -101,8 +101,8 @@ def agent(cluster: Cluster) -> Iterator[None]:
             for p in pods["items"]
         )
 
-    wait_for(ready_on_real_node, timeout=120, what="the agent Ready on the real node")
-    wait_for(aad_chain_present, timeout=60, what="NMI's nat chain aad-metadata on the real node")
+    eventually(ready_on_real_node, timeout=120, what="the agent Ready on the real node")
+    eventually(aad_chain_present, timeout=60, what="NMI's nat chain aad-metadata on the real node")
     try:
         yield
     finally:
@@ -126,7 +126,7 @@ def configured(
         seen = agent_log(cluster).count("configuration: ")
         patch = [{"op": "replace", "path": "/spec", "value": value}]
         cluster.kubectl("patch", "simulationconfig", "default", "--type=json", "-p", json.dumps(patch))
-        wait_for(
+        eventually(
             lambda: agent_log(cluster).count("configuration: ") > seen,
             timeout=30,
             what="the agent to re-read SimulationConfig/default",
@@ -207,10 +207,21 @@ def token_of(answer: dict[str, Any]) -> str:
     return str(json.loads(answer["body"])["access_token"])
 
 
+def agent_waiting(cluster: Cluster, namespace: str, pod: str) -> float:
+    """The agent's ``nmisim_serve_waiting_requests`` gauge, read from ``pod`` by curl as every other answer
+    here: its /metrics listens on the node's address (manifests/nmi/daemonset.yaml)."""
+    agent = cluster.get_json("pods", "-n", "nmisim-agent", "--field-selector", f"spec.nodeName={NODE_NAME}")
+    host_ip = agent["items"][0]["status"]["hostIP"]
+    proc = exec_in(
+        cluster, namespace, pod, "curl", "-s", "-S", "--max-time", "10", f"http://{host_ip}:9090/metrics"
+    )
+    return parse_metrics(proc.stdout)["nmisim_serve_waiting_requests"]
+
+
 def known_to_agent(cluster: Cluster, namespace: str, pod: str) -> None:
     """Wait until the agent has the pod in its index (a pod it does not know gets NMI's 500
     `pod list is empty` after 1.2 s)."""
-    wait_for(
+    eventually(
         lambda: curl(cluster, namespace, pod).get("status") not in (None, 500),
         timeout=60,
         what=f"the agent to know pod {namespace}/{pod}",
@@ -224,7 +235,7 @@ def test_curl_from_a_bound_pod_prints_what_nmisim_request_predicts(
     sleeper(cluster, namespace, "bound", {"aadpodidbinding": "agent-e2e"})
     want = predicted(namespace, "bound")
     assert want["status"] == 200 and "NOT-A-REAL-CREDENTIAL" in want["body"]
-    got = wait_for(
+    got = eventually(
         lambda: (r := curl(cluster, namespace, "bound")).get("status") == 200 and r,
         timeout=60,
         what="the agent to know the bound pod and its identity",
@@ -318,7 +329,10 @@ def test_while_one_caller_waits_another_is_served_in_milliseconds(
         text=True,
     )
     try:
-        time.sleep(2)  # the waiter's request is inside NMI's 80 s wait (NMI's defaults here)
+        # the waiter's request is inside NMI's 80 s wait (NMI's defaults here)
+        eventually(
+            lambda: agent_waiting(cluster, namespace, "fast") >= 1, timeout=30, what="a caller in NMI's wait"
+        )
         served = [curl(cluster, namespace, "fast") for _ in range(5)]
         assert waiting.poll() is None, "the waiting request ended early"
     finally:
@@ -423,7 +437,7 @@ def test_a_chain_deleted_by_hand_is_repaired_within_the_interval(
     # Meanwhile nothing intercepts: the harness's safety rule refuses the pod (curl exit 7), nothing answers.
     refused = curl(cluster, namespace, "repair")
     assert refused.get("curl_exit") == 7, refused
-    wait_for(aad_chain_present, timeout=IPT_UPDATE_INTERVAL + 15, what="the agent to repair its chain")
+    eventually(aad_chain_present, timeout=IPT_UPDATE_INTERVAL + 15, what="the agent to repair its chain")
     took = time.monotonic() - deleted
     assert took <= IPT_UPDATE_INTERVAL + 5, took
     assert re.search(r"flushing iptables to add aad-metadata custom chains", agent_log(cluster))
@@ -436,6 +450,6 @@ def test_stopping_the_agent_removes_its_rule_and_the_pod_is_refused(
     sleeper(cluster, namespace, "after", {"app": "after"})
     assert curl(cluster, namespace, "after", header=False)["status"] == 400  # answered by the agent
     cluster.kubectl("delete", "-k", str(ROOT / "manifests" / "nmi"), "--wait=true", timeout=120)
-    wait_for(lambda: not aad_chain_present(), timeout=60, what="the agent's rules gone")
+    eventually(lambda: not aad_chain_present(), timeout=60, what="the agent's rules gone")
     got = curl(cluster, namespace, "after")
     assert got.get("curl_exit") == 7 and "Couldn't connect" in got["error"], got

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.realnode import NODE_NAME, require_real_node
-from tests.support import ROOT, Cluster, install_crds, wait_for
+from tests.support import ROOT, Cluster, eventually, install_crds
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.incluster]
 
@@ -116,7 +116,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, released: d
     assert [p["spec"]["nodeName"] for p in pods if p["status"].get("phase") == "Running"] == [NODE_NAME]
     assert all(exists(cluster, *obj) for obj in RELEASE_OBJECTS)
     cluster.kubectl("run", "plain", "--image=registry.invalid/app:1", "-n", namespace)
-    assert wait_for(lambda: token_status(cluster, namespace, "plain"), timeout=60, what="verdict") == 404
+    assert eventually(lambda: token_status(cluster, namespace, "plain"), timeout=60, what="verdict") == 404
 
     # Upgraded with a changed SimulationConfig value: NMI's Retry-After turns the 404 into 503.
     helm(
@@ -135,7 +135,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, released: d
     )
     spec = cluster.get_json("simulationconfig", "default")["spec"]
     assert spec["nmi"]["setRetryAfterHeader"] is True
-    wait_for(
+    eventually(
         lambda: token_status(cluster, namespace, "plain") == 503,
         timeout=60,
         what="re-evaluated verdict (503)",

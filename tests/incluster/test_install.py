@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.realnode import NODE_NAME, container_pid, elapsed, require_real_node, run_pod
-from tests.support import ROOT, Cluster, install_crds, wait_for
+from tests.support import ROOT, Cluster, eventually, install_crds
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.incluster]
 
@@ -120,7 +120,7 @@ def test_metrics_service_answers_from_another_pod(
 def test_in_cluster_rbac_is_enough(cluster: Cluster, deployed: dict[str, Any]) -> None:
     """Its log after seeding: no 403 or Forbidden (the ServiceAccount's ClusterRole covers every call)."""
     name = operator_pod(cluster)["metadata"]["name"]
-    wait_for(
+    eventually(
         lambda: "seeded:" in cluster.kubectl("logs", name, "-n", NS, "-c", "operator").stdout,
         timeout=60,
         what="operator seeded",
@@ -134,7 +134,7 @@ def test_verdicts_are_written_by_the_operator_in_the_pod(
 ) -> None:
     """A pod on a kwok node gets its NMIVerdict from the in-cluster operator, equal to `nmisim evaluate`."""
     cluster.kubectl("run", "plain", "--image=registry.invalid/app:1", "-n", namespace)
-    got = wait_for(
+    got = eventually(
         lambda: (
             cluster.kubectl("get", "nmiverdict", "plain", "-n", namespace, "-o", "json", check=False).stdout
         ),
@@ -168,7 +168,7 @@ def test_a_frozen_operator_is_restarted_by_its_liveness_probe(
     t0 = time.monotonic()
     os.kill(pid, 19)  # SIGSTOP
     try:
-        wait_for(
+        eventually(
             lambda: (
                 cluster.get_json("pod", name, "-n", NS)["status"]["containerStatuses"][0]["restartCount"]
                 > restarts

@@ -12,13 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.config import TARGETS
+from bench.results import Document, Results
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "hack") not in sys.path:
-    sys.path.insert(0, str(ROOT / "hack"))
-
-from bench.config import TARGETS  # noqa: E402
-from bench.results import Document, Results  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Cluster, wait_for
+from tests.support import Cluster, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -46,7 +46,7 @@ def test_deployment_pods_run_with_distinct_ips_on_fake_nodes(cluster: Cluster, n
         ok = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
         return ok if len(ok) == 2 else []
 
-    pods = wait_for(running, timeout=60, what="2 Running pods of deployment d")
+    pods = eventually(running, timeout=60, what="2 Running pods of deployment d")
     ips = {p["status"]["podIP"] for p in pods}
     assert len(ips) == 2, ips
     nodes = {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
@@ -68,7 +68,7 @@ def test_host_network_pod_gets_node_ip(cluster: Cluster, namespace: str) -> None
         ),
         namespace,
     )
-    pod = wait_for(
+    pod = eventually(
         lambda: (p := cluster.get_json("pod", "hn", "-n", namespace))["status"].get("podIP") and p,
         what="hostNetwork pod IP",
     )
@@ -81,7 +81,7 @@ def test_job_pod_completes(cluster: Cluster, namespace: str) -> None:
     if not cluster.local:
         pytest.skip("needs kwok's fake nodes: a real kubelet never runs registry.invalid images")
     cluster.kubectl("create", "job", "j", "--image=registry.invalid/none:1", "-n", namespace)
-    wait_for(
+    eventually(
         lambda: any(p["status"].get("phase") == "Succeeded" for p in _pods(cluster, namespace, "job-name=j")),
         timeout=60,
         what="the Job's pod to succeed",
@@ -143,7 +143,7 @@ def test_restarted_apiserver_keeps_data(cluster: Cluster, namespace: str) -> Non
         pytest.skip("restarts a component of the embedded local cluster")
     cluster.kubectl("create", "configmap", "keep", "--from-literal=k=v", "-n", namespace)
     cluster.cluster_sh("restart", "kube-apiserver")
-    data = wait_for(
+    data = eventually(
         lambda: cluster.get_json("configmap", "keep", "-n", namespace)["data"],
         timeout=60,
         what="configmap back",

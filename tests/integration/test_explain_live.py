@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ROOT, Cluster, wait_for
+from tests.support import ROOT, Cluster, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -74,7 +74,7 @@ def _running(cluster: Cluster, namespace: str, n: int) -> list[dict[str, Any]]:
         ok = [p for p in items if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
         return ok if len(ok) == n else []
 
-    pods: list[dict[str, Any]] = wait_for(ready, timeout=90, what=f"{n} Running pods in {namespace}")
+    pods: list[dict[str, Any]] = eventually(ready, timeout=90, what=f"{n} Running pods in {namespace}")
     return pods
 
 
@@ -370,7 +370,7 @@ def demo(cluster: Cluster, crds: None) -> Iterator[None]:
         key: _exists(cluster, "azurepodidentityexception", key[1], "-n", key[0]) for key in DEFAULT_EXCEPTIONS
     }
     if not already:
-        wait_for(
+        eventually(
             lambda: not any(_exists(cluster, "namespace", ns) for ns in DEMO_NAMESPACES),
             timeout=120,
             what="demo namespaces from an earlier run to finish terminating",
@@ -402,7 +402,7 @@ def test_demo_matches_expected(cluster: Cluster, demo: None, config_file: str) -
     expected = _expected()
     assert {w["verdict"] for w in expected} == {"intercepted", "exempt", "bypass", "inactive"}
     desired = int(
-        wait_for(
+        eventually(
             lambda: cluster.get_json("daemonset", "node-proxy", "-n", "kube-system")["status"].get(
                 "desiredNumberScheduled"
             ),
@@ -422,7 +422,7 @@ def test_demo_matches_expected(cluster: Cluster, demo: None, config_file: str) -
                 return {}
         return pods
 
-    pods = wait_for(settled, timeout=120, interval=1, what="every demo workload's pods settled")
+    pods = eventually(settled, timeout=120, interval=1, what="every demo workload's pods settled")
     proc = nmisim(cluster, "evaluate", "--cluster", "--config", config_file, "-o", "json")
     assert proc.returncode == 0, proc.stderr
     results = {(r["namespace"], r["name"]): r for r in json.loads(proc.stdout)["results"]}

@@ -11,34 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Cluster, OperatorProcess, settle, wait_for
+from tests.support import Cluster, InClusterOperator, OperatorProcess, eventually, exception, pod, settle
 
 pytestmark = pytest.mark.cluster
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 NMISIM = str(Path(sys.executable).parent / "nmisim")
 BOOKKEEPING = {"observedPodResourceVersion", "lastTransitionTime", "transitions", "podUID"}
-
-
-def pod(name: str, labels: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
-    if host_network:
-        spec["hostNetwork"] = True
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": spec,
-    }
-
-
-def exception(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "aadpodidentity.k8s.io/v1",
-        "kind": "AzurePodIdentityException",
-        "metadata": {"name": name},
-        "spec": {"podLabels": labels},
-    }
 
 
 def identity_and_binding(name: str, selector: str) -> list[dict[str, Any]]:
@@ -87,7 +66,9 @@ def wait_verdict(cluster: Cluster, namespace: str, name: str, **expect: Any) -> 
                 return None
         return st
 
-    result: dict[str, Any] = wait_for(check, timeout=30, what=f"verdict of {namespace}/{name} with {expect}")
+    result: dict[str, Any] = eventually(
+        check, timeout=30, what=f"verdict of {namespace}/{name} with {expect}"
+    )
     return result
 
 
@@ -111,7 +92,7 @@ def running(cluster: Cluster, namespace: str, *names: str) -> None:
         pods = {p["metadata"]["name"]: p for p in cluster.get_json("pods", "-n", namespace)["items"]}
         return all(pods.get(n, {}).get("status", {}).get("podIP") for n in names)
 
-    wait_for(check, timeout=60, what=f"pods {names} running")
+    eventually(check, timeout=60, what=f"pods {names} running")
 
 
 def test_verdicts_status_and_events_agree_with_the_engine(
@@ -134,7 +115,7 @@ def test_verdicts_status_and_events_agree_with_the_engine(
     bound = wait_verdict(cluster, namespace, "bound-pod", verdict="intercepted", token=200)
     assert bound["tokenRequest"]["identity"] == f"{namespace}/web-id"
     wait_verdict(cluster, namespace, "hostnet-pod", verdict="bypass")
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
 
     # The stored verdicts are exactly what `nmisim evaluate` says about the same objects.
     dump = cluster.kubectl(
@@ -197,7 +178,7 @@ def test_label_change_and_exception_lifecycle_flip_the_verdict(
     running(cluster, namespace, "p")
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
     apply(cluster, namespace, exception("exc", {"app": "legacy"}))
-    wait_for(
+    eventually(
         lambda: cluster.get_json("apie", "exc", "-n", namespace).get("status", {}).get("conditions"),
         what="exception status",
     )
@@ -206,16 +187,16 @@ def test_label_change_and_exception_lifecycle_flip_the_verdict(
 
     cluster.kubectl("label", "pod", "p", "app=LEGACY", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="exempt", exception="exc")
-    wait_for(lambda: cluster.get_json("apie", "exc", "-n", namespace)["status"]["matchedPods"] == 1)
+    eventually(lambda: cluster.get_json("apie", "exc", "-n", namespace)["status"]["matchedPods"] == 1)
 
     cluster.kubectl("delete", "apie", "exc", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
     assert nmisim_events(cluster, namespace, "p") == ["IMDSDenied", "IMDSExempted", "IMDSDenied"]
     assert nmisim_events(cluster, namespace, "exc") == ["ExceptionMatchesNoPods", "ExceptionMatchesPods"]
 
     cluster.kubectl("delete", "pod", "p", "-n", namespace, "--wait=true")
-    wait_for(lambda: verdict(cluster, namespace, "p") is None, what="verdict removed with its pod")
+    eventually(lambda: verdict(cluster, namespace, "p") is None, what="verdict removed with its pod")
 
 
 def test_restart_with_nothing_changed_writes_nothing(
@@ -229,7 +210,7 @@ def test_restart_with_nothing_changed_writes_nothing(
     wait_verdict(cluster, namespace, "b", verdict="intercepted")
     # Other tests' namespaces are still being deleted: a real change that the restarted operator would
     # rightly count in the SimulationConfig totals. Wait for a cluster at rest first.
-    wait_for(
+    eventually(
         lambda: (
             not [
                 n
@@ -247,7 +228,7 @@ def test_restart_with_nothing_changed_writes_nothing(
     # it has seen this test's objects (and whatever else the cluster holds)
     assert seeded["pods"] >= 2 and seeded["exceptions"] >= 1 and seeded["verdicts"] >= 2, seeded
     # "nothing written" only counts once it has done what seeding queued: not "not started yet"
-    wait_for(operator.caught_up, timeout=60, what=f"the restarted operator done with {seeded}")
+    eventually(operator.caught_up, timeout=60, what=f"the restarted operator done with {seeded}")
     assert operator.writes_by_kind() == {}
     assert {n: nmisim_events(cluster, namespace, n) for n in ("a", "b", "e")} == before
     print(f"restart: 0 writes, events unchanged {before}")
@@ -259,7 +240,7 @@ def test_drifted_or_deleted_verdict_is_put_back_without_new_events(
     apply(cluster, namespace, pod("p"))
     running(cluster, namespace, "p")
     wait_verdict(cluster, namespace, "p", verdict="intercepted")
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
     cluster.kubectl(
         "patch", "nmiverdict", "p", "-n", namespace, "--subresource=status", "--type=merge",
         "-p", json.dumps({"status": {"verdict": "bypass", "findings": []}}),
@@ -267,7 +248,7 @@ def test_drifted_or_deleted_verdict_is_put_back_without_new_events(
     wait_verdict(cluster, namespace, "p", verdict="intercepted")
     cluster.kubectl("delete", "nmiverdict", "p", "-n", namespace)
     wait_verdict(cluster, namespace, "p", verdict="intercepted", token=404)
-    settle(operator)
+    settle(operator or InClusterOperator(cluster))
     assert nmisim_events(cluster, namespace, "p") == ["IMDSDenied"]
 
 

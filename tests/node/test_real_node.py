@@ -31,7 +31,7 @@ from tests.realnode import (
     rule_packets,
     run_pod,
 )
-from tests.support import Cluster, wait_for
+from tests.support import Cluster, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -70,7 +70,7 @@ def test_pods_without_the_toleration_stay_on_kwok_nodes(
         names = [p["spec"].get("nodeName", "") for p in pods]
         return names if len(names) == 4 and all(names) else None
 
-    assert NODE_NAME not in wait_for(placed, timeout=60, what="4 pods scheduled")
+    assert NODE_NAME not in eventually(placed, timeout=60, what="4 pods scheduled")
 
 
 def test_a_real_container_runs_and_its_log_is_read_through_the_kubelet(
@@ -220,7 +220,7 @@ def test_daemonsets_skip_the_real_node_unless_they_tolerate_it(
     }
     cluster.apply(json.dumps(ds), namespace)
     kwok = [n for n in cluster.kubectl("get", "nodes", "-l", "type=kwok", "-o", "name").stdout.split() if n]
-    got = wait_for(
+    got = eventually(
         lambda: (
             (s := cluster.get_json("ds", "agent", "-n", namespace)["status"]).get("desiredNumberScheduled")
             == len(kwok)
@@ -246,7 +246,7 @@ def test_image_pulls_never_leave_this_machine(cluster: Cluster, namespace: str, 
         failed = [e["message"] for e in events["items"] if e["reason"] == "Failed" and "pull" in e["message"]]
         return failed[0] if failed else None
 
-    message = wait_for(pull_error, timeout=60, what="the kubelet's pull failure")
+    message = eventually(pull_error, timeout=60, what="the kubelet's pull failure")
     assert "proxyconnect tcp: dial tcp 127.0.0.1:1" in message and "connection refused" in message, message
 
 
@@ -279,5 +279,5 @@ def test_node_down_restores_the_host_and_node_up_brings_it_back(cluster: Cluster
     t1 = time.monotonic()
     up = cluster_sh("node-up")
     assert up.returncode == 0, up.stderr
-    wait_for(lambda: node_ready(cluster), timeout=120, what="real node Ready again")
+    eventually(lambda: node_ready(cluster), timeout=120, what="real node Ready again")
     print(f"node-down {down_s} s (host identical), node-up -> Ready {elapsed(t1)} s")

@@ -1,11 +1,8 @@
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 HELM_SH = Path(__file__).resolve().parents[2] / "hack" / "helm.sh"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from factories import UID
+
 from nmisim.engine.models import Pod
 from nmisim.kube.client import Response
-
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
 
 
 def verdict_body(owner: str, status: Mapping[str, Any] | None = None, rv: str = "7") -> dict[str, Any]:
@@ -31,7 +31,8 @@ class FakeWriter:
         self.calls: list[tuple[str, Any]] = []
         self.answers: dict[str, Response] = {}
         self.existing: dict[str, Any] | None = None  # what GET nmiverdict returns
-        self.listed: tuple[str, dict[tuple[str, str], str]] = ("1", {})  # what a metadata LIST returns
+        self.events: list[dict[str, Any]] = []  # what list_events returns: Events of earlier runs
+        self.list_error: Exception | None = None  # what list_events raises instead (a 403: WriteError)
 
     def _answer(self, op: str, body: Any) -> Response:
         return self.answers.get(op) or Response(201 if op == "create" else 200, body)
@@ -64,7 +65,9 @@ class FakeWriter:
         return Response(200, {"metadata": {"name": name, "resourceVersion": "30"}, "status": status})
 
     async def list_events(self) -> list[dict[str, Any]]:
-        return []
+        if self.list_error is not None:
+            raise self.list_error
+        return list(self.events)
 
     async def post_event(self, *, name: str, reason: str, **_: Any) -> Response:
         self.calls.append(("event", (name, reason)))

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from agent_support import NODE, AgentThread, Answer, assert_same, build, engine_answer, send
-from helpers import CID1, CID2, binding, config, exc, ident, pod, world
+from factories import CID1, CID2, binding, config, exc, ident, pod, world
+from tests.support import eventually
 
 from nmisim.engine.http import HttpRequest, RequestResult
 from nmisim.engine.models import Pod
@@ -182,30 +183,54 @@ def test_http10_closes_and_keeps_nmi_answer(agent: AgentThread) -> None:
     assert_same(ans, engine_answer(agent.world, HttpRequest(), BOUND))
 
 
+def waiting(a: AgentThread) -> int:
+    """Callers inside NMI's wait right now, read in the agent's own loop."""
+    return a.call(lambda: a.handler.waiting)
+
+
 def test_one_waiting_caller_does_not_hold_up_another(agent: AgentThread) -> None:
-    waiting: list[float] = []
-    t = threading.Thread(target=lambda: waiting.append(send(agent.port, build(headers=MD), UNBOUND).seconds))
+    waiter: list[Answer] = []
+    t = threading.Thread(target=lambda: waiter.append(send(agent.port, build(headers=MD), UNBOUND)))
     t.start()
-    time.sleep(0.2)
+    eventually(lambda: waiting(agent) == 1, timeout=10, what="the unbound caller inside NMI's wait")
     served = [send(agent.port, build(headers=MD), BOUND) for _ in range(5)]
+    still = waiting(agent)  # all five were answered while the first caller was still waiting
+    gauge = agent.call(agent.metrics.render).splitlines()
     t.join()
+    assert still == 1 and "nmisim_serve_waiting_requests 1" in gauge
     assert all(s.status == 200 for s in served)
     assert max(s.seconds for s in served) < 0.1, [s.seconds for s in served]
-    assert waiting and waiting[0] >= 1.0
+    assert waiter[0].status == 404 and waiter[0].seconds >= 1.0
+    assert waiting(agent) == 0
 
 
-def test_waiting_caller_answered_at_the_next_poll_once_bound(agent: AgentThread) -> None:
-    """NMI polls while it waits: a binding that appears meanwhile is served at the next poll."""
-    out: list[object] = []
-    t = threading.Thread(target=lambda: out.append(send(agent.port, build(headers=MD), UNBOUND)))
-    t.start()
-    time.sleep(0.3)
-    relabelled = pod("unbound", "ns", {"aadpodidbinding": "one"}, ip=UNBOUND)
-    agent.call(lambda: agent.world.upsert(relabelled))
-    t.join()
-    ans = out[0]
-    assert_same(ans, engine_answer(agent.world, HttpRequest(), UNBOUND))  # type: ignore[arg-type]
-    assert ans.status == 200 and ans.seconds < 1.9  # type: ignore[attr-defined]
+def test_waiting_caller_answered_at_the_next_poll_once_bound() -> None:
+    """NMI polls while it waits (every findIdentityRetryInterval, 1 s here, for 3 s): a binding that
+    appears meanwhile is served at the next poll, not at once and not at the end of the wait."""
+    done: list[tuple[Answer, float]] = []
+    with AgentThread(fixture_world({"retryAttemptsForCreated": 3})) as a:
+        assert engine_answer(a.world, HttpRequest(), UNBOUND).wait_seconds == 3.0
+        t = threading.Thread(
+            target=lambda: done.append((send(a.port, build(headers=MD), UNBOUND), time.monotonic()))
+        )
+        t.start()
+        eventually(lambda: waiting(a) == 1, timeout=10, what="the unbound caller inside NMI's wait")
+        relabelled = pod("unbound", "ns", {"aadpodidbinding": "one"}, ip=UNBOUND)
+
+        def relabel() -> tuple[int, float]:  # in the agent's loop: no poll can fall in between
+            polls = a.handler.polls
+            a.world.upsert(relabelled)
+            return polls, time.monotonic()
+
+        polls, at = a.call(relabel)
+        t.join()
+        ans, answered = done[0]
+        assert_same(ans, engine_answer(a.world, HttpRequest(), UNBOUND))
+        assert ans.status == 200
+        assert a.handler.polls == polls + 1  # the one poll after the relabel answered it
+        assert answered - at < 1.0 + 0.5  # within one poll interval of the relabel
+        assert ans.seconds < 2.0  # the first poll (1 s), not the wait's end (3 s)
+        assert waiting(a) == 0
 
 
 def test_metrics_and_log_line(agent: AgentThread, caplog: pytest.LogCaptureFixture) -> None:
@@ -227,6 +252,7 @@ def test_metrics_and_log_line(agent: AgentThread, caplog: pytest.LogCaptureFixtu
     assert 'operation_type="/metadata/instance"' not in text
     pods = sum(1 for _ in agent.world.pods())
     assert f'nmisim_serve_objects{{kind="Pod"}} {pods}' in text.splitlines()
+    assert "nmisim_serve_waiting_requests 0" in text.splitlines()
 
 
 def test_pipelined_requests_answered_in_order(agent: AgentThread) -> None:

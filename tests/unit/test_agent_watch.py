@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from helpers import CID1
+from factories import CID1, pod_body, serve_app
+from tests.support import eventually_async
 
 from nmisim.agent.watch import ClusterWatch, StaticCredentials, WorldSink, effective_config
 from nmisim.engine.config import SimulationConfig
@@ -20,12 +21,7 @@ NODE = "node-1"
 
 
 def pod(name: str, ip: str, node: str = NODE, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "ns", "labels": dict(labels or {}), "resourceVersion": "1"},
-        "spec": {"nodeName": node},
-        "status": {"phase": "Running", "podIP": ip},
-    }
+    return pod_body(name, "ns", dict(labels or {}), node=node, ip=ip, rv="1")
 
 
 CONFIG = {
@@ -83,11 +79,7 @@ class FakeApi:
 
 async def _scenario() -> None:
     api = FakeApi()
-    runner = web.AppRunner(api.app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(api.app)
     world = World()
     store = WorldSink(world, {"set_retry_after_header": True})
     watch = ClusterWatch(StaticCredentials(f"http://127.0.0.1:{port}"), NODE, store)
@@ -110,11 +102,7 @@ async def _scenario() -> None:
         await api.events.put(
             {"type": "ADDED", "object": {"kind": "Pod", "metadata": {"name": "bad"}, "spec": []}}
         )
-        for _ in range(100):
-            if [p.name for p in world.pods()] == ["new"]:
-                break
-            await asyncio.sleep(0.05)
-        assert [p.name for p in world.pods()] == ["new"]
+        await eventually_async(lambda: [p.name for p in world.pods()] == ["new"], what="the events applied")
         assert world.pods_at(NODE, "10.0.0.3")[0].labels == {"a": "b"}
         assert not api.gone_once and watch.informers[0].lists == 2  # the 410 was answered by a relist
     finally:

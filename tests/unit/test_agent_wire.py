@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from agent_support import AgentThread, Answer, assert_same, build, expected, send
-from helpers import CID1, binding, config, ident, pod, world
+from factories import CID1, binding, config, ident, pod, world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -13,15 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.config import TARGETS, TIERS, Paths
+from bench.report import plot, summary_lines
+from bench.results import Document, Results, Series
+from bench.workload import FANOUT_NAMESPACE, generate
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "hack") not in sys.path:
-    sys.path.insert(0, str(ROOT / "hack"))
-
-from bench.config import TARGETS, TIERS, Paths  # noqa: E402
-from bench.report import plot, summary_lines  # noqa: E402
-from bench.results import Document, Results, Series  # noqa: E402
-from bench.workload import FANOUT_NAMESPACE, generate  # noqa: E402
 
 STORED = sorted((ROOT / "hack" / "bench-results").glob("results-*.json"))
 

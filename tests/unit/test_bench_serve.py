@@ -7,10 +7,11 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,15 +34,15 @@ def test_the_floor_answers_each_pipelined_request() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, str(ROOT / "hack" / "bench_serve.py"), "--floor", str(port)])
+
+    def connected() -> socket.socket | None:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            return None
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the floor server did not start"
-                time.sleep(0.1)
+        conn: socket.socket = eventually(connected, timeout=20, interval=0.1, what="the floor server")
         with conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
             buf = b""

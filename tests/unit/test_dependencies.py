@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {
     ROOT / "operator" / "nmisim": [ROOT / "operator"],
     ROOT / "hack": [ROOT / "hack"],
-    # `tests.support`; the unit tests' `helpers`; the benchmark's `bench` (hack/bench)
+    # `tests.support`; the unit tests' `factories`; the benchmark's `bench` (hack/bench)
     ROOT / "tests": [ROOT, ROOT / "tests" / "unit", ROOT / "hack"],
 }
 #: code that runs only in the clients image (hack/images/clients/): its packages are what hack/image.sh

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import CID1, binding, exc, ident, pod, rid
+from factories import CID1, binding, exc, ident, pod, rid
 
 from nmisim.cli.main import EXIT_GATE, main
 from nmisim.engine.diff import (

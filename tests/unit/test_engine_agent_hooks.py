@@ -4,7 +4,7 @@ caller NMI never sees, NMI's per-request log line."""
 from __future__ import annotations
 
 import pytest
-from helpers import CID1, pod, world
+from factories import CID1, pod, world
 
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.http import HttpRequest

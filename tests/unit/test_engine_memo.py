@@ -7,7 +7,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from helpers import CID1, binding, config, ident, pod, world
+from factories import CID1, binding, config, ident, pod, world
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_store_stateful import configs, fresh, key_of, objects

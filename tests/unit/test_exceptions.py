@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import exc, pod, world
+from factories import exc, pod, world
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from helpers import CID1, CID2, binding, config, exc, ident, pod, world
+from factories import CID1, CID2, binding, config, exc, ident, pod, world
 
 from nmisim.cli.common import UsageError
 from nmisim.cli.explain import (

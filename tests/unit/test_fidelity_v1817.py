@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CID1, CID2, assigned, binding, config, exc, ident, pod, rid, world
+from factories import CID1, CID2, assigned, binding, config, exc, ident, pod, rid, world
 
 from nmisim.cli.main import main
 from nmisim.engine.http import HttpRequest

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import CID1, CID2, assigned, binding, config, ident, pod, world
+from factories import CID1, CID2, assigned, binding, config, ident, pod, world
 
 from nmisim.engine.identities import poll_assigned, redact_client_id
 from nmisim.engine.models import AzureIdentityBinding

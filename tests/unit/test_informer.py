@@ -13,32 +13,31 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from factories import UID, pod_body, serve_app
 from fake_writer import FakeWriter
+from tests.support import eventually_async
 
 from nmisim.controller.controller import WATCHED, Controller
-from nmisim.controller.records import VerdictRecord
+from nmisim.engine.resources import KIND_VERDICT, resource
 from nmisim.kube.client import APIClient, StaticCredentials
 from nmisim.kube.informer import Informer, Watched
 
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
-
 
 def pod(name: str, rv: str = "1") -> dict[str, Any]:
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "ns", "uid": f"{UID[:-1]}{len(name)}", "resourceVersion": rv},
-        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.5"},
-    }
+    """A pod of namespace ns, its uid told by its name's length."""
+    return pod_body(name, "ns", uid=f"{UID[:-1]}{len(name)}", rv=rv)
 
 
 class FakeApi:
     """Pods: LIST in pages of ``page`` (continue tokens), WATCH from the queue ``events``; every other
-    collection is empty, and ``missing`` ones answer 404."""
+    collection lists what ``others`` holds under its path (else nothing), and ``missing`` ones answer 404."""
 
-    def __init__(self, pods: list[dict[str, Any]], page: int = 2) -> None:
+    def __init__(
+        self, pods: list[dict[str, Any]], page: int = 2, others: dict[str, list[dict[str, Any]]] | None = None
+    ) -> None:
         self.pods = pods
         self.page = page
+        self.others = others or {}
         self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.missing: set[str] = set()
         self.requests: list[str] = []
@@ -53,7 +52,8 @@ class FakeApi:
         if request.path != "/api/v1/pods":
             if watching:
                 await asyncio.sleep(3600)
-            return web.json_response({"items": [], "metadata": {"resourceVersion": "5"}})
+            items = self.others.get(request.path, [])
+            return web.json_response({"items": items, "metadata": {"resourceVersion": "5"}})
         if watching:
             resp = web.StreamResponse()
             await resp.prepare(request)
@@ -82,20 +82,8 @@ class Recorder:
 
 
 async def serve(api: FakeApi) -> tuple[web.AppRunner, APIClient]:
-    runner = web.AppRunner(api.app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(api.app)
     return runner, APIClient(StaticCredentials(f"http://127.0.0.1:{port}"))
-
-
-async def until(check: Any, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 async def _informer_scenario() -> None:
@@ -113,12 +101,12 @@ async def _informer_scenario() -> None:
         await api.events.put({"type": "ADDED", "object": pod("d", "11")})
         await api.events.put({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}})
         await api.events.put({"type": "DELETED", "object": pod("a", "13")})
-        await until(lambda: len(sink.calls) == 6)
+        await eventually_async(lambda: len(sink.calls) == 6)
         assert sink.calls[4:] == [("upsert", "d", "11"), ("delete", "a", "13")]
         # 410 as an ERROR event: relist; "b" is gone meanwhile, and is deleted at the list's version
         api.pods = [pod("c", "14"), pod("d", "14")]
         await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
-        await until(lambda: ("synced",) in sink.calls[6:])
+        await eventually_async(lambda: ("synced",) in sink.calls[6:])
         assert sink.calls[6:] == [
             ("upsert", "c", "14"),
             ("upsert", "d", "14"),
@@ -143,18 +131,24 @@ def test_list_watch_bookmark_and_relist_after_410(caplog: pytest.LogCaptureFixtu
 
 
 async def _missing_scenario() -> None:
-    api = FakeApi([])
-    api.missing.add("/azureidentities")
+    api = FakeApi([pod("old")])
     runner, transport = await serve(api)
     sink = Recorder()
-    informer = Informer(transport, Watched("AzureIdentity", "/apis/x/v1/azureidentities"), sink)
-    informer.keys = {("ns", "old")}  # held from before the CRD was removed
+    informer = Informer(transport, Watched("Pod", "/api/v1/pods"), sink)
     task = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), 10)
-        assert sink.calls == [("delete", "old", ""), ("synced",)]
+        assert sink.calls == [("upsert", "old", "1"), ("synced",)]
+        await eventually_async(lambda: any("watch=1" in r for r in api.requests), what="the watch")
+        # the kind stops being served (its CRD removed) while the watch is away: the relist gets 404
+        api.missing.add("/pods")
+        await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+        await eventually_async(lambda: len(sink.calls) == 4, what="the relist")
+        assert sink.calls[2:] == [("delete", "old", ""), ("synced",)]
+        assert informer.keys == set()
     finally:
         task.cancel()
+        await api.events.put(None)
         await runner.cleanup()
         await transport.close()
 
@@ -164,26 +158,28 @@ def test_a_kind_that_is_not_served_has_no_objects() -> None:
 
 
 async def _controller_scenario() -> None:
-    api = FakeApi([pod("a"), pod("bb")])
+    # "bb" has its verdict from an earlier run (listed like every NMIVerdict); "a" has none yet
+    api = FakeApi([pod("a"), pod("bb")], others={resource(KIND_VERDICT).path(): [_verdict("bb")]})
     api.missing.add("/simulationconfigs")
     runner, transport = await serve(api)
     fake = FakeWriter()
     ctl = Controller(writer=fake)
-    ctl.recorder.loaded.set()
+    await ctl.recorder.load()  # the Events of earlier runs: none
     ctl.informers = [Informer(transport, w, ctl.intake) for w in WATCHED]
     tasks = [asyncio.create_task(i.run()) for i in ctl.informers]
     try:
+        # Private: Controller.start() would also run the workers, which take the keys looked at here;
+        # seeding once every informer has listed has no public step of its own.
         await ctl._seed_when_synced()
-        assert ctl.seeded and len(ctl.store) == 2
+        assert ctl.seeded and len(ctl.store) == 2 and ("ns", "bb") in ctl.store.verdicts
         assert sorted(k for k in ctl.queue.waiting() if k[0] == "verdict") == [
             ("verdict", "ns", "a"),
             ("verdict", "ns", "bb"),
         ]
         # "bb" is deleted while the watch is away (410): the relist forgets it, its verdict goes next
-        ctl.store.verdicts[("ns", "bb")] = _record("bb")  # as if written
         api.pods = [pod("a")]
         await api.events.put({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
-        await until(lambda: ctl.store.world.get_pod("ns", "bb") is None)
+        await eventually_async(lambda: ctl.store.world.get_pod("ns", "bb") is None, what="the relist")
         await ctl.reconcile(("verdict", "ns", "bb"))
         assert fake.ops() == ["delete"]
     finally:
@@ -194,10 +190,11 @@ async def _controller_scenario() -> None:
         await transport.close()
 
 
-def _record(name: str) -> VerdictRecord:
+def _verdict(name: str) -> dict[str, Any]:
+    """The NMIVerdict of pod ``name`` as an earlier run left it (owned by the pod, an older status)."""
     owner = {"kind": "Pod", "uid": pod(name)["metadata"]["uid"]}
-    meta = {"resourceVersion": "3", "ownerReferences": [owner]}
-    return VerdictRecord.from_body({"metadata": meta, "status": {"verdict": "intercepted"}})
+    meta = {"name": name, "namespace": "ns", "resourceVersion": "3", "ownerReferences": [owner]}
+    return {"kind": "NMIVerdict", "metadata": meta, "status": {"verdict": "intercepted"}}
 
 
 def test_the_controller_seeds_from_its_informers_and_forgets_what_a_relist_lacks() -> None:

@@ -4,6 +4,7 @@ SimulationConfig, and failures that must become one-line :class:`ClusterError` (
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +115,24 @@ class FakeCustom:
         return _Resp(json.dumps(self.config).encode())
 
 
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: fake, cluster: {server: "https://fake:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: fake, context: {cluster: fake, user: u}}]
+current-context: fake
+"""
+
+
 def reader(core: FakeCore, custom: FakeCustom, warnings: list[str]) -> LiveReader:
-    r = LiveReader.__new__(LiveReader)
-    r.target = Target()
-    r.server = "https://fake:6443"
+    """A LiveReader for a kubeconfig of its own, its API clients replaced by the fakes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "kubeconfig")
+        path.write_text(KUBECONFIG)
+        r = LiveReader(Target(kubeconfig=str(path)), warn=warnings.append)
+    assert r.server == "https://fake:6443"
     r.core = core  # type: ignore[assignment]
     r.custom = custom  # type: ignore[assignment]
-    r._warn = warnings.append
     return r
 
 

@@ -68,7 +68,7 @@ def test_capitalised_fields_are_ignored_6_15() -> None:
 
 
 def test_capitalised_exception_finding() -> None:
-    from helpers import pod, world  # noqa: PLC0415
+    from factories import pod, world  # noqa: PLC0415
 
     e = PodIdentityException.from_k8s(
         {"metadata": {"name": "old", "namespace": "ns"}, "spec": {"PodLabels": {"app": "x"}}}
@@ -159,7 +159,7 @@ def test_node_override_keeps_unset_fields() -> None:
 
 
 def test_world_set_config_changes_results() -> None:
-    from helpers import pod, world  # noqa: PLC0415
+    from factories import pod, world  # noqa: PLC0415
 
     p = pod("p", "ns", {})
     w = world(p)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import CID1, CID2, binding, config, exc, ident, pod, rid, world
+from factories import CID1, CID2, binding, config, exc, ident, pod, rid, world
 
 from nmisim.engine.findings import ALL_CODES, SEVERITY, Finding
 from nmisim.engine.models import (

@@ -4,28 +4,23 @@ while its watches were away: tests/unit/test_informer.py)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
+from factories import UID, pod, world
 from fake_writer import FakeWriter
 
 from nmisim.controller import status as S
 from nmisim.controller.controller import Controller
+from nmisim.controller.events import REANNOUNCE_WITHIN
 from nmisim.controller.records import VerdictRecord
+from nmisim.controller.writer import WriteError
 from nmisim.engine.models import Pod
-
-UID = "0a1b2c3d-0000-4000-8000-000000000001"
+from nmisim.kube.client import Response
 
 
 def _pod() -> Pod:
-    return Pod.from_k8s(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "ns", "uid": UID, "resourceVersion": "5"},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.5"},
-        }
-    )
+    return pod("p", "ns", uid=UID, rv="5")
 
 
 def _event(number: int, reason: str, uid: str = UID) -> dict[str, Any]:
@@ -37,8 +32,7 @@ async def _seeded(stamp: str | None = None) -> tuple[Controller, Pod]:
     event loop, as in the operator."""
     ctl = Controller()
     pod = _pod()
-    ctl.store.world.upsert(pod)
-    result = ctl.store.world.evaluate(pod)
+    result = world(pod).evaluate(pod)  # what the engine says, as the verdict of an earlier run recorded it
     status = {**S.verdict_status(result, pod), "transitions": 1}
     if stamp is not None:
         status["lastTransitionTime"] = stamp
@@ -105,28 +99,45 @@ def test_a_transition_recorded_without_its_event_is_announced_at_start() -> None
     asyncio.run(_test_a_transition_recorded_without_its_event_is_announced_at_start())
 
 
+async def _loaded(
+    stamp: str, events: list[dict[str, Any]] | None = None, error: Exception | None = None
+) -> Controller:
+    """:func:`_seeded`, then the Events of earlier runs read as at start (``recorder.load()``): ``events``,
+    or ``error`` when listing them fails."""
+    ctl, _ = await _seeded(stamp=stamp)
+    fake = FakeWriter()
+    fake.events = events or []
+    fake.list_error = error
+    ctl.writer = fake
+    await ctl.recorder.load()
+    return ctl
+
+
+def _ago(seconds: float) -> str:
+    """An RFC 3339 timestamp ``seconds`` before now (as the status writes them)."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 async def _test_a_transition_recorded_without_its_event_is_announced_at_start() -> None:
     """A run killed between a verdict's status (transition 1, just now) and its Event: the next run
     posts the Event, under the transition's name; once, and not when the Events are unknown or the
     transition is older than REANNOUNCE_WITHIN."""
-    ctl, _ = await _seeded(stamp=S.now())
-    fake = FakeWriter()
-    ctl.writer = fake
-    ctl.recorder.known = True  # the Events of earlier runs were read: none for this pod
-    ctl.recorder.loaded.set()
+    ctl = await _loaded(S.now())  # the Events of earlier runs were read: none for this pod
+    assert ctl.recorder.known and ctl.recorder.loaded.is_set()
     assert ctl.intake.announce_missing() == 1
     assert ctl.intake.announce_missing() == 0  # once
     await ctl.recorder.flush()
-    assert fake.calls == [("event", (f"p.{UID[:8]}.1", S.REASON_DENIED))]
+    assert isinstance(ctl.writer, FakeWriter)
+    assert ctl.writer.calls == [("event", (f"p.{UID[:8]}.1", S.REASON_DENIED))]
     # already announced: nothing
-    ctl2, _ = await _seeded(stamp=S.now())
-    ctl2.recorder.known = True
-    ctl2.recorder.announced([_event(1, S.REASON_DENIED)])
-    ctl2.recorder.loaded.set()
+    ctl2 = await _loaded(S.now(), events=[_event(1, S.REASON_DENIED)])
     assert ctl2.intake.announce_missing() == 0
-    # Events unknown (403), or the transition long past: nothing
-    for stamp, known in ((S.now(), False), ("2026-01-01T00:00:00Z", True)):
-        ctl3, _ = await _seeded(stamp=stamp)
-        ctl3.recorder.known = known
-        ctl3.recorder.loaded.set()
-        assert ctl3.intake.announce_missing() == 0
+    # Events unknown (a 403 listing them), or the transition long past: nothing
+    forbidden = WriteError("list events", Response(403, {"message": "forbidden"}))
+    ctl3 = await _loaded(S.now(), error=forbidden)
+    assert not ctl3.recorder.known and ctl3.intake.announce_missing() == 0
+    ctl4 = await _loaded(_ago(REANNOUNCE_WITHIN + 60))
+    assert ctl4.recorder.known and ctl4.intake.announce_missing() == 0
+    # ... while one just inside REANNOUNCE_WITHIN is announced
+    ctl5 = await _loaded(_ago(REANNOUNCE_WITHIN - 60))
+    assert ctl5.intake.announce_missing() == 1

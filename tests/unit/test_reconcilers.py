@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from fake_writer import UID, FakeWriter, verdict_body
+from factories import UID
+from factories import pod as pod_of
+from fake_writer import FakeWriter, verdict_body
 
 from nmisim.controller import status as S
 from nmisim.controller.controller import Controller
@@ -26,21 +28,8 @@ OTHER = "ffffffff-0000-4000-8000-000000000002"
 
 
 def pod(labels: Mapping[str, str] | None = None, uid: str = UID) -> Pod:
-    return Pod.from_k8s(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "p",
-                "namespace": "ns",
-                "uid": uid,
-                "resourceVersion": "5",
-                "labels": dict(labels or {}),
-            },
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.5"},
-        }
-    )
+    """ns/p at resourceVersion 5, the one pod of these tests."""
+    return pod_of("p", "ns", dict(labels or {}), uid=uid, rv="5")
 
 
 def controller(

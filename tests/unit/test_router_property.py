@@ -14,7 +14,7 @@ import re
 from urllib.parse import quote
 
 import pytest
-from helpers import binding, ident, pod, world
+from factories import binding, ident, pod, world
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import CID1, CID2, binding, config, exc, ident, pod, rid, world
+from factories import CID1, CID2, binding, config, exc, ident, pod, rid, world
 
 from nmisim.engine.http import HttpRequest
 from nmisim.engine.imds import ERR_MULTIPLE_USER_ASSIGNED, FAKE_TOKEN_PREFIX

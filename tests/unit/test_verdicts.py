@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import binding, exc, ident, pod, world
+from factories import binding, exc, ident, pod, world
 
 from nmisim.engine.models import Pod
 
@@ -45,7 +45,7 @@ def test_verdict_precedence(kwargs: dict[str, object], with_exception: bool, exp
     ],
 )
 def test_mic_shortcut_nmi_semantics_2_step6(ns: str, rs: str | None, mic_ns: str, expected: bool) -> None:
-    from helpers import config  # noqa: PLC0415
+    from factories import config  # noqa: PLC0415
 
     p = pod("mic-pod", ns, {}, rs=rs)
     w = world(p, cfg=config({"micNamespace": mic_ns}))

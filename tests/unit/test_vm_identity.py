@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import CID1, CID2, config, exc, pod, world
+from factories import CID1, CID2, config, exc, pod, world
 
 from nmisim.cli.main import main
 from nmisim.engine.config import AKS_KUBELET_IDENTITY, UserAssignedIdentity, vm_identity

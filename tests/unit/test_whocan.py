@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import CID1, CID2, binding, config, exc, ident, pod, rid, world
+from factories import CID1, CID2, binding, config, exc, ident, pod, rid, world
 
 from nmisim.cli.main import main
 from nmisim.engine.http import DEFAULT_QUERY, HttpRequest

@@ -86,11 +86,14 @@ class Counter:
 
 
 class Metrics:
-    """The metrics NMI emits (the MIC-only ones are not NMI's), and one of nmisim's own:
-    ``nmisim_serve_objects{kind}``, the objects the agent holds (pods: those on its node)."""
+    """The metrics NMI emits (the MIC-only ones are not NMI's), and two of nmisim's own:
+    ``nmisim_serve_objects{kind}``, the objects the agent holds (pods: those on its node), and
+    ``nmisim_serve_waiting_requests``, the callers inside NMI's wait right now."""
 
     def __init__(self, objects: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.objects = objects
+        #: set by the NMI handler as callers enter and leave NMI's wait
+        self.waiting = 0
         self.nmi_operations = Histogram(
             f"{NAMESPACE}_nmi_operations_duration_seconds",
             "nmi operation duration in seconds",
@@ -137,4 +140,9 @@ class Metrics:
                 "# TYPE nmisim_serve_objects gauge",
             ]
             lines += [f'nmisim_serve_objects{{kind="{k}"}} {n}' for k, n in sorted(self.objects().items())]
+        lines += [
+            "# HELP nmisim_serve_waiting_requests requests inside NMI's wait, not yet answered",
+            "# TYPE nmisim_serve_waiting_requests gauge",
+            f"nmisim_serve_waiting_requests {self.waiting}",
+        ]
         return "\n".join(lines) + "\n"

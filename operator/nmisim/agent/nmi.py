@@ -67,6 +67,13 @@ class NmiHandler:
         self.metrics = metrics
         self._answers: dict[tuple[WireRequest, str], tuple[HttpRequest, RequestResult]] = {}
         self._generation = world.generation
+        #: polls made during waits so far, each a fresh look at the world (NMI's retries)
+        self.polls = 0
+
+    @property
+    def waiting(self) -> int:
+        """Callers inside NMI's wait right now (the ``nmisim_serve_waiting_requests`` gauge)."""
+        return self.metrics.waiting
 
     def simulate(self, req: HttpRequest, ip: str) -> RequestResult:
         """What NMI answers: whatever reaches its listener (DNATed from a pod, or sent to its port by a
@@ -104,7 +111,11 @@ class NmiHandler:
         started = time.monotonic()
         req, res = self.answer(wire, peer.ip)
         if res.wait_seconds > 0:
-            waited = await self._wait(req, peer, res, started)
+            self.metrics.waiting += 1
+            try:
+                waited = await self._wait(req, peer, res, started)
+            finally:
+                self.metrics.waiting -= 1
             if waited is None:
                 self._record(req, peer.ip, res, time.monotonic() - started, cancelled=True)
                 return reply_of(res)
@@ -137,6 +148,7 @@ class NmiHandler:
             if done:
                 return None
             # NMI polls again now (its last poll is at the deadline): a success is answered at once
+            self.polls += 1
             fresh = self.simulate(req, peer.ip)
             if fresh.status == 200 and fresh.wait_seconds == 0:
                 return fresh

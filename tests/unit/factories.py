@@ -1,8 +1,11 @@
-"""Small builders of k8s dicts for unit tests."""
+"""The unit tests' builders: k8s bodies and the engine's models made from them (one pod builder for every
+suite), the shared ``UID``, and a local HTTP server for the fake API servers."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from aiohttp import web
 
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.models import (
@@ -14,6 +17,8 @@ from nmisim.engine.models import (
 )
 from nmisim.engine.world import World
 
+#: a pod's uid, where a test needs one (Event names use its first 8 characters)
+UID = "0a1b2c3d-0000-4000-8000-000000000001"
 CID1 = "11111111-aaaa-bbbb-cccc-000000000001"
 CID2 = "22222222-aaaa-bbbb-cccc-000000000002"
 
@@ -26,6 +31,38 @@ def rid(name: str) -> str:
     )
 
 
+def pod_body(
+    name: str = "p",
+    ns: str = "default",
+    labels: dict[str, str] | None = None,
+    *,
+    node: str = "node-1",
+    ip: str | None = "10.0.0.1",
+    phase: str | None = "Running",
+    host_network: bool = False,
+    rs: str | None = None,
+    uid: str | None = None,
+    rv: str | None = None,
+) -> dict[str, Any]:
+    """A Pod as the API server sends it (``uid`` and ``resourceVersion`` only when given)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": ns, "labels": dict(labels or {})}
+    if uid is not None:
+        metadata["uid"] = uid
+    if rv is not None:
+        metadata["resourceVersion"] = rv
+    if rs is not None:
+        metadata["ownerReferences"] = [{"kind": "ReplicaSet", "name": rs}]
+    obj: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"nodeName": node, "hostNetwork": host_network, "containers": [{"name": "c", "image": "i"}]},
+    }
+    if phase is not None:
+        obj["status"] = {"phase": phase, **({"podIP": ip} if ip else {})}
+    return obj
+
+
 def pod(
     name: str = "p",
     ns: str = "default",
@@ -36,17 +73,15 @@ def pod(
     phase: str | None = "Running",
     host_network: bool = False,
     rs: str | None = None,
+    uid: str | None = None,
+    rv: str | None = None,
 ) -> Pod:
-    obj: dict[str, Any] = {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
-        "spec": {"nodeName": node, "hostNetwork": host_network},
-    }
-    if rs is not None:
-        obj["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": rs}]
-    if phase is not None:
-        obj["status"] = {"phase": phase, **({"podIP": ip} if ip else {})}
-    return Pod.from_k8s(obj)
+    """The engine's Pod of :func:`pod_body`."""
+    return Pod.from_k8s(
+        pod_body(
+            name, ns, labels, node=node, ip=ip, phase=phase, host_network=host_network, rs=rs, uid=uid, rv=rv
+        )
+    )
 
 
 def exc(name: str, ns: str, pod_labels: dict[str, str]) -> PodIdentityException:
@@ -143,3 +178,12 @@ def world(*objs: Any, cfg: SimulationConfig | None = None) -> World:
     for o in objs:
         w.upsert(o)
     return w
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on an ephemeral port of 127.0.0.1: its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port: int = runner.addresses[0][1]
+    return runner, port
