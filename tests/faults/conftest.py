@@ -66,8 +66,8 @@ def operators(sa_kubeconfig: Path, tmp_path: Path) -> Iterator[OperatorFactory]:
     """Make operator processes (not started); every one is stopped at the end of the test."""
     made: list[Operator] = []
 
-    def make(*extra: str, log: str = "operator.log") -> Operator:
-        op = Operator(sa_kubeconfig, tmp_path / log, *extra)
+    def make(*extra: str, log: str = "operator.log", kubeconfig: Path | None = None) -> Operator:
+        op = Operator(kubeconfig or sa_kubeconfig, tmp_path / log, *extra)
         op.log.write_text("")
         made.append(op)
         return op

@@ -1,0 +1,91 @@
+"""Credentials rotated under a running operator: its token is replaced and the old one stops working; the
+operator keeps writing, without a restart (the one API client reads its credentials again on a 401:
+nmisim.kube.client, nmisim.sources.credentials)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.faults.conftest import OperatorFactory
+from tests.faults.helpers import apply, report
+from tests.support import Cluster, eventually, pod
+
+SYSTEM_NS = "nmisim-system"
+ACCOUNT = "nmisim"
+
+
+def _bound_token(cluster: Cluster, secret: str) -> str:
+    """A TokenRequest token of the operator's ServiceAccount bound to a Secret: deleting the Secret
+    invalidates the token (how a token is made to stop working, as when a projected token's pod goes)."""
+    cluster.kubectl("create", "secret", "generic", secret, "-n", SYSTEM_NS)
+    return cluster.kubectl(
+        "create", "token", ACCOUNT, "-n", SYSTEM_NS, "--duration=1h",
+        "--bound-object-kind", "Secret", "--bound-object-name", secret,
+    ).stdout.strip()  # fmt: skip
+
+
+def _accepted(cluster: Cluster, token: str) -> bool:
+    proc = cluster.kubectl("--token", token, "get", "nmiverdicts", "-A", "--request-timeout=5s", check=False)
+    return proc.returncode == 0
+
+
+def _has_verdict(cluster: Cluster, namespace: str, name: str) -> bool:
+    proc = cluster.kubectl("get", "nmiverdict", name, "-n", namespace, "-o", "json", check=False)
+    return proc.returncode == 0 and bool(json.loads(proc.stdout).get("status", {}).get("verdict"))
+
+
+def test_a_rotated_token_is_read_again_without_a_restart(
+    local: Cluster, operators: OperatorFactory, namespace: str, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    old = _bound_token(local, "nmisim-rotation-a")
+    token_file.write_text(old)
+    server = yaml.safe_load(local.kubeconfig.read_text())["clusters"][0]["cluster"]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": ACCOUNT, "user": {"tokenFile": str(token_file)}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": ACCOUNT}}],
+                "current-context": "c",
+            }
+        )
+    )
+    try:
+        op = operators(kubeconfig=kubeconfig)
+        op.start()
+        assert op.proc is not None
+        pid = op.proc.pid
+        apply(local, namespace, pod("before"))
+        eventually(lambda: _has_verdict(local, namespace, "before"), timeout=60, what="verdict of 'before'")
+
+        # the token is replaced, and the old one stops working
+        new = _bound_token(local, "nmisim-rotation-b")
+        token_file.write_text(new)
+        local.kubectl("delete", "secret", "nmisim-rotation-a", "-n", SYSTEM_NS)
+        eventually(lambda: not _accepted(local, old), timeout=30, what="the old token refused")
+        assert _accepted(local, new)
+
+        started = time.monotonic()
+        apply(local, namespace, pod("after"))
+        eventually(lambda: _has_verdict(local, namespace, "after"), timeout=60, what="verdict of 'after'")
+        took = time.monotonic() - started
+        assert op.alive and op.proc.pid == pid and op.starts == 1  # the same process, never restarted
+        log = op.log.read_text(errors="replace")
+        assert "read them again, and they changed" in log
+        assert "Traceback" not in log
+        report(
+            "credentials",
+            "the operator's token replaced in its kubeconfig's tokenFile, the old one invalidated",
+            f"the next pod's verdict written {took:.1f} s later by the same process (401, file read again)",
+        )
+    finally:
+        for secret in ("nmisim-rotation-a", "nmisim-rotation-b"):
+            local.kubectl("delete", "secret", secret, "-n", SYSTEM_NS, "--ignore-not-found", check=False)
