@@ -157,6 +157,32 @@ def test_a_kind_that_is_not_served_has_no_objects() -> None:
     asyncio.run(_missing_scenario())
 
 
+async def _refused_watch_scenario() -> None:
+    api = FakeApi([pod("old")])
+    runner, transport = await serve(api)
+    sink = Recorder()
+    informer = Informer(transport, Watched("Pod", "/api/v1/pods"), sink)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        await eventually_async(lambda: any("watch=1" in r for r in api.requests), what="the watch")
+        # the kind stops being served while the watch runs: the watch ends, the next one is refused (404)
+        api.missing.add("/pods")
+        await api.events.put(None)
+        await eventually_async(lambda: len(sink.calls) == 4, timeout=10, what="the relist after the 404")
+        assert sink.calls[2:] == [("delete", "old", ""), ("synced",)]
+    finally:
+        task.cancel()
+        await runner.cleanup()
+        await transport.close()
+
+
+def test_a_refused_watch_relists_as_client_go_does() -> None:
+    """Not only 410: a watch the API server refuses (here 404, the CRD removed) is followed by a relist,
+    which forgets the kind's objects; retrying the watch from the old resourceVersion never would."""
+    asyncio.run(_refused_watch_scenario())
+
+
 async def _controller_scenario() -> None:
     # "bb" has its verdict from an earlier run (listed like every NMIVerdict); "a" has none yet
     api = FakeApi([pod("a"), pod("bb")], others={resource(KIND_VERDICT).path(): [_verdict("bb")]})

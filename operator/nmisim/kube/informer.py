@@ -56,6 +56,12 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (410): relist."""
 
 
+class Refused(RuntimeError):
+    """The API server refused the watch (an HTTP error, or an ERROR event other than 410): relist after a
+    backoff, as client-go's reflector does — a kind that stopped being served (404) is then forgotten.
+    A connection that failed or ended keeps the resourceVersion and watches again."""
+
+
 def key_of(body: Mapping[str, Any]) -> Key:
     meta = body.get("metadata")
     if not isinstance(meta, Mapping):
@@ -140,7 +146,7 @@ class Informer:
             if resp.status == 410:
                 raise Gone
             if resp.status != 200:
-                raise RuntimeError(f"watch {self.watched.path}: HTTP {resp.status}")
+                raise Refused(f"watch {self.watched.path}: HTTP {resp.status}")
             parts: list[bytes] = []
             async for chunk in resp.content.iter_any():
                 rest = chunk
@@ -166,7 +172,7 @@ class Informer:
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise Gone
-            raise RuntimeError(f"watch {self.watched.path}: {obj.get('message')}")
+            raise Refused(f"watch {self.watched.path}: {obj.get('message')}")
         new_rv = version_of(obj) or rv
         if kind in ("ADDED", "MODIFIED"):
             self.keys.add(key_of(obj))
@@ -195,6 +201,11 @@ class Informer:
                 rv = None
             except asyncio.CancelledError:
                 raise
+            except Refused as exc:
+                wait = backoff.next()
+                log.warning("%s: %s; relisting in %.1f s", self.watched.kind, exc, wait)
+                rv = None
+                await asyncio.sleep(wait)
             except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError, OSError) as exc:
                 wait = backoff.next()
                 log.warning("%s: %s; retrying in %.1f s", self.watched.kind, exc, wait)
