@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from nmisim.agent.command import overrides_of
 from nmisim.agent.interception import CommandResult, Iptables, RouteLocalnet, RuleManager, Rules
 from nmisim.cli.main import build_parser
-from nmisim.cli.serve import overrides_of
 
 
 class FakeIptables:

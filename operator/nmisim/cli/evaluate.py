@@ -16,12 +16,12 @@ import yaml
 
 from nmisim.cli.audit import Gate, audit, baseline_document, object_subjects, read_baseline, subjects_of
 from nmisim.cli.common import UsageError, add_input_options, build_input
-from nmisim.cli.nmioptions import add_nmi_options
 from nmisim.cli.output import render_data
 from nmisim.cli.reports import REPORT_FORMATS, evaluation_document, evaluation_table, github, junit, sarif
 from nmisim.engine.findings import SEVERITIES
 from nmisim.engine.verdict import VERDICTS
 from nmisim.sources.files import LoadError
+from nmisim.sources.nmioptions import add_nmi_options
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "3 the gate failed (--fail-on, --fail-on-verdict).",
     )
     add_input_options(p, cluster=True, formats=REPORT_FORMATS)
-    add_nmi_options(p)  # NMI's flags and --nmi-values (cli/nmioptions.py)
+    add_nmi_options(p)  # NMI's flags and --nmi-values (sources/nmioptions.py)
     # FILE... as -f FILE each: how pre-commit (.pre-commit-hooks.yaml) and xargs pass files
     p.add_argument("paths", nargs="*", metavar="FILE", help="more input files, as -f FILE each")
     p.add_argument("--pods", action="store_true", help="table: one row per pod instead of per workload")

@@ -3,9 +3,10 @@
 Subcommands live in their own modules, each exposing ``register(subparsers)`` which adds its parser and
 sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning the exit code). To add a
 subcommand, append its module to :data:`SUBCOMMAND_MODULES`; a module that cannot be imported (e.g. an
-optional dependency is missing) is skipped. The operator's ``run`` is the controller's own
-(``nmisim.controller.command``), named here, never imported by the CLI package: the offline commands do not
-depend on the controller (an import-linter contract, ``make lint``).
+optional dependency is missing) is skipped. The two edges place their commands the same way: the operator's
+``run`` is the controller's own (``nmisim.controller.command``) and the node agent's ``serve`` the agent's
+(``nmisim.agent.command``), named here, never imported by the CLI package: the offline commands depend on
+neither (import-linter contracts, ``make lint``).
 
 Exit codes (product.md §4): 0 success, 2 bad input (one line on stderr, no traceback), 3 a gate failed
 (``--fail-on``), 1 other failures.
@@ -38,7 +39,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "nmisim.cli.explain",
     "nmisim.cli.whocan",
     "nmisim.cli.diff",
-    "nmisim.cli.serve",
+    "nmisim.agent.command",
 )
 
 

@@ -7,11 +7,11 @@ import sys
 from typing import Any
 
 from nmisim.cli.common import UsageError, add_input_options, build_world
-from nmisim.cli.nmioptions import add_nmi_options
 from nmisim.cli.output import render_data, request_table
 from nmisim.engine.http import DEFAULT_HEADERS, DEFAULT_QUERY, TARGET_IMDS, TARGETS, HttpRequest
 from nmisim.engine.imds import TOKEN_PATH
 from nmisim.engine.paths import go_parse_query
+from nmisim.sources.nmioptions import add_nmi_options
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "the chain of decisions. Default: the token request for https://management.azure.com/.",
     )
     add_input_options(p, cluster=True)
-    add_nmi_options(p)  # NMI's flags and --nmi-values (cli/nmioptions.py)
+    add_nmi_options(p)  # NMI's flags and --nmi-values (sources/nmioptions.py)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--pod", metavar="NS/NAME", help="the calling pod (its IP, to the NMI on its node)")
     who.add_argument("--ip", metavar="IP", help="the caller's source IP (needs --node)")

@@ -18,9 +18,9 @@ import time
 from typing import Any
 
 from nmisim import __version__
-from nmisim.cli.nmioptions import add_nmi_config_flags, go_bool
 from nmisim.engine.config import NMI_VERSION
 from nmisim.sources.nmiconfig import flag_settings
+from nmisim.sources.nmioptions import add_nmi_config_flags, go_bool
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
