@@ -322,12 +322,22 @@ def writes_by_kind(metrics: dict[str, float]) -> dict[str, int]:
 @dataclass
 class InClusterOperator:
     """The operator the manifests run (NMISIM_OPERATOR=external: one replica), its /metrics read through
-    the API server's proxy to the ``nmisim-metrics`` Service."""
+    the API server's proxy to its running pod (not to the ``nmisim-metrics`` Service, which the Helm
+    chart's test may have taken away with its release)."""
 
     cluster: Cluster
 
     def metrics(self) -> dict[str, float]:
-        path = "/api/v1/namespaces/nmisim-system/services/nmisim-metrics:metrics/proxy/metrics"
+        pods = self.cluster.get_json(
+            "pods", "-n", "nmisim-system", "-l", "app.kubernetes.io/component=operator"
+        )["items"]
+        running = [
+            p["metadata"]["name"]
+            for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ]
+        assert len(running) == 1, f"one running operator pod expected, found {running}"
+        path = f"/api/v1/namespaces/nmisim-system/pods/{running[0]}:9090/proxy/metrics"
         return parse_metrics(self.cluster.kubectl("get", "--raw", path).stdout)
 
     def writes(self) -> int:
