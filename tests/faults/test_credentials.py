@@ -5,6 +5,7 @@ nmisim.kube.client, nmisim.sources.credentials)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import yaml
 
 from tests.faults.conftest import OperatorFactory
 from tests.faults.helpers import apply, report
-from tests.support import Cluster, eventually, pod
+from tests.support import Cluster, eventually, kubectl_path, pod
 
 SYSTEM_NS = "nmisim-system"
 ACCOUNT = "nmisim"
@@ -28,8 +29,29 @@ def _bound_token(cluster: Cluster, secret: str) -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def _accepted(cluster: Cluster, token: str) -> bool:
-    proc = cluster.kubectl("--token", token, "get", "nmiverdicts", "-A", "--request-timeout=5s", check=False)
+def _kubeconfig(path: Path, server: dict[str, object], user: dict[str, str]) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": ACCOUNT, "user": user}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": ACCOUNT}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+def _accepted(kubeconfig: Path) -> bool:
+    """Whether the API server takes the kubeconfig's token (nothing else in it authenticates: the cluster's
+    own kubeconfig carries an admin client certificate, which would win over any --token)."""
+    proc = subprocess.run(
+        [kubectl_path(), "--kubeconfig", str(kubeconfig), "get", "nmiverdicts", "-A", "--request-timeout=5s"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
     return proc.returncode == 0
 
 
@@ -45,19 +67,8 @@ def test_a_rotated_token_is_read_again_without_a_restart(
     old = _bound_token(local, "nmisim-rotation-a")
     token_file.write_text(old)
     server = yaml.safe_load(local.kubeconfig.read_text())["clusters"][0]["cluster"]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": server}],
-                "users": [{"name": ACCOUNT, "user": {"tokenFile": str(token_file)}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": ACCOUNT}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", server, {"tokenFile": str(token_file)})
+    with_old = _kubeconfig(tmp_path / "old.kubeconfig", server, {"token": old})
     try:
         op = operators(kubeconfig=kubeconfig)
         op.start()
@@ -67,11 +78,12 @@ def test_a_rotated_token_is_read_again_without_a_restart(
         eventually(lambda: _has_verdict(local, namespace, "before"), timeout=60, what="verdict of 'before'")
 
         # the token is replaced, and the old one stops working
+        assert _accepted(with_old)
         new = _bound_token(local, "nmisim-rotation-b")
         token_file.write_text(new)
         local.kubectl("delete", "secret", "nmisim-rotation-a", "-n", SYSTEM_NS)
-        eventually(lambda: not _accepted(local, old), timeout=30, what="the old token refused")
-        assert _accepted(local, new)
+        eventually(lambda: not _accepted(with_old), timeout=30, what="the old token refused")
+        assert _accepted(_kubeconfig(tmp_path / "new.kubeconfig", server, {"token": new}))
 
         started = time.monotonic()
         apply(local, namespace, pod("after"))
