@@ -10,7 +10,7 @@ or an entry of the ``--baseline`` file (subject and code; messages may change be
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -18,7 +18,8 @@ from typing import Any, Final
 import yaml
 
 from nmisim.cli.common import UsageError
-from nmisim.engine.findings import ALL_CODES, SEVERITIES, SEVERITY_ERROR, SEVERITY_WARNING, Finding
+from nmisim.engine.diff import parse_gate
+from nmisim.engine.findings import SEVERITY_ERROR, SEVERITY_WARNING, Finding
 from nmisim.engine.models import KIND_BINDING, KIND_EXCEPTION, KIND_IDENTITY, KIND_POD
 from nmisim.engine.objects import ObjectFindings
 from nmisim.engine.verdict import VERDICTS, PodResult
@@ -41,21 +42,9 @@ class Gate:
 
     @classmethod
     def parse(cls, fail_on: Sequence[str], fail_on_verdict: Sequence[str]) -> Gate:
-        levels: set[str] = set()
-        codes: set[str] = set()
-        for item in (p.strip() for text in fail_on for p in text.split(",")):
-            if not item:
-                continue
-            if item in SEVERITIES:
-                # a severity gates on itself and everything more severe
-                levels.update(SEVERITIES[: SEVERITIES.index(item) + 1])
-            elif item in ALL_CODES:
-                codes.add(item)
-            else:
-                raise UsageError(
-                    f"--fail-on {item}: not a severity ({', '.join(SEVERITIES)}) or a finding code "
-                    f"({_near(item, ALL_CODES)})"
-                )
+        # one --fail-on grammar for evaluate and diff (engine/diff.py); a severity includes those above it
+        findings = parse_gate(fail_on, allow_empty=True)
+        levels, codes = set(findings.severities), set(findings.codes)
         verdicts: set[str] = set()
         for item in (p.strip() for text in fail_on_verdict for p in text.split(",")):
             if not item:
@@ -67,12 +56,6 @@ class Gate:
 
     def wants(self, finding: Finding) -> bool:
         return finding.level in self.levels or finding.code in self.codes
-
-
-def _near(item: str, choices: Iterable[str]) -> str:
-    low = item.lower()
-    close = [c for c in choices if c.lower().startswith(low[:4])] if len(low) >= 4 else []
-    return f"did you mean {', '.join(close)}?" if close else "see docs/cli.md"
 
 
 @dataclass(frozen=True, slots=True)

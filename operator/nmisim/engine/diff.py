@@ -110,7 +110,13 @@ class Gate:
         return sorted(self.severities, key=order.__getitem__) + sorted(self.codes)
 
 
-def parse_gate(values: Sequence[str]) -> Gate:
+def _near(item: str) -> str:
+    low = item.lower()
+    close = [c for c in ALL_CODES if c.lower().startswith(low[:4])] if len(low) >= 4 else []
+    return f"did you mean {', '.join(close)}?" if close else "see docs/cli.md#severities"
+
+
+def parse_gate(values: Sequence[str], *, allow_empty: bool = False) -> Gate:
     """``error``, ``warning`` (errors too), ``info`` (all) or finding codes, comma-separated and/or
     repeated. Codes compare exactly (they are stable identifiers)."""
     severities: set[str] = set()
@@ -127,9 +133,9 @@ def parse_gate(values: Sequence[str]) -> Gate:
             else:
                 raise GateError(
                     f"--fail-on {item}: not a severity ({', '.join(SEVERITIES)}) or a finding code "
-                    f"(e.g. {ALL_CODES[0]}, {ALL_CODES[1]})"
+                    f"({_near(item)})"
                 )
-    if not severities and not codes:
+    if not severities and not codes and not allow_empty:
         raise GateError("--fail-on: empty; pass error, warning, info or finding codes")
     return Gate(frozenset(severities), frozenset(codes))
 
