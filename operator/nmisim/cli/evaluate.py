@@ -16,16 +16,13 @@ import yaml
 
 from nmisim.cli.audit import Gate, audit, baseline_document, object_subjects, read_baseline, subjects_of
 from nmisim.cli.common import UsageError, add_input_options, build_input
+from nmisim.cli.main import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK
 from nmisim.cli.output import render_data
 from nmisim.cli.reports import REPORT_FORMATS, evaluation_document, evaluation_table, github, junit, sarif
 from nmisim.engine.findings import SEVERITIES
 from nmisim.engine.verdict import VERDICTS
 from nmisim.sources.files import LoadError
 from nmisim.sources.nmioptions import add_nmi_options
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_GATE = 3
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

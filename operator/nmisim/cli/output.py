@@ -34,10 +34,6 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait(seconds: float) -> str:
-    return f"{json_number(seconds)}s" if seconds else "-"
-
-
 def request_table(result: RequestResult) -> str:
     bits = [f"route {result.route}"]
     if result.served_by:
