@@ -244,33 +244,25 @@ def expand(obj: Mapping[str, Any]) -> Workload:
         )
     else:
         tpl, tpath = _template(spec), "spec.template"
-        if kind == KIND_DEPLOYMENT:
+        if kind in (KIND_DEPLOYMENT, KIND_REPLICASET, KIND_REPLICATION_CONTROLLER):
+            # a Deployment's pods are its ReplicaSet's: owned by <name>-<pod-template-hash>, which they carry
             replicas = _replicas(spec, "replicas", "spec")
-            status = get_map(obj, "status", "")
-            h = template_hash(tpl, get_int(status, "collisionCount", "status"))
-            rs = f"{name}-{h}"
+            owner: tuple[str, str, str] = (api_version, kind, name)
+            extra: dict[str, str] = {}
+            if kind == KIND_DEPLOYMENT:
+                status = get_map(obj, "status", "")
+                h = template_hash(tpl, get_int(status, "collisionCount", "status"))
+                owner, extra = ("apps/v1", KIND_REPLICASET, f"{name}-{h}"), {LABEL_POD_TEMPLATE_HASH: h}
+            base = owner[2]
             for i in range(replicas):
                 pods.append(
                     _pod(
                         tpl,
                         tpath,
                         ns,
-                        generated_name(f"{rs}-", f"{rs}/{i}"),
-                        extra_labels={LABEL_POD_TEMPLATE_HASH: h},
-                        owner=("apps/v1", KIND_REPLICASET, rs),
-                    )
-                )
-        elif kind in (KIND_REPLICASET, KIND_REPLICATION_CONTROLLER):
-            replicas = _replicas(spec, "replicas", "spec")
-            for i in range(replicas):
-                pods.append(
-                    _pod(
-                        tpl,
-                        tpath,
-                        ns,
-                        generated_name(f"{name}-", f"{name}/{i}"),
-                        extra_labels={},
-                        owner=(api_version, kind, name),
+                        generated_name(f"{base}-", f"{base}/{i}"),
+                        extra_labels=extra,
+                        owner=owner,
                     )
                 )
         elif kind == KIND_STATEFULSET:
