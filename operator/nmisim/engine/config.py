@@ -8,6 +8,7 @@ a typo (``forcenamespaced``) does not silently keep a default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self
 
@@ -19,6 +20,7 @@ from nmisim.engine.models import (
     get_int,
     get_map,
     get_str,
+    get_str_list,
     parse_metadata,
 )
 
@@ -137,6 +139,69 @@ class NMIConfig(BaseModel):
     find_identity_retry_interval_seconds: int = 5
 
 
+#: Azure Workload Identity's defaults (workload-identity.md §1)
+WI_AUDIENCE: Final = "api://AzureADTokenExchange"
+WI_WEBHOOK_VERSION: Final = "v1.6.0"
+WI_PLATFORM_AKS: Final = "aks"
+WI_PLATFORM_OSS: Final = "oss"
+#: the Kubernetes version assumed when none is set: the oldest minor AKS still supported on 2026-12-02
+#: (nmisim decision, docs/migration.md "Settings")
+WI_KUBERNETES_VERSION: Final = "1.32"
+#: the webhook's AZURE_TENANT_ID when none is set: it refuses to start without one, so a stand-in that is
+#: obviously not a real tenant (docs/migration.md "Settings")
+WI_TENANT_STAND_IN: Final = "11111111-1111-1111-1111-111111111111"
+POD_LINK_LOCAL_IMDS: Final = "IMDS"
+POD_LINK_LOCAL_NONE: Final = "None"
+
+
+class FederatedCredential(BaseModel):
+    """A federated identity credential that exists on an identity (or app registration) in Entra: the
+    simulated Entra's record (workload-identity.md §4 "FIC rules")."""
+
+    model_config = ConfigDict(frozen=True)
+    #: the identity's client ID (a user-assigned identity's or an app registration's)
+    client_id: str
+    name: str = ""
+    issuer: str = ""
+    subject: str = ""
+    audiences: tuple[str, ...] = (WI_AUDIENCE,)
+
+
+class SDKRule(BaseModel):
+    """``image`` (an fnmatch pattern on a container's image) uses ``sdk`` (``LANGUAGE-PACKAGE==VERSION``)."""
+
+    model_config = ConfigDict(frozen=True)
+    image: str
+    sdk: str
+
+
+class WorkloadIdentityConfig(BaseModel):
+    """The Azure Workload Identity side of the cluster (SimulationConfig ``spec.workloadIdentity``): the
+    OIDC issuer, the webhook's tenant and version, the federated credentials that exist, and which SDK the
+    images use. Read by ``nmisim migrate`` and the operator's migration classes (docs/migration.md)."""
+
+    model_config = ConfigDict(frozen=True)
+    #: the cluster's OIDC issuer URL, exactly as ``az aks show --query oidcIssuerProfile.issuerUrl`` prints
+    #: it (trailing slash included); ``""`` when not known yet
+    issuer: str = ""
+    #: the webhook's ``AZURE_TENANT_ID`` (its default tenant)
+    tenant_id: str = WI_TENANT_STAND_IN
+    webhook_version: str = WI_WEBHOOK_VERSION
+    #: the webhook's ``--audience``
+    audience: str = WI_AUDIENCE
+    #: the API server's version as the webhook sees it at start-up (native sidecars from 1.32)
+    kubernetes_version: str = WI_KUBERNETES_VERSION
+    #: ``aks`` (the Admissions Enforcer keeps the webhook out of kube-system) or ``oss``
+    platform: str = WI_PLATFORM_AKS
+    #: AKS's ``podLinkLocalAccess`` once NMI is gone: ``IMDS`` (pods reach IMDS) or ``None``
+    pod_link_local_access: str = POD_LINK_LOCAL_IMDS
+    federated_credentials: tuple[FederatedCredential, ...] = ()
+    sdks: tuple[SDKRule, ...] = ()
+    #: the ``az`` resource group and cluster name the clean-up commands name (placeholders when empty)
+    resource_group: str = ""
+    cluster_name: str = ""
+
+
 class SimulationConfig(BaseModel):
     """The cluster-scoped SimulationConfig (product.md §3)."""
 
@@ -145,6 +210,7 @@ class SimulationConfig(BaseModel):
     name: str = "default"
     nmi: NMIConfig = NMIConfig()
     imds: IMDSConfig = IMDSConfig()
+    workload_identity: WorkloadIdentityConfig = WorkloadIdentityConfig()
 
     @classmethod
     def default(cls) -> Self:
@@ -192,11 +258,12 @@ class SimulationConfig(BaseModel):
             raise ConfigError("apiVersion", f"expected {API_VERSION}, got {api!r}")
         meta = parse_metadata(obj, namespaced=False) if obj.get("metadata") else None
         spec = get_map(obj, "spec", "")
-        _no_unknown(spec, {"nmi", "imds"}, "spec")
+        _no_unknown(spec, {"nmi", "imds", "workloadIdentity"}, "spec")
         return cls(
             name=meta.name if meta else "default",
             nmi=_parse_nmi(get_map(spec, "nmi", "spec")),
             imds=_parse_imds(get_map(spec, "imds", "spec")),
+            workload_identity=parse_workload_identity(get_map(spec, "workloadIdentity", "spec")),
         )
 
 
@@ -298,4 +365,94 @@ def _parse_imds(spec: Mapping[str, Any]) -> IMDSConfig:
         system_assigned=get_bool(spec, "systemAssigned", p),
         user_assigned=_parse_user_assigned(spec, "userAssigned", p),
         nodes=nodes,
+    )
+
+
+_WI_FIELDS: Final = {
+    "issuer",
+    "tenantID",
+    "webhookVersion",
+    "audience",
+    "kubernetesVersion",
+    "platform",
+    "podLinkLocalAccess",
+    "federatedCredentials",
+    "sdks",
+    "resourceGroup",
+    "clusterName",
+}
+_VERSION_RE: Final = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+
+
+def version_tuple(text: str) -> tuple[int, int, int] | None:
+    """``v1.6.0``/``1.32``/``1.5.1-rc.0`` as ``(1, 6, 0)``; None when it is not a version."""
+    m = _VERSION_RE.match(text.strip())
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def _list_of_maps(spec: Mapping[str, Any], key: str, prefix: str) -> list[tuple[str, Mapping[str, Any]]]:
+    value = spec.get(key)
+    path = f"{prefix}.{key}"
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(path, "expected a list")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{path}[{i}]", "expected a map")
+        out.append((f"{path}[{i}]", item))
+    return out
+
+
+def parse_workload_identity(spec: Mapping[str, Any]) -> WorkloadIdentityConfig:
+    p = "spec.workloadIdentity"
+    _no_unknown(spec, _WI_FIELDS, p)
+    d = WorkloadIdentityConfig()
+    for key in ("webhookVersion", "kubernetesVersion"):
+        if key in spec and version_tuple(get_str(spec, key, p)) is None:
+            raise ConfigError(f"{p}.{key}", f"expected a version like v1.6.0 or 1.32, got {spec[key]!r}")
+    platform = get_str(spec, "platform", p, d.platform)
+    if platform not in (WI_PLATFORM_AKS, WI_PLATFORM_OSS):
+        raise ConfigError(f"{p}.platform", f"expected aks or oss, got {platform!r}")
+    link = get_str(spec, "podLinkLocalAccess", p, d.pod_link_local_access)
+    if link not in (POD_LINK_LOCAL_IMDS, POD_LINK_LOCAL_NONE):
+        raise ConfigError(f"{p}.podLinkLocalAccess", f"expected IMDS or None, got {link!r}")
+    fics = []
+    for ip, item in _list_of_maps(spec, "federatedCredentials", p):
+        _no_unknown(item, {"clientID", "name", "issuer", "subject", "audiences"}, ip)
+        client_id = get_str(item, "clientID", ip)
+        if not client_id:
+            raise ConfigError(f"{ip}.clientID", "required (the identity the credential is on)")
+        audiences = get_str_list(item, "audiences", ip) if "audiences" in item else (d.audience,)
+        fics.append(
+            FederatedCredential(
+                client_id=client_id,
+                name=get_str(item, "name", ip),
+                issuer=get_str(item, "issuer", ip),
+                subject=get_str(item, "subject", ip),
+                audiences=audiences,
+            )
+        )
+    sdks = []
+    for ip, item in _list_of_maps(spec, "sdks", p):
+        _no_unknown(item, {"image", "sdk"}, ip)
+        image, sdk = get_str(item, "image", ip), get_str(item, "sdk", ip)
+        if not image or not sdk:
+            raise ConfigError(ip, "needs image (a pattern) and sdk (LANGUAGE-PACKAGE==VERSION)")
+        sdks.append(SDKRule(image=image, sdk=sdk))
+    return WorkloadIdentityConfig(
+        issuer=get_str(spec, "issuer", p),
+        tenant_id=get_str(spec, "tenantID", p) or d.tenant_id,
+        webhook_version=get_str(spec, "webhookVersion", p, d.webhook_version),
+        audience=get_str(spec, "audience", p, d.audience) or d.audience,
+        kubernetes_version=get_str(spec, "kubernetesVersion", p, d.kubernetes_version),
+        platform=platform,
+        pod_link_local_access=link,
+        federated_credentials=tuple(fics),
+        sdks=tuple(sdks),
+        resource_group=get_str(spec, "resourceGroup", p),
+        cluster_name=get_str(spec, "clusterName", p),
     )
