@@ -107,12 +107,25 @@ class PodSpec:
     run_as_user: int | None = None
     #: the controller owner's kind (``Job`` matters to the proxy), "" for a bare pod
     owner_kind: str = ""
+    owner_name: str = ""
     #: created by the API server (a live pod) rather than a manifest's pod-to-be
     live: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def workload(self) -> tuple[str, str, str]:
+        """The pod's top-level controller as far as the pod alone tells: a ReplicaSet named
+        ``<deployment>-<pod-template-hash>`` is taken for its Deployment; any other controller owner is the
+        workload; a bare pod is its own (``Pod``). Without the owners themselves (the operator does not watch
+        them) a CronJob's Job stays a Job."""
+        if not self.owner_kind:
+            return "Pod", self.namespace, self.name
+        hash_ = self.labels.get("pod-template-hash", "")
+        if self.owner_kind == "ReplicaSet" and hash_ and self.owner_name.endswith("-" + hash_):
+            return "Deployment", self.namespace, self.owner_name[: -len(hash_) - 1]
+        return self.owner_kind, self.namespace, self.owner_name
 
     @property
     def labelled(self) -> bool:
@@ -129,12 +142,12 @@ class PodSpec:
         meta = parse_metadata(obj)
         md = get_map(obj, "metadata", "")
         spec = get_map(obj, "spec", "")
-        owner_kind = ""
+        owner_kind = owner_name = ""
         refs = md.get("ownerReferences")
         if isinstance(refs, list):
             for ref in refs:
                 if isinstance(ref, Mapping) and ref.get("controller") is True:
-                    owner_kind = str(ref.get("kind", ""))
+                    owner_kind, owner_name = str(ref.get("kind", "")), str(ref.get("name", ""))
         node_selector = get_str_map(spec, "nodeSelector", "spec")
         sc = get_map(spec, "securityContext", "spec")
         run_as = sc.get("runAsUser")
@@ -152,6 +165,7 @@ class PodSpec:
             init_containers=_containers(spec, "initContainers"),
             run_as_user=run_as if isinstance(run_as, int) and not isinstance(run_as, bool) else None,
             owner_kind=owner_kind,
+            owner_name=owner_name,
             live=bool(meta.uid) or "status" in obj,
         )
 
