@@ -39,6 +39,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "nmisim.cli.explain",
     "nmisim.cli.whocan",
     "nmisim.cli.diff",
+    "nmisim.cli.migrate",
     "nmisim.agent.command",
 )
 

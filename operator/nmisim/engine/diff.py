@@ -110,15 +110,16 @@ class Gate:
         return sorted(self.severities, key=order.__getitem__) + sorted(self.codes)
 
 
-def _near(item: str) -> str:
+def _near(item: str, known: Sequence[str] = ALL_CODES) -> str:
     low = item.lower()
-    close = [c for c in ALL_CODES if c.lower().startswith(low[:4])] if len(low) >= 4 else []
+    close = [c for c in known if c.lower().startswith(low[:4])] if len(low) >= 4 else []
     return f"did you mean {', '.join(close)}?" if close else "see docs/cli.md#severities"
 
 
-def parse_gate(values: Sequence[str], *, allow_empty: bool = False) -> Gate:
-    """``error``, ``warning`` (errors too), ``info`` (all) or finding codes, comma-separated and/or
-    repeated. Codes compare exactly (they are stable identifiers)."""
+def parse_gate(values: Sequence[str], *, allow_empty: bool = False, known: Sequence[str] = ALL_CODES) -> Gate:
+    """``error``, ``warning`` (errors too), ``info`` (all) or finding codes (``known``: NMI's findings, or
+    ``nmisim migrate``'s hazards), comma-separated and/or repeated. Codes compare exactly (they are stable
+    identifiers)."""
     severities: set[str] = set()
     codes: set[str] = set()
     for value in values:
@@ -128,12 +129,12 @@ def parse_gate(values: Sequence[str], *, allow_empty: bool = False) -> Gate:
             if item in SEVERITIES:
                 # gate order: a lower bar includes every severity above it
                 severities.update(SEVERITIES[: SEVERITIES.index(item) + 1])
-            elif item in ALL_CODES:
+            elif item in known:
                 codes.add(item)
             else:
                 raise GateError(
                     f"--fail-on {item}: not a severity ({', '.join(SEVERITIES)}) or a finding code "
-                    f"({_near(item)})"
+                    f"({_near(item, known)})"
                 )
     if not severities and not codes and not allow_empty:
         raise GateError("--fail-on: empty; pass error, warning, info or finding codes")

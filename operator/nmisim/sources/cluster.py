@@ -360,3 +360,121 @@ def load_live(target: Target, namespace: str | None = None, warn: Warn | None = 
     """Everything NMI reads from the target cluster (Pods and exceptions of ``namespace`` if given)."""
     with LiveReader(target, warn) as reader:
         return reader.load(namespace)
+
+
+@dataclass(slots=True)
+class WorkloadIdentityObjects:
+    """What ``nmisim migrate --cluster`` reads besides what NMI reads: the pods as they are, their owners
+    (ReplicaSets, Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, ReplicationControllers),
+    ServiceAccounts, Namespaces, Azure Service Operator FederatedIdentityCredentials and whether a Workload
+    Identity webhook is installed."""
+
+    pods: list[Mapping[str, Any]]
+    owners: list[Mapping[str, Any]]
+    service_accounts: list[Mapping[str, Any]]
+    namespaces: list[Mapping[str, Any]]
+    others: list[Mapping[str, Any]]
+    webhook_installed: bool
+
+
+#: (kind, API path prefix, plural) of the owners a pod's controller chain goes through
+_OWNER_KINDS: Final = (
+    ("ReplicaSet", "/apis/apps/v1", "replicasets"),
+    ("Deployment", "/apis/apps/v1", "deployments"),
+    ("StatefulSet", "/apis/apps/v1", "statefulsets"),
+    ("DaemonSet", "/apis/apps/v1", "daemonsets"),
+    ("Job", "/apis/batch/v1", "jobs"),
+    ("CronJob", "/apis/batch/v1", "cronjobs"),
+    ("ReplicationController", "/api/v1", "replicationcontrollers"),
+)
+_ASO_FIC: Final = (
+    "FederatedIdentityCredential",
+    "/apis/managedidentity.azure.com/v1api20230131",
+    "federatedidentitycredentials",
+)
+_ASO_UAMI: Final = (
+    "UserAssignedIdentity",
+    "/apis/managedidentity.azure.com/v1api20230131",
+    "userassignedidentities",
+)
+_WEBHOOK_NAME: Final = "mutation.azure-workload-identity.io"
+
+
+def _raw_list(
+    reader: LiveReader, kind: str, prefix: str, plural: str, namespace: str | None
+) -> list[Mapping[str, Any]]:
+    """A list by API path (any group), raw JSON, paginated; none when the API or the permission is missing
+    (404/403: a warning for 403)."""
+    path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+    out: list[Mapping[str, Any]] = []
+    token = ""
+    while True:
+        query: list[tuple[str, Any]] = [("limit", PAGE_SIZE)]
+        if token:
+            query.append(("continue", token))
+        try:
+            params = reader.api.param_serialize(
+                "GET", path, query_params=query, auth_settings=["BearerToken"]
+            )
+            resp = reader.api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+            resp.read()  # type: ignore[no-untyped-call]
+            status = int(resp.status)
+            if status == 404:
+                return out
+            if status == 403:
+                reader._emit(
+                    f"cannot list {plural} (403 forbidden): nmisim migrate reads them to plan; skipped"
+                )
+                return out
+            if status >= 400:
+                raise ClusterError(
+                    f"cluster at {reader.server}: GET {path}: {status} {_one_line(resp.reason)}"
+                )
+            page = json.loads(resp.data or b"null")
+        except ApiException as exc:
+            if exc.status == 404:
+                return out
+            raise ClusterError(_describe_api_error(exc, reader.server)) from None
+        except (Urllib3Error, OSError) as exc:
+            raise _unreachable(exc, reader.server) from None
+        except ValueError as exc:
+            raise ClusterError(f"cluster at {reader.server} sent invalid JSON: {_one_line(exc)}") from None
+        if not isinstance(page, Mapping):
+            return out
+        api_version = prefix.removeprefix("/apis/") if prefix.startswith("/apis/") else "v1"
+        out.extend(
+            {**i, "kind": kind, "apiVersion": api_version}
+            for i in page.get("items") or []
+            if isinstance(i, Mapping)
+        )
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return out
+
+
+def load_workload_identity(
+    target: Target, namespace: str | None = None, warn: Warn | None = None
+) -> WorkloadIdentityObjects:
+    with LiveReader(target, warn) as reader:
+        pods: list[Mapping[str, Any]] = [{**p, "kind": KIND_POD} for p in reader.pods(namespace)]
+        owners = [
+            o
+            for kind, prefix, plural in _OWNER_KINDS
+            for o in _raw_list(reader, kind, prefix, plural, namespace)
+        ]
+        sas = _raw_list(reader, "ServiceAccount", "/api/v1", "serviceaccounts", namespace)
+        nss = _raw_list(reader, "Namespace", "/api/v1", "namespaces", None)
+        others = _raw_list(reader, *_ASO_FIC, namespace) + _raw_list(reader, *_ASO_UAMI, namespace)
+        mwcs = _raw_list(
+            reader,
+            "MutatingWebhookConfiguration",
+            "/apis/admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+            None,
+        )
+        installed = any(
+            isinstance(w, Mapping) and w.get("name") == _WEBHOOK_NAME
+            for m in mwcs
+            for w in (m.get("webhooks") or [])
+        )
+        return WorkloadIdentityObjects(pods, owners, sas, nss, others, installed)

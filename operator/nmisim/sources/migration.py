@@ -125,6 +125,11 @@ def from_files(world: World, loaded: Loaded, warn: Warn) -> MigrationInput:
             None,
         )
         template_labelled[wl.key] = _template_labelled(src) if src is not None else False
+    objects: dict[str, Mapping[str, Any]] = {}
+    for _, obj in loaded.raw:
+        md = obj.get("metadata") or {}
+        if isinstance(md, Mapping) and isinstance(obj.get("kind"), str):
+            objects[f"{obj['kind']}/{md.get('namespace') or 'default'}/{md.get('name')}"] = obj
     entries = []
     for pod in world.pods():
         raw = raw_pods.get((pod.namespace, pod.name))
@@ -144,6 +149,7 @@ def from_files(world: World, loaded: Loaded, warn: Warn) -> MigrationInput:
         service_accounts=sas,
         namespaces=namespaces,
         credentials=credentials_from(objs, world.identities()),
+        objects=objects,
     )
 
 
@@ -185,6 +191,7 @@ def from_live(
     for o in owners:
         md = o.get("metadata") or {}
         by_owner[(str(o.get("kind")), str(md.get("namespace", "")), str(md.get("name", "")))] = o
+    objects: dict[str, Mapping[str, Any]] = {f"{k}/{ns}/{n}": o for (k, ns, n), o in by_owner.items()}
     entries = []
     for obj in pods:
         md = obj.get("metadata") or {}
@@ -197,6 +204,8 @@ def from_live(
             warn(f"pod {pod.namespace}/{pod.name}: {exc}")
             continue
         kind, ns, name = top_owner(obj, by_owner)
+        if kind == KIND_POD:
+            objects[f"{kind}/{ns}/{name}"] = obj
         top = by_owner.get((kind, ns, name))
         entries.append(
             PodEntry(pod, spec, WorkloadRef(kind, ns, name), _template_labelled(top) if top else None)
@@ -223,6 +232,7 @@ def from_live(
         credentials=credentials_from(others, world.identities()),
         service_accounts_complete=True,
         webhook_installed=webhook_installed,
+        objects=objects,
     )
 
 

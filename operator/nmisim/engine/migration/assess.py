@@ -101,6 +101,8 @@ class MigrationInput:
     service_accounts_complete: bool = False
     #: a Workload Identity webhook is installed (live clusters; None: not known)
     webhook_installed: bool | None = None
+    #: each workload's (or bare pod's) object as read, by ``Kind/namespace/name`` (``--emit`` rewrites them)
+    objects: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def config(self) -> WorkloadIdentityConfig:
@@ -372,7 +374,8 @@ def _plans(inp: MigrationInput, groups: list[_Group], mode: str) -> tuple[list[W
             for b in budgets
             if b.client_id == c.client_id.lower() and b.client_id in over
         ]
-        plans.append(replace(p, cleanup=cleanup.get(p.workload.key, ()), hazards=(*p.hazards, *extra)))
+        hz = tuple(H.with_severity(h) for h in (*p.hazards, *extra))
+        plans.append(replace(p, cleanup=cleanup.get(p.workload.key, ()), hazards=hz))
     return plans, budgets
 
 
@@ -727,7 +730,7 @@ def assess(inp: MigrationInput, mode: str = MODE_PLAN) -> Report:
                 rows=rows,
                 classes=classes,
                 classes_if_sdk_too_old=too_old,
-                hazards=tuple(dict.fromkeys(hazards)),
+                hazards=tuple(dict.fromkeys(H.with_severity(h) for h in hazards)),
             )
         )
     findings: tuple[Finding, ...] = ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from nmisim.engine.findings import SEVERITY_ERROR, SEVERITY_INFO, SEVERITY_WARNING
+from nmisim.engine.findings import SEVERITY_ERROR, SEVERITY_INFO, SEVERITY_WARNING, Finding
 
 MULTIPLE_IDENTITIES: Final = "MultipleIdentities"
 CROSS_NAMESPACE_IDENTITY: Final = "CrossNamespaceIdentity"
@@ -210,3 +210,12 @@ DESCRIPTION: Final[dict[str, str]] = {
 }
 
 ALL_CODES: Final = tuple(SEVERITY)
+
+
+def hazard(code: str, message: str) -> Finding:
+    """A hazard as a :class:`Finding` carrying its severity (``--fail-on`` reads ``Finding.level``)."""
+    return Finding(code, message, SEVERITY[code])
+
+
+def with_severity(finding: Finding) -> Finding:
+    return finding if finding.severity else hazard(finding.code, finding.message)

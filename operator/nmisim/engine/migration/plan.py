@@ -130,6 +130,12 @@ class WorkloadPlan:
         out.append(label + f", serviceAccountName: {sa}")
         if self.proxy:
             out.append(f'annotate the pod template {INJECT_PROXY_ANNOTATION}: "true" ({self.proxy_reason})')
+        others = [c for c in self.credentials if c.identity != self.default_identity]
+        for c in others:
+            out.append(
+                f"in code, ask for {c.identity} by its client ID {c.client_id} (the ServiceAccount's default is "
+                f"{self.default_identity}; a request by resource ID gets the default)"
+            )
         if self.sdk_action:
             out.append(self.sdk_action)
         out.extend(self.cleanup)
