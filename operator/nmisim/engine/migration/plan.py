@@ -133,8 +133,8 @@ class WorkloadPlan:
         others = [c for c in self.credentials if c.identity != self.default_identity]
         for c in others:
             out.append(
-                f"in code, ask for {c.identity} by its client ID {c.client_id} (the ServiceAccount's default is "
-                f"{self.default_identity}; a request by resource ID gets the default)"
+                f"in code, ask for {c.identity} by its client ID {c.client_id} (the ServiceAccount's default "
+                f"is {self.default_identity}; a request by resource ID gets the default)"
             )
         if self.sdk_action:
             out.append(self.sdk_action)
