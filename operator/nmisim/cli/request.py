@@ -10,6 +10,9 @@ from nmisim.cli.common import UsageError, add_input_options, build_world
 from nmisim.cli.output import render_data, request_table
 from nmisim.engine.http import DEFAULT_HEADERS, DEFAULT_QUERY, TARGET_IMDS, TARGETS, HttpRequest
 from nmisim.engine.imds import TOKEN_PATH
+from nmisim.engine.migration.after import request_after
+from nmisim.engine.migration.assess import MODE_PLAN, MODE_VERIFY, assess
+from nmisim.engine.migration.classify import PHASE_REMOVED, PHASES
 from nmisim.engine.paths import go_parse_query
 from nmisim.sources.nmioptions import add_nmi_options
 
@@ -48,6 +51,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--method", default="GET", help="HTTP method (default GET)")
     p.add_argument("--no-default-query", action="store_true", help="start from an empty query")
     p.add_argument("--no-default-headers", action="store_true", help="start without the Metadata header")
+    p.add_argument(
+        "--after",
+        action="store_true",
+        help="the answer after the migration to Azure Workload Identity (nmisim migrate's plan applied; "
+        "with --verify, as it stands), printed after today's",
+    )
+    p.add_argument(
+        "--phase",
+        choices=PHASES,
+        default=PHASE_REMOVED,
+        help="with --after: parallel (NMI still installed) or removed (NMI gone; default)",
+    )
+    p.add_argument(
+        "--verify", action="store_true", help="with --after: the migration as it stands, not as planned"
+    )
     p.set_defaults(func=run)
 
 
@@ -94,7 +112,43 @@ def build_request(args: argparse.Namespace) -> HttpRequest:
     )
 
 
+def _after(args: argparse.Namespace, req: HttpRequest) -> int:
+    """Today's answer and the answer after the migration, in the same shape."""
+    from nmisim.cli.migrate import migration_input  # noqa: PLC0415
+
+    if args.pod is None:
+        raise UsageError("--after needs --pod (the migration is per pod)")
+    ns, sep, name = args.pod.partition("/")
+    if not sep or not ns or not name:
+        raise UsageError(f"--pod {args.pod}: expected NAMESPACE/NAME")
+    args.kustomize = getattr(args, "kustomize", [])
+    inp = migration_input(args)
+    report = assess(inp, MODE_VERIFY if args.verify else MODE_PLAN)
+    pod = next((p for p in report.pods if p.namespace == ns and p.name == name), None)
+    if pod is None or pod.pod is None:
+        where = "in the cluster or the input" if args.cluster else "in the input"
+        raise UsageError(f"--pod {args.pod}: no such pod {where}")
+    today = inp.world.request(req, pod=pod.pod, target=args.to)
+    after = request_after(inp, pod, req, args.phase)
+    if args.output == "table":
+        sys.stdout.write("Today (NMI):\n" + request_table(today))
+        sys.stdout.write(f"\nAfter the migration ({args.phase}):\n" + request_table(after))
+    else:
+        sys.stdout.write(
+            render_data(
+                {"today": today.to_json(), "after": {"phase": args.phase, **after.to_json()}}, args.output
+            )
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verify and not args.after:
+        raise UsageError("--verify goes with --after")
+    if args.after:
+        if args.ip is not None:
+            raise UsageError("--after needs --pod (the migration is per pod)")
+        return _after(args, build_request(args))
     if args.ip is not None and not args.node:
         raise UsageError("--ip needs --node (the node whose NMI receives the request)")
     if args.pod is not None and args.node:

@@ -128,6 +128,9 @@ class PodAssessment:
     classes: Mapping[str, str]
     classes_if_sdk_too_old: Mapping[str, str] | None = None
     hazards: tuple[Finding, ...] = ()
+    #: the Workload Identity side the pod was assessed against (``request --after`` routes by it)
+    state: AfterState | None = field(default=None, compare=False, repr=False)
+    pod: Pod | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -731,6 +734,8 @@ def assess(inp: MigrationInput, mode: str = MODE_PLAN) -> Report:
                 classes=classes,
                 classes_if_sdk_too_old=too_old,
                 hazards=tuple(dict.fromkeys(H.with_severity(h) for h in hazards)),
+                state=state,
+                pod=entry.pod,
             )
         )
     findings: tuple[Finding, ...] = ()

@@ -45,6 +45,11 @@ class ProxyAnswer:
     client_id: str = ""
 
 
+def is_token_path(req: HttpRequest) -> bool:
+    """The token route's path (``/metadata/identity/oauth2/token``, ``metadata`` in any case)."""
+    return _TOKEN_ROUTE.match(req.url_path() or req.path) is not None
+
+
 def scope(resource: str) -> str:
     return resource if resource.endswith("/.default") else resource.rstrip("/") + "/.default"
 
