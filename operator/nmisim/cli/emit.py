@@ -52,6 +52,16 @@ _JOB_LABELS: Final = (
 )
 
 
+_API_VERSIONS: Final = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+
+
 def _template_patch(plan: WorkloadPlan) -> dict[str, Any]:
     meta: dict[str, Any] = {"labels": {USE_LABEL: "true"}}
     if plan.proxy:
@@ -161,15 +171,21 @@ def _emit(root: Path, report: Report, inp: MigrationInput, args: argparse.Namesp
     apply_lines.append("kubectl apply -f serviceaccounts.yaml")
     for p in plans:
         name = _file_name(p)
-        patch = workload_patch(p)
-        write(f"patches/{name}", yaml.safe_dump(patch, sort_keys=False))
         w = p.workload
+        obj = inp.objects.get(w.key)
+        # a strategic-merge patch names its object, as kustomize needs (kubectl patch accepts it too)
+        patch = {
+            "apiVersion": str((obj or {}).get("apiVersion") or _API_VERSIONS.get(w.kind, "v1")),
+            "kind": w.kind,
+            "metadata": {"name": w.name, "namespace": w.namespace},
+            **workload_patch(p),
+        }
+        write(f"patches/{name}", yaml.safe_dump(patch, sort_keys=False))
         patch_entries.append(
             {"path": f"patches/{name}", "target": {"kind": w.kind, "name": w.name, "namespace": w.namespace}}
         )
         if not live:
             continue
-        obj = inp.objects.get(w.key)
         if w.kind in _RECREATE and obj is not None:
             write(f"recreate/{name}", yaml.safe_dump(recreated(obj, p), sort_keys=False))
             apply_lines.append(f"kubectl replace --force -f recreate/{name}")
