@@ -77,5 +77,8 @@ elif [[ ${NMISIM_DEMO_LIVE:-1} == 0 ]]; then
 else
   say "no real node here (needs root): the live requests to nmisim serve are skipped"
 fi
+say "leaving NMI: what Azure Workload Identity will give every sample pod (nmisim migrate --cluster; docs/migration.md)"
+nmisim migrate --cluster
+step "the migration table"
 summary=$(printf '%s; ' "${steps[@]}")
 say "done in $((SECONDS - start)) s (${summary%; })"

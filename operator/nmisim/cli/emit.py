@@ -109,7 +109,9 @@ def recreated(obj: Mapping[str, Any], plan: WorkloadPlan) -> dict[str, Any]:
                 (md.get("labels") or {}).pop(key, None)
     if plan.workload.kind == "Pod":
         md.pop("ownerReferences", None)
-        (out.get("spec") or {}).pop("nodeName", None)
+        spec = out.get("spec") or {}
+        spec.pop("nodeName", None)
+        spec.pop("serviceAccount", None)  # the deprecated alias of the old serviceAccountName
     return out
 
 
