@@ -145,9 +145,9 @@ def test_migrate_emit_apply_verify(
     assert by_workload[f"Pod/{namespace}/tool"]["class"]["removed"] == "same-identity"  # SDK unknown: assumed
     assert by_workload[f"Pod/{namespace}/agent"]["class"]["removed"] == "unaffected"
     before = nmisim(cluster, "migrate", "--cluster", "-n", namespace, "--verify", "-o", "json")
-    assert {p["class"]["removed"] for p in json.loads(before.stdout)["pods"] if p["identities"]} == {
-        "loses-access"
-    }
+    assert {
+        p["class"]["removed"] for p in json.loads(before.stdout)["pods"] if p["before"]["identities"]
+    } == {"loses-access"}
 
     emit = tmp_path / "emit"
     run = nmisim(cluster, "migrate", "--cluster", "-n", namespace, "--emit", str(emit))
@@ -188,7 +188,7 @@ def test_migrate_emit_apply_verify(
     for p in verified["pods"]:
         expected = by_workload[p["workload"]]["class"]
         assert p["class"] == expected, (p["name"], p["class"], expected)
-    migrated = [p for p in verified["pods"] if p["identities"]]
+    migrated = [p for p in verified["pods"] if p["before"]["identities"]]
     assert len(migrated) == 3 and {p["class"]["removed"] for p in migrated} == {"same-identity"}
     assert all(
         step.startswith("(exists)") or "az identity" not in step

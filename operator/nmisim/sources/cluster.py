@@ -456,7 +456,9 @@ def load_workload_identity(
     target: Target, namespace: str | None = None, warn: Warn | None = None
 ) -> WorkloadIdentityObjects:
     with LiveReader(target, warn) as reader:
-        pods: list[Mapping[str, Any]] = [{**p, "kind": KIND_POD} for p in reader.pods(namespace)]
+        pods: list[Mapping[str, Any]] = [
+            {**p, "kind": KIND_POD, "apiVersion": "v1"} for p in reader.pods(namespace)
+        ]
         owners = [
             o
             for kind, prefix, plural in _OWNER_KINDS
