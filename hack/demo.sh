@@ -61,7 +61,13 @@ fi
 step "CRDs, defaults and the operator"
 
 say "applying the sample cluster (examples/demo/)"
-kubectl apply -f "$ROOT/examples/demo/" >/dev/null
+if ! out=$(kubectl apply -f "$ROOT/examples/demo/" 2>&1 >/dev/null); then
+  # a Job's pod template is immutable: a sample changed since the last demo recreates its Jobs
+  [[ $out == *"field is immutable"* ]] || die "kubectl apply -f examples/demo/: $out"
+  say "the sample's Job changed since the last demo: recreating it"
+  kubectl delete jobs -A -l app.kubernetes.io/part-of=nmisim-demo --wait=true >/dev/null
+  kubectl apply -f "$ROOT/examples/demo/" >/dev/null
+fi
 
 python "$ROOT/hack/demo.py" --timeout "${NMISIM_DEMO_TIMEOUT:-120}"
 step "the sample and its verdicts"

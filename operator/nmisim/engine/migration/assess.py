@@ -67,7 +67,7 @@ from nmisim.engine.migration.webhook import (
     Admission,
     admit,
 )
-from nmisim.engine.models import BINDING_LABEL, AzureIdentity, Pod
+from nmisim.engine.models import BINDING_LABEL, FINISHED_PHASES, AzureIdentity, Pod
 from nmisim.engine.verdict import VERDICT_EXEMPT, VERDICT_INTERCEPTED, PodResult
 from nmisim.engine.world import World
 
@@ -665,6 +665,11 @@ def assess(inp: MigrationInput, mode: str = MODE_PLAN) -> Report:
         raise ValueError(f"mode {mode!r}: expected plan or verify")
     world, wi = inp.world, inp.config
     ids = Identities(world)
+    # a finished pod (a Job's) is assessed as its workload's next pod: running, as NMI would see it
+    inp.pods = [
+        replace(e, pod=e.pod.model_copy(update={"phase": None})) if e.pod.phase in FINISHED_PHASES else e
+        for e in inp.pods
+    ]
     results = {f"{e.pod.namespace}/{e.pod.name}": world.evaluate(e.pod) for e in inp.pods}
     groups = _groups(inp, results, ids)
     plans, budgets = _plans(inp, groups, mode)
