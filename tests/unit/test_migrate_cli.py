@@ -189,3 +189,43 @@ def test_request_after_answers_in_todays_shape(capsys: pytest.CaptureFixture[str
     for bad, text in ((["--verify"], "--verify goes with --after"),):
         code, _, err = run(["request", "-f", str(DEMO), "--pod", f"shop/{pod}", *bad], capsys)
         assert code == 2 and text in err
+
+
+def test_workloads_without_pods_get_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Deployment scaled to 0 still gets a plan from its template (azwi podidentity detect misses it), and
+    the ServiceAccount carries the expiration explicitly (the pod template's when it has one)."""
+    idle = tmp_path / "idle.yaml"
+    idle.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "batch", "namespace": "shop"},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": "batch"}},
+                    "template": {
+                        "metadata": {
+                            "labels": {"app": "batch", "aadpodidbinding": "shop-web"},
+                            "annotations": {
+                                "azure.workload.identity/service-account-token-expiration": "7200"
+                            },
+                        },
+                        "spec": {"containers": [{"name": "c", "image": "x"}]},
+                    },
+                },
+            }
+        )
+    )
+    code, out, err = run(["migrate", "-f", str(DEMO), "-f", str(idle), "-o", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    pods = [p for p in doc["pods"] if p["workload"] == "Deployment/shop/batch"]
+    assert len(pods) == 1 and pods[0]["idle"] and pods[0]["class"]["removed"] == "same-identity"
+    plan = next(w for w in doc["workloads"] if w["workload"] == "Deployment/shop/batch")
+    assert plan["serviceAccount"]["annotations"] == {
+        "azure.workload.identity/client-id": "00000000-0000-0000-0000-00000000a001",
+        "azure.workload.identity/service-account-token-expiration": "7200",
+    }
+    code, out, _ = run(["migrate", "-f", str(DEMO), "-f", str(idle)], capsys)
+    assert "Deployment/shop/batch" in out and "0 (idle)" in out

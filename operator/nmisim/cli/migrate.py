@@ -180,7 +180,7 @@ def workloads_table(report: Report) -> str:
         rows.append(
             [
                 key,
-                str(len(pods)),
+                "0 (idle)" if all(p.idle for p in pods) else str(len(pods)),
                 today.pop() if len(today) == 1 else "mixed",
                 *cells,
                 first.service_account,

@@ -17,6 +17,7 @@ from nmisim.engine.migration.assess import MigrationInput, PodEntry
 from nmisim.engine.migration.objects import USE_LABEL, Namespace, PodSpec, ServiceAccount
 from nmisim.engine.migration.plan import WorkloadRef
 from nmisim.engine.models import KIND_POD, AzureIdentity, ModelError, Pod
+from nmisim.engine.workloads import expand, is_workload
 from nmisim.engine.world import World
 from nmisim.sources.files import Loaded
 
@@ -91,6 +92,54 @@ def _template_labelled(obj: Mapping[str, Any]) -> bool:
     return isinstance(labels, Mapping) and labels.get(USE_LABEL) == "true"
 
 
+def _scaled_to_one(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The workload with one replica (a Job: one completion), for its pod-to-be."""
+    spec = dict(obj.get("spec") or {})
+    kind = obj.get("kind")
+    if kind in ("Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"):
+        spec["replicas"] = 1
+    elif kind == "Job":
+        spec["parallelism"] = spec["completions"] = 1
+    elif kind == "CronJob":
+        jt = dict(spec.get("jobTemplate") or {})
+        jspec = dict(jt.get("spec") or {})
+        jspec["parallelism"] = jspec["completions"] = 1
+        jt["spec"] = jspec
+        spec["jobTemplate"] = jt
+    return {**obj, "spec": spec}
+
+
+def idle_workloads(
+    world: World, objs: Iterable[Mapping[str, Any]], busy: set[str], warn: Warn
+) -> list[PodEntry]:
+    """Workloads without pods (scaled to 0, a CronJob between runs): one pod-to-be each from the template,
+    added to ``world`` so that NMI's answer today is known (``azwi podidentity detect`` misses them)."""
+    out = []
+    for obj in objs:
+        if not is_workload(obj) or obj.get("kind") == "PodTemplate":
+            continue
+        md = obj.get("metadata") or {}
+        refs = md.get("ownerReferences") or []
+        if any(isinstance(r, Mapping) and r.get("controller") is True for r in refs):
+            continue  # not top-level: its owner is the workload
+        key = f"{obj.get('kind')}/{md.get('namespace') or 'default'}/{md.get('name')}"
+        if key in busy:
+            continue
+        try:
+            wl = expand(_scaled_to_one(obj))
+            if not wl.pods:
+                continue
+            pod_obj = wl.pods[0]
+            pod = Pod.from_k8s(pod_obj)
+            spec = PodSpec.from_k8s(pod_obj)
+        except ModelError as exc:
+            warn(f"{key}: {exc}")
+            continue
+        world.upsert(pod)
+        out.append(PodEntry(pod, spec, WorkloadRef.parse(key), _template_labelled(obj), idle=True))
+    return out
+
+
 def from_files(world: World, loaded: Loaded, warn: Warn) -> MigrationInput:
     """The migration's input from files: pods and pods-to-be, ServiceAccounts, Namespaces, FICs."""
     raw_pods: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -143,6 +192,7 @@ def from_files(world: World, loaded: Loaded, warn: Warn) -> MigrationInput:
             continue
         ref = WorkloadRef.parse(key)
         entries.append(PodEntry(pod, spec, ref, template_labelled.get(key)))
+    entries += idle_workloads(world, objs, {e.workload.key for e in entries}, warn)
     return MigrationInput(
         world=world,
         pods=entries,
@@ -210,6 +260,7 @@ def from_live(
         entries.append(
             PodEntry(pod, spec, WorkloadRef(kind, ns, name), _template_labelled(top) if top else None)
         )
+    entries += idle_workloads(world, by_owner.values(), {e.workload.key for e in entries}, warn)
     sas = {}
     for o in service_accounts:
         try:

@@ -35,6 +35,7 @@ from nmisim.engine.migration.classify import (
 from nmisim.engine.migration.objects import (
     CLIENT_ID_ANNOTATION,
     DEFAULT_SERVICE_ACCOUNT,
+    EXPIRATION_ANNOTATION,
     SKIP_CONTAINERS_ANNOTATION,
     Namespace,
     PodSpec,
@@ -60,6 +61,7 @@ from nmisim.engine.migration.plan import (
     tenant_annotation,
 )
 from nmisim.engine.migration.webhook import (
+    DEFAULT_EXPIRATION,
     ENV_CLIENT_ID,
     PROXY_CONTAINER,
     TOKEN_FILE_OLD,
@@ -87,6 +89,8 @@ class PodEntry:
     workload: WorkloadRef
     #: the workload's pod template has the webhook's label (a live pod without it predates it)
     template_labelled: bool | None = None
+    #: a pod-to-be of a workload that has no pods now (scaled to 0, a CronJob between runs)
+    idle: bool = False
 
 
 @dataclass(slots=True)
@@ -128,6 +132,7 @@ class PodAssessment:
     classes: Mapping[str, str]
     classes_if_sdk_too_old: Mapping[str, str] | None = None
     hazards: tuple[Finding, ...] = ()
+    idle: bool = False
     #: the Workload Identity side the pod was assessed against (``request --after`` routes by it)
     state: AfterState | None = field(default=None, compare=False, repr=False)
     pod: Pod | None = field(default=None, compare=False, repr=False)
@@ -150,6 +155,7 @@ class PodAssessment:
             "sdk": self.sdk or None,
             "capability": self.capability,
             "proxy": self.proxy,
+            "idle": self.idle,
             "admission": self.admission,
             "class": dict(self.classes),
             "classIfSDKTooOld": dict(self.classes_if_sdk_too_old) if self.classes_if_sdk_too_old else None,
@@ -297,7 +303,18 @@ def _plans(inp: MigrationInput, groups: list[_Group], mode: str) -> tuple[list[W
             key = (g.ref.namespace, sa_name)
         claimed.setdefault(key, default.client_id)
         current = inp.service_accounts.get(key)
-        want = {CLIENT_ID_ANNOTATION: default.client_id, **tenant_annotation(default, wi)}
+        # the expiration as azwi and the guide write it: the pod template's (or the ServiceAccount's), else
+        # the webhook's default, explicit
+        expiration = first.annotations.get(EXPIRATION_ANNOTATION) or (
+            current_sa.annotations.get(EXPIRATION_ANNOTATION, "")
+            if (current_sa := inp.service_accounts.get(key))
+            else ""
+        )
+        want = {
+            CLIENT_ID_ANNOTATION: default.client_id,
+            **tenant_annotation(default, wi),
+            EXPIRATION_ANNOTATION: expiration or str(DEFAULT_EXPIRATION),
+        }
         if current is None and sa_name not in (DEFAULT_SERVICE_ACCOUNT, first.service_account):
             action = SA_CREATE
         elif current is None and not inp.service_accounts_complete and sa_name == first.service_account:
@@ -739,6 +756,7 @@ def assess(inp: MigrationInput, mode: str = MODE_PLAN) -> Report:
                 classes=classes,
                 classes_if_sdk_too_old=too_old,
                 hazards=tuple(dict.fromkeys(H.with_severity(h) for h in hazards)),
+                idle=entry.idle,
                 state=state,
                 pod=entry.pod,
             )
