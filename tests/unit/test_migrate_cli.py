@@ -229,3 +229,41 @@ def test_workloads_without_pods_get_a_plan(tmp_path: Path, capsys: pytest.Captur
     }
     code, out, _ = run(["migrate", "-f", str(DEMO), "-f", str(idle)], capsys)
     assert "Deployment/shop/batch" in out and "0 (idle)" in out
+
+
+@pytest.mark.parametrize("fixture", ["demo", "demo-placeholders", "issue-1074", "aks-addon", "kustomize"])
+def test_every_pod_gets_a_class_and_every_bound_workload_a_plan(
+    fixture: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The manifests shaped like aad-pod-identity's own examples (deploy/demo, issue #1074, an AKS add-on)."""
+    path = ROOT / "tests" / "fixtures" / "manifests" / fixture
+    code, out, err = run(["migrate", "-R", "-f", str(path), "--allow-empty", "-o", "json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    classes = {
+        "blocked-at-admission",
+        "loses-access",
+        "different-identity",
+        "gains-access",
+        "same-identity",
+        "unaffected",
+    }
+    for p in doc["pods"]:
+        assert set(p["class"].values()) <= classes
+    for w in doc["workloads"]:
+        if w["identities"]:
+            assert w["steps"][0].startswith(
+                ("create ServiceAccount", "annotate ServiceAccount", "keep ServiceAccount")
+            )
+            assert any("federated-credential create" in s for s in w["steps"])
+
+
+def test_an_aks_addon_nmi_denies_gets_the_node_identity_back_as_info(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = ROOT / "tests" / "fixtures" / "manifests" / "aks-addon"
+    code, out, err = run(["migrate", "-R", "-f", str(path), "--vm-identity", "aks", "-o", "json"], capsys)
+    assert code == 0, err
+    (pod,) = json.loads(out)["pods"]
+    assert pod["class"] == {"parallel": "unaffected", "removed": "gains-access"}
+    assert [(h["code"], h["severity"]) for h in pod["hazards"]] == [("NodeIdentityExposed", "info")]

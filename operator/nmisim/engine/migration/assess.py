@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from nmisim.engine.config import FederatedCredential, WorkloadIdentityConfig
-from nmisim.engine.findings import Finding
+from nmisim.engine.findings import SEVERITY_INFO, Finding
 from nmisim.engine.migration import entra, sdk
 from nmisim.engine.migration import hazards as H
 from nmisim.engine.migration.classify import (
@@ -76,6 +76,7 @@ from nmisim.engine.world import World
 MODE_PLAN: Final = "plan"
 MODE_VERIFY: Final = "verify"
 MODES: Final = (MODE_PLAN, MODE_VERIFY)
+AKS_MANAGED_BY_LABEL: Final = "kubernetes.azure.com/managedby"
 PSA_PRIVILEGED_REJECTING: Final = ("baseline", "restricted")
 _JOB_KINDS: Final = ("Job", "CronJob")
 
@@ -160,7 +161,7 @@ class PodAssessment:
             "class": dict(self.classes),
             "classIfSDKTooOld": dict(self.classes_if_sdk_too_old) if self.classes_if_sdk_too_old else None,
             "requests": [r.to_json() for r in self.rows],
-            "hazards": [{**h.to_json(), "severity": H.SEVERITY.get(h.code, "warning")} for h in self.hazards],
+            "hazards": [{**h.to_json(), "severity": h.level} for h in self.hazards],
         }
 
 
@@ -650,6 +651,18 @@ def _pod_hazards(
         for r in rows:
             after = r.after[PHASE_REMOVED]
             if r.classes[PHASE_REMOVED] == GAINS_ACCESS and after.via == VIA_IMDS:
+                if spec.labels.get(AKS_MANAGED_BY_LABEL) == "aks":
+                    # an AKS add-on NMI denies by mistake (no exception reaches it) gets back the node
+                    # identity it is meant to use: worth knowing, not a leak
+                    out.append(
+                        Finding(
+                            H.NODE_IDENTITY_EXPOSED,
+                            f"AKS add-on denied by NMI today; without NMI it gets {after.identity}, the "
+                            "node's identity it is meant to use",
+                            SEVERITY_INFO,
+                        )
+                    )
+                    break
                 out.append(
                     Finding(
                         H.NODE_IDENTITY_EXPOSED,
