@@ -112,6 +112,9 @@ def test_loses_access_without_fic() -> None:
     assert dict(p.classes) == dict.fromkeys(BOTH, LOSES_ACCESS)
     default = p.rows[0]
     assert default.after["removed"].error.startswith("AADSTS70021: No matching federated identity record")
+    # rule 8: a workload identity failure does not fall back to IMDS (nor to NMI while it is there)
+    assert default.after["parallel"].via == VIA_WORKLOAD_IDENTITY
+    assert not default.after["parallel"].ok
     assert H.FEDERATED_CREDENTIAL_MISSING in codes(p)
 
 
@@ -544,3 +547,115 @@ def test_cleanup_keeps_a_binding_another_workload_selects() -> None:
 def test_bad_mode() -> None:
     with pytest.raises(ValueError, match="plan or verify"):
         assess(make_input(), "apply")
+
+
+# ============================================================================ phases and status codes
+def test_parallel_unlabelled_pod_keeps_nmi() -> None:
+    """Rule 12: while NMI is installed an unlabelled pod keeps NMI's answers; rule 13: then IMDS's."""
+    p = pod_of(
+        assess(make_input(*one_identity(), bound_pod("a", annotations=WI_SDK)), MODE_VERIFY), "ns1/app-0"
+    )
+    assert H.NOT_ADMITTED_BY_WEBHOOK in codes(p)
+    assert p.classes["parallel"] == UNAFFECTED
+    assert all(row.after["parallel"] == row.before for row in p.rows)
+    assert p.classes["removed"] == LOSES_ACCESS, "no node identity: IMDS answers 400"
+
+
+def test_proxy_pod_never_reaches_nmi_for_tokens() -> None:
+    """Rule 12 / init/init-iptables.sh: the pod's own OUTPUT chain sends 169.254.169.254:80 to the proxy."""
+    p = pod_of(
+        assess(make_input(*one_identity(), deployment_pod("web", annotations=OLD_SDK))), "ns1/web-h5-x1"
+    )
+    assert p.proxy
+    for row in p.rows:
+        assert row.after["parallel"].via == VIA_PROXY
+        assert row.after["removed"].via == VIA_PROXY
+
+
+def test_status_code_changes() -> None:
+    """Rule 11: NMI's 404 for a pod without an identity becomes IMDS's 400 once NMI is gone."""
+    p = pod_of(assess(make_input(pod_obj("lonely"))), "ns1/lonely")
+    assert p.rows[0].before.status == 404
+    assert p.rows[0].after["removed"].status == 400
+    assert H.STATUS_CODE_CHANGES in codes(p)
+
+
+def test_proxy_skipped_exits() -> None:
+    """§2.3 / cmd/proxy/main.go: skip-containers lists azwi-proxy → no AZURE_TENANT_ID → the proxy exits;
+    azwi-proxy-init still redirects the pod's IMDS traffic to it, so nothing answers."""
+    ann = {**OLD_SDK, PROXY: "true", "azure.workload.identity/skip-containers": "azwi-proxy"}
+    sa = sa_obj("default", annotations={"azure.workload.identity/client-id": CA})
+    inp = make_input(
+        *one_identity(),
+        sa,
+        bound_pod("a", labels=USE, annotations=ann),
+        wi={"federatedCredentials": [fic(CA, "ns1", "default")]},
+    )
+    p = pod_of(assess(inp, MODE_VERIFY), "ns1/app-0")
+    assert H.PROXY_SKIPPED in codes(p)
+    for row in p.rows:
+        for phase in BOTH:
+            assert row.after[phase].via == VIA_PROXY
+            assert row.after[phase].error == "setup: failed to create proxy: AZURE_TENANT_ID not set"
+    assert dict(p.classes) == dict.fromkeys(BOTH, LOSES_ACCESS)
+
+
+def test_proxy_without_tenant_exits() -> None:
+    """webhook.go getTenantID: an empty tenant-id key wins; v1.6.0 omits the empty value (#1593)."""
+    sa = sa_obj(
+        "default",
+        annotations={"azure.workload.identity/client-id": CA, "azure.workload.identity/tenant-id": ""},
+    )
+    pod = bound_pod("a", labels=USE, annotations={**OLD_SDK, PROXY: "true"})
+    inp = make_input(*one_identity(), sa, pod, wi={"federatedCredentials": [fic(CA, "ns1", "default")]})
+    p = pod_of(assess(inp, MODE_VERIFY), "ns1/app-0")
+    assert p.rows[0].after["removed"].error == "setup: failed to create proxy: AZURE_TENANT_ID not set"
+    assert p.classes["removed"] == LOSES_ACCESS
+
+
+def test_no_client_id_proxy_answers_400() -> None:
+    """#1353: no client-id on the SA → no AZURE_CLIENT_ID → the proxy's 400 for requests without client_id."""
+    pod = bound_pod("a", labels=USE, annotations={**OLD_SDK, PROXY: "true"})
+    inp = make_input(
+        *one_identity(),
+        sa_obj("default", annotations={}),
+        pod,
+        wi={"federatedCredentials": [fic(CA, "ns1", "default")]},
+    )
+    p = pod_of(assess(inp, MODE_VERIFY), "ns1/app-0")
+    assert H.NO_CLIENT_ID in codes(p)
+    by = {row.shape.kind: row for row in p.rows}
+    default = by["default"].after["removed"]
+    assert (default.via, default.status) == (VIA_PROXY, 400)
+    assert default.error == "The client_id parameter or AZURE_CLIENT_ID environment variable must be set"
+    assert by["client_id"].classes["removed"] == SAME_IDENTITY, "an explicit client_id still works"
+    assert by["msi_res_id"].classes["removed"] == LOSES_ACCESS
+
+
+def test_windows_pod_gets_no_proxy() -> None:
+    """#1017: the proxy images are Linux-only."""
+    pod = deployment_pod("web", annotations=OLD_SDK, node_selector={"kubernetes.io/os": "windows"})
+    r = assess(make_input(*one_identity(), pod))
+    assert not r.plans[0].proxy
+    assert H.PROXY_WINDOWS in {h.code for h in r.plans[0].hazards}
+
+
+def test_custom_audience() -> None:
+    """§1.3: the webhook's --audience overrides api://AzureADTokenExchange; the FIC's audience follows."""
+    inp = make_input(
+        *one_identity(), deployment_pod("web", annotations=WI_SDK), wi={"audience": "api://custom"}
+    )
+    r = assess(inp)
+    assert r.plans[0].credentials[0].audience == "api://custom"
+    assert r.plans[0].credentials[0].command.endswith("--audience api://custom")
+    assert pod_of(r, "ns1/web-h5-x1").classes["removed"] == SAME_IDENTITY
+
+
+@pytest.mark.xfail(strict=True, reason="not modelled yet: a container running as uid 1501 bypasses the proxy")
+def test_uid_1501_bypasses_the_proxy() -> None:
+    """init/init-iptables.sh: AZWI_PROXY_OUTPUT -m owner --uid-owner 1501 -j ACCEPT (rule 9)."""
+    app = container(securityContext={"runAsUser": 1501})
+    pod = deployment_pod("web", annotations=OLD_SDK, containers=[app])
+    p = pod_of(assess(make_input(*one_identity(), pod)), "ns1/web-h5-x1")
+    assert p.proxy
+    assert p.rows[0].after["parallel"].via != VIA_PROXY

@@ -6,12 +6,13 @@ rule 16).
    plan applied gives every request NMI answered with a token the same identity, in both phases: its rows
    are ``same-identity`` or ``unaffected``, never ``loses-access`` or ``different-identity``. Namespaces AKS's
    Admissions Enforcer excludes (kube-system, #525) are left out: no plan can label its way in there.
-2. ``assess`` is deterministic: the same input, assessed twice or rebuilt from the same objects, gives the
-   same JSON.
+2. ``assess`` is deterministic: the same input, assessed twice or rebuilt from the same objects (in any
+   order), gives the same JSON.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -205,8 +206,10 @@ def world_objects(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(world_objects(), st.sampled_from([MODE_PLAN, MODE_VERIFY]))
-def test_assess_is_deterministic(case: tuple[list[dict[str, Any]], dict[str, Any]], mode: str) -> None:
+@given(world_objects(), st.sampled_from([MODE_PLAN, MODE_VERIFY]), st.randoms(use_true_random=False))
+def test_assess_is_deterministic(
+    case: tuple[list[dict[str, Any]], dict[str, Any]], mode: str, rnd: random.Random
+) -> None:
     objs, wi = case
     inp = make_input(
         *objs, wi=wi, imds={"userAssigned": [{"clientID": "99999999-0000-0000-0000-000000000099"}]}
@@ -217,3 +220,9 @@ def test_assess_is_deterministic(case: tuple[list[dict[str, Any]], dict[str, Any
         *objs, wi=wi, imds={"userAssigned": [{"clientID": "99999999-0000-0000-0000-000000000099"}]}
     )
     assert assess(again, mode).to_json() == first
+    shuffled = list(objs)
+    rnd.shuffle(shuffled)
+    vm = {"userAssigned": [{"clientID": "99999999-0000-0000-0000-000000000099"}]}
+    assert assess(make_input(*shuffled, wi=wi, imds=vm), mode).to_json() == first, (
+        "input order does not matter"
+    )
