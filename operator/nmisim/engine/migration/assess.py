@@ -631,11 +631,15 @@ def _pod_hazards(
                         f"the pod has AZURE_CLIENT_ID {have!r}, its ServiceAccount now says {sa.client_id!r}",
                     )
                 )
+        env_client_id = (adm.env.get(spec.containers[0].name, {}) if spec.containers else {}).get(
+            ENV_CLIENT_ID, ""
+        )
         for r in rows:
             if r.after[PHASE_REMOVED].error.startswith("AADSTS70021"):
                 near = entra.near_miss(
                     state.credentials,
-                    client_id=r.shape.value if r.shape.kind == "client_id" else "",
+                    # the client ID the exchange was for: the request's, else AZURE_CLIENT_ID
+                    client_id=r.shape.value if r.shape.kind == "client_id" else env_client_id,
                     issuer=wi.issuer,
                     subj=entra.subject(spec.namespace, spec.service_account),
                     audience=wi.audience,

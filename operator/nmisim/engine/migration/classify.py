@@ -276,7 +276,9 @@ def after_answer(
                 return Answer(VIA_WORKLOAD_IDENTITY, 400, error=problem)
             return Answer(VIA_WORKLOAD_IDENTITY, 200, client_id.lower())
         # no client ID: DefaultAzureCredential's workload identity is unavailable, ManagedIdentity calls IMDS
-    if adm.mutated and adm.proxy is not None and PROXY_CONTAINER not in adm.skipped:
+    # the proxy answers whatever azwi-proxy-init redirects, even when skip-containers lists azwi-proxy:
+    # then it has no AZURE_TENANT_ID and exits, and nothing answers (workload-identity.md rule 10)
+    if adm.mutated and adm.proxy is not None:
         penv = _env(adm, PROXY_CONTAINER)
         ans = proxy_sidecar.handle(
             shape.request(),

@@ -9,6 +9,7 @@ empty values are injected (#1593, #1720).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -51,6 +52,7 @@ _OMIT_EMPTY_FROM: Final = (1, 5, 1)
 _NEW_PATH_FROM: Final = (1, 6, 0)
 _NATIVE_SIDECAR_FROM_WEBHOOK: Final = (1, 5, 0)
 _NATIVE_SIDECAR_FROM_KUBERNETES: Final = (1, 32, 0)
+_GO_INT: Final = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +120,24 @@ def webhook_called(pod: PodSpec, config: WorkloadIdentityConfig) -> str:
     return ""
 
 
+def parse_int(raw: str, bits: int) -> tuple[int, str]:
+    """Go's ``strconv.ParseInt(raw, 10, bits)``: an optional sign and ASCII digits, nothing else (no spaces,
+    no underscores, no units); the error text as Go words it ("" when it parses)."""
+    if _GO_INT.fullmatch(raw) is None:
+        return 0, f'strconv.ParseInt: parsing "{raw}": invalid syntax'
+    value = int(raw, 10)
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        return 0, f'strconv.ParseInt: parsing "{raw}": value out of range'
+    return value, ""
+
+
 def _expiration(pod: PodSpec, sa: ServiceAccount) -> tuple[int, str]:
     raw = pod.annotations.get(EXPIRATION_ANNOTATION) or sa.annotations.get(EXPIRATION_ANNOTATION, "")
     if not raw:
         return DEFAULT_EXPIRATION, ""
-    try:
-        value = int(raw, 10)  # strconv.ParseInt(s, 10, 64): no spaces, no units
-    except ValueError:
-        return 0, f'strconv.ParseInt: parsing "{raw}": invalid syntax'
-    if raw.strip() != raw or "_" in raw:
-        return 0, f'strconv.ParseInt: parsing "{raw}": invalid syntax'
+    value, problem = parse_int(raw, 64)
+    if problem:
+        return 0, problem
     if not MIN_EXPIRATION <= value <= MAX_EXPIRATION:
         return 0, f"token expiration {value} not valid. Expected value to be between 3600 and 86400"
     return value, ""
@@ -162,19 +172,11 @@ def admit(
     if INJECT_PROXY_ANNOTATION in pod.annotations:  # presence only: "false" injects too
         if pod.host_network:
             return Admission(called=True, denied="hostNetwork is set to true, cannot inject proxy sidecar")
-        raw_port = pod.annotations.get(PROXY_PORT_ANNOTATION, "")
         port = DEFAULT_PROXY_PORT
-        if raw_port:
-            try:
-                port = int(raw_port, 10)
-                if raw_port.strip() != raw_port or not -(2**31) <= port < 2**31:
-                    raise ValueError(raw_port)
-            except ValueError:
-                return Admission(
-                    called=True,
-                    denied=f'failed to parse proxy sidecar port: strconv.ParseInt: parsing "{raw_port}": '
-                    "invalid syntax",
-                )
+        if PROXY_PORT_ANNOTATION in pod.annotations:  # present, even empty: parsed (getProxyPort)
+            port, problem = parse_int(pod.annotations[PROXY_PORT_ANNOTATION], 32)
+            if problem:
+                return Admission(called=True, denied=f"failed to parse proxy sidecar port: {problem}")
         native = version_at_least(config.kubernetes_version, _NATIVE_SIDECAR_FROM_KUBERNETES) and (
             version_at_least(config.webhook_version, _NATIVE_SIDECAR_FROM_WEBHOOK)
         )
