@@ -88,7 +88,10 @@ def test_same_identity_when_the_plan_is_applied() -> None:
     (plan,) = r.plans
     assert plan.workload.key == "Deployment/ns1/web"
     assert plan.service_account == "web" and plan.service_account_action == SA_CREATE
-    assert plan.service_account_annotations == {"azure.workload.identity/client-id": CA}
+    assert plan.service_account_annotations == {
+        "azure.workload.identity/client-id": CA,
+        "azure.workload.identity/service-account-token-expiration": "3600",
+    }
     (cred,) = plan.credentials
     assert cred.issuer == ISSUER and cred.issuer.endswith("/")
     assert cred.subject == "system:serviceaccount:ns1:web"
@@ -651,7 +654,6 @@ def test_custom_audience() -> None:
     assert pod_of(r, "ns1/web-h5-x1").classes["removed"] == SAME_IDENTITY
 
 
-@pytest.mark.xfail(strict=True, reason="not modelled yet: a container running as uid 1501 bypasses the proxy")
 def test_uid_1501_bypasses_the_proxy() -> None:
     """init/init-iptables.sh: AZWI_PROXY_OUTPUT -m owner --uid-owner 1501 -j ACCEPT (rule 9)."""
     app = container(securityContext={"runAsUser": 1501})

@@ -381,7 +381,11 @@ _WI_FIELDS: Final = {
     "resourceGroup",
     "clusterName",
 }
-_VERSION_RE: Final = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+#: semver's -pre/+build and PEP 440's a1/b2/rc1/.dev0/.post1 suffixes are read as the release they precede
+#: or follow (azure-identity 1.13.0b2 added WorkloadIdentityCredential, which 1.13.0 has)
+_VERSION_RE: Final = re.compile(
+    r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+.]?(?:a|b|rc|dev|post|alpha|beta)?\d*.*)?$"
+)
 
 
 def version_tuple(text: str) -> tuple[int, int, int] | None:

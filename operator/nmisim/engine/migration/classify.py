@@ -32,6 +32,7 @@ from nmisim.engine.migration.webhook import (
     ENV_TENANT_ID,
     ENV_TOKEN_FILE,
     PROXY_CONTAINER,
+    PROXY_UID,
     Admission,
 )
 from nmisim.engine.models import AzureIdentity, Pod
@@ -278,7 +279,7 @@ def after_answer(
         # no client ID: DefaultAzureCredential's workload identity is unavailable, ManagedIdentity calls IMDS
     # the proxy answers whatever azwi-proxy-init redirects, even when skip-containers lists azwi-proxy:
     # then it has no AZURE_TENANT_ID and exits, and nothing answers (workload-identity.md rule 10)
-    if adm.mutated and adm.proxy is not None:
+    if adm.mutated and adm.proxy is not None and not _runs_as_proxy_uid(state):
         penv = _env(adm, PROXY_CONTAINER)
         ans = proxy_sidecar.handle(
             shape.request(),
@@ -290,6 +291,18 @@ def after_answer(
             return Answer(VIA_PROXY, 200, ans.identity.lower())
         return Answer(VIA_PROXY, ans.status, error=ans.error)
     return _imds_after(world, ids, pod, shape, phase=phase, wi=wi)
+
+
+def _runs_as_proxy_uid(state: AfterState) -> bool:
+    """The application's container runs as the proxy's uid 1501: azwi-proxy-init's ``-m owner --uid-owner
+    1501 -j ACCEPT`` lets its traffic through unredirected (init/init-iptables.sh, rule 9)."""
+    spec = state.spec
+    if not spec.containers:
+        return False
+    uid = spec.containers[0].run_as_user
+    if uid is None:
+        uid = spec.run_as_user
+    return uid == PROXY_UID
 
 
 def row_class(before: Answer, after: Answer) -> str:
