@@ -267,3 +267,23 @@ def test_an_aks_addon_nmi_denies_gets_the_node_identity_back_as_info(
     (pod,) = json.loads(out)["pods"]
     assert pod["class"] == {"parallel": "unaffected", "removed": "gains-access"}
     assert [(h["code"], h["severity"]) for h in pod["hazards"]] == [("NodeIdentityExposed", "info")]
+
+
+def test_a_pod_workload_identity_cannot_read_is_one_error_and_the_rest_is_assessed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "x", "namespace": "shop", "labels": {"aadpodidbinding": "shop-web"}},
+                "spec": {"containers": [{"name": "c", "env": "not-a-list"}]},
+            }
+        )
+    )
+    code, out, err = run(["migrate", "-f", str(DEMO), "-f", str(bad), "-o", "json"], capsys)
+    assert code == 2
+    assert err == "nmisim: error: pod shop/x: spec.containers[0].env: expected a list\n"
+    assert len(json.loads(out)["pods"]) == 15  # the demo's, all assessed

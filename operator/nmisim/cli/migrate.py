@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from nmisim.cli.common import UsageError, add_input_options, build_input, target_of, warn
-from nmisim.cli.main import EXIT_GATE, EXIT_OK
+from nmisim.cli.main import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK
 from nmisim.cli.output import API_VERSION, render_data, table
 from nmisim.engine.diff import GateError, parse_gate
 from nmisim.engine.findings import SEVERITIES, SEVERITY_ERROR, SEVERITY_INFO, SEVERITY_WARNING, Finding
@@ -87,8 +87,12 @@ def _classes(values: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def migration_input(args: argparse.Namespace) -> MigrationInput:
-    """The world NMI sees plus what Workload Identity reads, from files and/or the live cluster."""
+def migration_input(args: argparse.Namespace, errors: list[str] | None = None) -> MigrationInput:
+    """The world NMI sees plus what Workload Identity reads, from files and/or the live cluster. What the
+    files hold that Workload Identity cannot read goes to ``errors`` (one line each; the rest is assessed);
+    a live object that cannot be read is a warning, as the operator tolerates it."""
+    if errors is None:
+        errors = []
     data = build_input(args, keep_going=False)
     if args.cluster:
         from nmisim.sources.cluster import load_workload_identity  # noqa: PLC0415
@@ -105,14 +109,14 @@ def migration_input(args: argparse.Namespace) -> MigrationInput:
             warn=warn,
         )
         if args.files or args.kustomize:
-            files = from_files(data.world, data.loaded, warn)
+            files = from_files(data.world, data.loaded, errors.append)
             seen = {(e.pod.namespace, e.pod.name) for e in files.pods}
             inp.pods = [e for e in inp.pods if (e.pod.namespace, e.pod.name) not in seen] + files.pods
             inp.service_accounts.update(files.service_accounts)
             inp.namespaces.update(files.namespaces)
             inp.credentials = (*inp.credentials, *files.credentials)
         return inp
-    return from_files(data.world, data.loaded, warn)
+    return from_files(data.world, data.loaded, errors.append)
 
 
 def _hazard_text(hazards: tuple[Finding, ...]) -> str:
@@ -250,7 +254,8 @@ def run(args: argparse.Namespace) -> int:
     except GateError as exc:
         raise UsageError(str(exc)) from None
     gate_classes = _classes(args.fail_on_class)
-    inp = migration_input(args)
+    errors: list[str] = []
+    inp = migration_input(args, errors)
     if not inp.pods and not args.allow_empty and not args.cluster:
         raise UsageError("no pods or workloads in the input (pass --allow-empty if that is expected)")
     report = assess(inp, MODE_VERIFY if args.verify else MODE_PLAN)
@@ -291,4 +296,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_data(document(report, failures), args.output))
     sys.stdout.flush()
+    for message in errors:
+        print(f"nmisim: error: {message}", file=sys.stderr)
+    if errors:
+        return EXIT_BAD_INPUT
     return EXIT_GATE if failures else EXIT_OK

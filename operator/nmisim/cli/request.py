@@ -122,7 +122,10 @@ def _after(args: argparse.Namespace, req: HttpRequest) -> int:
     if not sep or not ns or not name:
         raise UsageError(f"--pod {args.pod}: expected NAMESPACE/NAME")
     args.kustomize = getattr(args, "kustomize", [])
-    inp = migration_input(args)
+    errors: list[str] = []
+    inp = migration_input(args, errors)
+    if errors:
+        raise UsageError(errors[0])
     report = assess(inp, MODE_VERIFY if args.verify else MODE_PLAN)
     pod = next((p for p in report.pods if p.namespace == ns and p.name == name), None)
     if pod is None or pod.pod is None:
