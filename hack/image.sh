@@ -60,21 +60,38 @@ build_pause() {
   say "nmisim-pause:dev built in $((SECONDS - t0)) s"
 }
 
-rootfs_image() { # rootfs_image NAME TAG PACKAGES: debootstrap $SUITE minbase + PACKAGES as one layer
-  local name=$1 tag=$2 packages=$3
-  local k; k=$(printf '%s\n' "$SUITE" minbase "$packages" "$MIRROR" "$(cat "$ROOT/hack/images/archive.py")" | key)
+# slim_rootfs ROOTFS: what nmisim-base:dev (the operator's and the node agent's base) never uses at run
+# time: translations, glibc's iconv modules (Python has its own codecs), perl (only dpkg's maintainer
+# scripts run it: the image installs nothing), info pages, lintian overrides, debconf's old templates
+# (dpkg's database stays: scanners read it), and from python3.11 lib2to3,
+# pydoc's topics and the tkinter/idlelib/test directories when present. Kept: python3.11 and its compiled
+# standard library (a read-only root cannot cache byte-code), ensurepip and python3-venv (the operator's
+# build stage runs `python3 -m venv` on this image), iptables with its xtables modules (nmisim serve).
+slim_rootfs() {
+  local r=$1 py=$1/usr/lib/python3.11
+  rm -rf "$r"/usr/share/locale/* "$r"/usr/lib/x86_64-linux-gnu/gconv "$r"/usr/share/info/* \
+    "$r"/usr/share/lintian "$r"/var/cache/debconf/*-old "$r"/usr/bin/perl "$r"/usr/bin/perl5.* \
+    "$r"/usr/lib/x86_64-linux-gnu/perl-base "$r"/usr/share/perl5 \
+    "$py"/lib2to3 "$py"/pydoc_data "$py"/idlelib "$py"/tkinter "$py"/test "$py"/turtledemo
+}
+
+rootfs_image() { # rootfs_image NAME TAG PACKAGES [slim]: debootstrap $SUITE minbase + PACKAGES as one layer
+  local name=$1 tag=$2 packages=$3 slim=${4:-}
+  local k; k=$( { printf '%s\n' "$SUITE" minbase "$packages" "$MIRROR" "$(cat "$ROOT/hack/images/archive.py")"
+    [[ -z $slim ]] || declare -f slim_rootfs; } | key)
   fresh "$name" "$k" && return 0
   local t0=$SECONDS w="$IMG/work/$name-$k"
   rm -rf "$w"; mkdir -p "$w"
   say "debootstrap $SUITE (minbase + $packages) from $MIRROR: about 2 min"
   debootstrap_minbase "$w/rootfs" "$packages" "$IMG/work/debootstrap-$name.log"
+  [[ -z $slim ]] || slim_rootfs "$w/rootfs"
   pack_rootfs "$w/rootfs" "$w/rootfs.tar"
   python3 "$ROOT/hack/images/archive.py" --tag "$tag" --cmd /bin/sh --layer "$w/rootfs.tar" "$w/image.tar"
   publish "$name" "$k" "$w/image.tar"
   rm -rf "$w"
   say "$tag built in $((SECONDS - t0)) s ($(du -h "$(current "$name")" | cut -f1))"
 }
-build_base() { rootfs_image base nmisim-base:dev "$BASE_PACKAGES"; }
+build_base() { rootfs_image base nmisim-base:dev "$BASE_PACKAGES" slim; }
 
 # cached_download NAME KEY MESSAGE FETCH: the directory $IMG/NAME-KEY, filled once by `FETCH DIR` (MESSAGE
 # said first), then marked complete; the other NAME-* directories are removed then. Prints the directory.
@@ -168,7 +185,8 @@ build_operator() {
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
   cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
   docker_image operator "$k" "$base_tar" "$ROOT/operator/Dockerfile" "$ctx" --build-arg PYTHON_IMAGE=nmisim-base:dev
-  local size; size=$(tar -xOf "$(current operator)" manifest.json >/dev/null 2>&1 && du -h "$(current operator)" | cut -f1)
+  local size; size=$(tar -xOf "$(current operator)" manifest.json >/dev/null 2>&1 \
+    && awk -v b="$(stat -c %s "$(current operator)")" 'BEGIN { printf "%.1f MiB", b / 1048576 }')
   say "nmisim-operator:dev built in $((SECONDS - t0)) s (archive $size)"
   echo "$((SECONDS - t0))" > "$IMG/operator.build-seconds"
 }
