@@ -149,6 +149,9 @@ class Migrations:
         self._dirty: dict[WorkloadRef, set[Key] | None] = {}  # None: every pod
         self._dropped: set[Key] = set()  # statuses dropped since the last assessment
         self._addr: dict[Key, Addr] = {}  # where each pod is: (node, pod IP)
+        # the ServiceAccounts each pod runs as or is planned to, and the pods of each
+        self._sas_of: dict[Key, frozenset[Key]] = {}
+        self._sa_users: dict[Key, set[Key]] = {}
         self._at: dict[Addr, set[Key]] = {}
         #: pods assessed since start, representatives included (the tests count them)
         self.assessed = 0
@@ -180,6 +183,7 @@ class Migrations:
             self._workload_of[key] = ref
             self._pods_of.setdefault(ref, set()).add(key)
         self._specs[key] = spec
+        self._index(key)
         self.mark(key)
         return True
 
@@ -192,16 +196,34 @@ class Migrations:
             del self.service_accounts[key]
         else:
             self.service_accounts[key] = sa
-        ns, name = key
-        for pod, ref in self._workload_of.items():
-            if pod[0] != ns or self._dirty.get(ref, ()) is None:
-                continue
-            status = self._status.get(pod)
-            if self._specs[pod].service_account == name or (
-                status is not None and status["serviceAccount"] == name
-            ):
+        for pod in self._sa_users.get(key, ()):
+            ref = self._workload_of.get(pod)
+            if ref is not None:
                 self._dirty[ref] = None
         return True
+
+    def _index(self, key: Key) -> None:
+        """Index the ServiceAccounts the pod runs as (its spec) or is planned to (its status)."""
+        spec, status = self._specs.get(key), self._status.get(key)
+        names = set()
+        if spec is not None:
+            names.add((key[0], spec.service_account))
+        if status is not None:
+            names.add((key[0], str(status["serviceAccount"])))
+        new, old = frozenset(names), self._sas_of.get(key, frozenset())
+        if new == old:
+            return
+        for sa in old - new:
+            users = self._sa_users[sa]
+            users.discard(key)
+            if not users:
+                del self._sa_users[sa]
+        for sa in new - old:
+            self._sa_users.setdefault(sa, set()).add(key)
+        if new:
+            self._sas_of[key] = new
+        else:
+            self._sas_of.pop(key, None)
 
     def set_namespace(self, name: str, ns: Namespace | None) -> bool:
         """Keep (or, None: drop) a Namespace; whether it changed. A change marks its workloads."""
@@ -222,6 +244,7 @@ class Migrations:
         self._specs.pop(key, None)
         if self._status.pop(key, None) is not None:
             self._dropped.add(key)
+        self._index(key)
 
     def _leave(self, key: Key) -> None:
         ref = self._workload_of.pop(key, None)
@@ -326,6 +349,7 @@ class Migrations:
                         self._status.pop(key, None)
                     else:
                         self._status[key] = new
+                    self._index(key)
         return changed
 
     def _assess(self, world: World, ref: WorkloadRef, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
