@@ -41,10 +41,13 @@ from bench.results import (
     Series,
 )
 from bench.workload import FANOUT_NAMESPACE, Workload, generate
+from nmisim.controller.migration import migration_status
 from nmisim.controller.status import semantic, verdict_status
+from nmisim.engine.migration.assess import assess
 from nmisim.engine.models import AzureIdentity, AzureIdentityBinding, Pod, PodIdentityException
 from nmisim.engine.world import World
 from nmisim.kube.client import APIClient
+from nmisim.sources.migration import from_live
 
 Key = tuple[str, str]
 VERDICTS = "/apis/nmisim.dev/v1alpha1/nmiverdicts"
@@ -70,6 +73,7 @@ class Run:
     results: Results
     series: Series = field(default_factory=Series)
     pods: list[Pod] = field(default_factory=list)
+    pod_bodies: list[dict[str, Any]] = field(default_factory=list)  # as the API server holds them
     statuses: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the engine's verdict status
     expected: dict[Key, str] = field(default_factory=dict)  # its semantic digest
     verdict_state: dict[Key, str] = field(default_factory=dict)  # digest of what the API holds now
@@ -142,6 +146,7 @@ async def create_workload(run: Run) -> None:
                 break
             await asyncio.sleep(1)
     run.pods = [Pod.from_k8s(p) for p in pods]
+    run.pod_bodies = pods
 
 
 async def expect(run: Run) -> None:
@@ -157,8 +162,18 @@ async def expect(run: Run) -> None:
             world.upsert(model.from_k8s(o))
     for p in run.pods:
         world.upsert(p)
+    # each pod's status.migration: the migration engine on the same objects, as `nmisim migrate` reads
+    # them live (the operator assesses one workload at a time; the bench's pods are bare, each its own)
+    spaces = {p.namespace for p in run.pods}
+    sas = [o for o in await run.setup.list_all("/api/v1/serviceaccounts", limit=1000)
+           if o["metadata"]["namespace"] in spaces]  # fmt: skip
+    nss = [o for o in await run.setup.list_all("/api/v1/namespaces", limit=1000)
+           if o["metadata"]["name"] in spaces]  # fmt: skip
+    inp = from_live(world, pods=run.pod_bodies, owners=[], service_accounts=sas, namespaces=nss, others=[],
+                    webhook_installed=False, warn=say)  # fmt: skip
+    migration = {(a.namespace, a.name): migration_status(a) for a in assess(inp, "plan").pods}
     for p in run.pods:
-        st = verdict_status(world.evaluate(p), p)
+        st = verdict_status(world.evaluate(p), p, migration.get((p.namespace, p.name)))
         run.statuses[(p.namespace, p.name)] = st
         run.expected[(p.namespace, p.name)] = semantic(st)
     mix = {

@@ -20,6 +20,8 @@ EXPECTED: dict[str, set[str]] = {
     "selfsubjectaccessreviews.authorization.k8s.io": {"create"},
     "selfsubjectrulesreviews.authorization.k8s.io": {"create"},
     "pods": {"list", "watch"},  # kopf's watch; the operator's LIST at start
+    "serviceaccounts": {"list", "watch"},  # the migration's status (status.migration)
+    "namespaces": {"list", "watch"},  # ... their Pod Security labels
     f"azureidentities.{AAD}": {"list", "watch"},
     f"azureidentitybindings.{AAD}": {"list", "watch"},
     f"azureassignedidentities.{AAD}": {"list", "watch"},
@@ -74,6 +76,8 @@ def test_service_account_has_exactly_the_operators_permissions(installed: Cluste
         ("patch", "deployments.apps", "kube-system"),
         ("delete", "daemonsets.apps", "kube-system"),
         ("create", "serviceaccounts/token", "kube-system"),
+        ("patch", "serviceaccounts", "default"),  # read for the migration's status, never written
+        ("delete", "namespaces", ""),
         ("patch", f"azurepodidentityexceptions.{AAD}", "default"),
         ("delete", f"azureidentities.{AAD}", "default"),
         ("patch", "nmiverdicts.nmisim.dev", "default"),

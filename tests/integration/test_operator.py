@@ -11,6 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from nmisim.controller.migration import migration_status
+from nmisim.engine.config import SimulationConfig
+from nmisim.engine.migration.assess import assess
+from nmisim.engine.resources import parse
+from nmisim.engine.world import World
+from nmisim.sources.migration import from_live
 from tests.support import Cluster, InClusterOperator, OperatorProcess, eventually, exception, pod, settle
 
 pytestmark = pytest.mark.cluster
@@ -18,6 +24,8 @@ pytestmark = pytest.mark.cluster
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 NMISIM = str(Path(sys.executable).parent / "nmisim")
 BOOKKEEPING = {"observedPodResourceVersion", "lastTransitionTime", "transitions", "podUID"}
+#: compared with the migration engine apart (test_verdicts_status_and_events_agree_with_the_engine)
+MIGRATION = "migration"
 
 
 def identity_and_binding(name: str, selector: str) -> list[dict[str, Any]]:
@@ -70,6 +78,33 @@ def wait_verdict(cluster: Cluster, namespace: str, name: str, **expect: Any) -> 
         check, timeout=30, what=f"verdict of {namespace}/{name} with {expect}"
     )
     return result
+
+
+def engine_migration(cluster: Cluster, namespace: str, dump: str) -> dict[str, dict[str, Any]]:
+    """The migration engine's status.migration for the pods of ``dump`` (pods and the aad-pod-identity
+    objects of the namespace), with the namespace's ServiceAccounts and the Namespace as the cluster holds
+    them; by pod name, nulls left out (the API server stores none)."""
+    objs = yaml.safe_load(dump)["items"]
+    world = World()
+    for o in objs:
+        parsed = parse(o)
+        if parsed is not None and not isinstance(parsed, SimulationConfig):
+            world.upsert(parsed)
+    inp = from_live(
+        world,
+        pods=[o for o in objs if o.get("kind") == "Pod"],
+        owners=[],
+        service_accounts=cluster.get_json("serviceaccounts", "-n", namespace)["items"],
+        namespaces=[cluster.get_json("namespace", namespace)],
+        others=[],
+        webhook_installed=False,
+        warn=lambda _: None,
+    )
+    out = {}
+    for a in assess(inp, "plan").pods:
+        status = migration_status(a)
+        out[a.name] = {k: v for k, v in status.items() if v is not None}
+    return out
 
 
 def _number(name: str) -> int:
@@ -135,10 +170,18 @@ def test_verdicts_status_and_events_agree_with_the_engine(
         # evaluate's report adds where a result comes from and each finding's severity and gate state
         expected = {k: v for k, v in result.items() if k not in ("namespace", "name", "workload", "source")}
         expected["findings"] = [{"code": f["code"], "message": f["message"]} for f in expected["findings"]]
-        got = {k: v for k, v in stored.items() if k not in BOOKKEEPING}
+        got = {k: v for k, v in stored.items() if k not in BOOKKEEPING and k != MIGRATION}
         expected["tokenRequest"] = {k: v for k, v in expected["tokenRequest"].items() if v is not None}
         expected = {k: v for k, v in expected.items() if v is not None}
         assert got == expected, result["name"]
+
+    # Each verdict's status.migration is what the migration engine says of the same objects read live (as
+    # `nmisim migrate` reads them): one workload per bare pod, in plan mode.
+    migration = engine_migration(cluster, namespace, dump)
+    assert sorted(migration) == ["bound-pod", "denied-pod", "exempt-pod", "hostnet-pod"]
+    for name, expected_migration in migration.items():
+        stored = verdict(cluster, namespace, name)
+        assert stored is not None and stored.get(MIGRATION) == expected_migration, name
 
     exc = cluster.get_json("azurepodidentityexception", "platform", "-n", namespace)["status"]
     assert (exc["matchedPods"], exc["matchedPodsSample"]) == (1, ["exempt-pod"])

@@ -2,7 +2,10 @@
 older resourceVersions, deletes of what is not there, relists that drop objects, configuration changes)
 go through the controller's :class:`Intake` into its :class:`Store`; after every step, every pod's kept
 result and the NMIVerdict status it calls for equal a fresh evaluation of the final objects, and so do
-the totals that SimulationConfig's status publishes. Objects are generated as in test_store_stateful.
+the totals that SimulationConfig's status publishes. Objects are generated as in test_store_stateful,
+plus Deployment replicas, ServiceAccounts and Namespaces: each pod's ``status.migration``, assessed
+incrementally (only what changed), equals the migration engine's answer for its whole workload built
+fresh, as ``nmisim migrate`` would compute it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,18 @@ from test_store_stateful import (
 
 from nmisim.controller import status as S
 from nmisim.controller.controller import Controller
+from nmisim.controller.migration import class_counts, migration_status
 from nmisim.controller.records import digest
 from nmisim.engine.config import CONFIG_NAME
+from nmisim.engine.migration.assess import MigrationInput, PodEntry, assess
+from nmisim.engine.migration.objects import (
+    CLIENT_ID_ANNOTATION,
+    USE_LABEL,
+    Namespace,
+    PodSpec,
+    ServiceAccount,
+)
+from nmisim.engine.migration.plan import WorkloadRef
 from nmisim.engine.models import (
     KIND_ASSIGNED,
     KIND_BINDING,
@@ -39,10 +52,36 @@ from nmisim.engine.models import (
     KIND_IDENTITY,
     KIND_POD,
 )
+from nmisim.engine.world import World
 
 
 def with_version(obj: dict[str, Any], version: int, uid: str) -> dict[str, Any]:
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(version), "uid": uid}}
+
+
+def migrations(
+    world: World, objects: dict[Key, dict[str, Any]], others: dict[Key, dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each pod's migration status from the engine, one whole workload at a time, from the final
+    objects."""
+    sas = {(o["metadata"]["namespace"], o["metadata"]["name"]): ServiceAccount.from_k8s(o)
+           for k, o in others.items() if k[0] == "ServiceAccount"}  # fmt: skip
+    nss = {o["metadata"]["name"]: Namespace.from_k8s(o) for k, o in others.items() if k[0] == "Namespace"}
+    groups: dict[WorkloadRef, list[PodEntry]] = {}
+    for (kind, ns, name), body in objects.items():
+        if kind != KIND_POD:
+            continue
+        pod = world.get_pod(ns, name)
+        assert pod is not None
+        spec = PodSpec.from_k8s(body)
+        ref = WorkloadRef(*spec.workload())
+        groups.setdefault(ref, []).append(PodEntry(pod, spec, ref))
+    out = {}
+    for entries in groups.values():
+        inp = MigrationInput(world, entries, sas, nss, service_accounts_complete=True)
+        for a in assess(inp, "plan").pods:
+            out[(a.namespace, a.name)] = migration_status(a)
+    return out
 
 
 class ControllerMachine(RuleBasedStateMachine):
@@ -52,6 +91,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.ctl = Controller()
         self.ctl.intake.seed()  # an empty cluster, listed: every event from now on is evaluated
         self.objects: dict[Key, dict[str, Any]] = {}
+        self.others: dict[Key, dict[str, Any]] = {}  # ServiceAccounts and Namespaces
         self.config: dict[str, Any] | None = None
         self.version = 1
 
@@ -104,6 +144,66 @@ class ControllerMachine(RuleBasedStateMachine):
         for obj in (identity, binding, pod):
             self.upsert(obj, 1)
 
+    @rule(
+        ns=st.sampled_from(NAMESPACES),
+        name=st.sampled_from(("x", "y", "z")),
+        sel=st.sampled_from(("s1", "s2", "")),
+        sa=st.sampled_from(("default", "app")),
+        labelled=st.booleans(),
+        ip=st.sampled_from(IPS),
+        image=st.sampled_from(("app:1", "app:2")),
+    )
+    def replica(  # noqa: PLR0917 - hypothesis passes the drawn values by name
+        self, ns: str, name: str, sel: str, sa: str, labelled: bool, ip: str, image: str
+    ) -> None:
+        """A pod of Deployment ``web`` (ReplicaSet ``web-abc``): its migration is its workload's."""
+        labels = {"pod-template-hash": "abc", **({"aadpodidbinding": sel} if sel else {})}
+        if labelled:
+            labels[USE_LABEL] = "true"
+        pod = {
+            "kind": KIND_POD,
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": labels,
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "web-abc", "controller": True}],
+            },
+            "spec": {
+                "nodeName": "n1",
+                "serviceAccountName": sa,
+                "containers": [{"name": "c", "image": image}],
+            },
+            "status": {"phase": "Running", "podIP": ip},
+        }
+        self.upsert(pod, 1)
+
+    @rule(
+        ns=st.sampled_from(NAMESPACES),
+        name=st.sampled_from(("default", "app", "web")),
+        cid=st.sampled_from((None, *CLIENT_IDS)),
+        gone=st.booleans(),
+    )
+    def service_account(self, ns: str, name: str, cid: str | None, gone: bool) -> None:
+        """A ServiceAccount added, annotated, or deleted."""
+        key = ("ServiceAccount", ns, name)
+        if gone:
+            self._run(self.ctl.intake.delete("ServiceAccount", ns, name, str(self.version)))
+            self.others.pop(key, None)
+            return
+        annotations = {CLIENT_ID_ANNOTATION: cid} if cid else {}
+        meta = {"name": name, "namespace": ns, "annotations": annotations}
+        sa = self._next({"kind": "ServiceAccount", "metadata": meta})
+        self._run(self.ctl.intake.upsert("ServiceAccount", sa))
+        self.others[key] = sa
+
+    @rule(ns=st.sampled_from(NAMESPACES), level=st.sampled_from((None, "baseline", "privileged")))
+    def namespace(self, ns: str, level: str | None) -> None:
+        """A Namespace's Pod Security level (the proxy's init container is privileged)."""
+        labels = {"pod-security.kubernetes.io/enforce": level} if level else {}
+        body = self._next({"kind": "Namespace", "metadata": {"name": ns, "namespace": "", "labels": labels}})
+        self._run(self.ctl.intake.upsert("Namespace", body))
+        self.others[("Namespace", "", ns)] = body
+
     @rule(obj=objects)
     def duplicate(self, obj: dict[str, Any]) -> None:
         obj = self._next(obj)
@@ -154,9 +254,11 @@ class ControllerMachine(RuleBasedStateMachine):
         world = fresh(self.objects, self.config)
         store = self.ctl.store
         expected = {}
+        migration = migrations(world, self.objects, self.others)
         for pod in world.pods():
             result = world.evaluate(pod)
-            expected[(pod.namespace, pod.name)] = (result, S.verdict_status(result, pod))
+            key = (pod.namespace, pod.name)
+            expected[key] = (result, S.verdict_status(result, pod, migration[key]))
         got = {
             (pod.namespace, pod.name): (store.result(pod.namespace, pod.name), store.desired_status(pod))
             for pod in store.world.pods()
@@ -172,6 +274,7 @@ class ControllerMachine(RuleBasedStateMachine):
                 status["podUID"],
             ), key
         assert S.totals(store.results()) == S.totals(r for r, _ in expected.values())
+        assert store.migration_counts() == class_counts(migration.values())
 
 
 TestController = ControllerMachine.TestCase

@@ -28,6 +28,7 @@ from nmisim.controller import status as S
 from nmisim.controller.events import EventRecorder
 from nmisim.controller.exceptions import ExceptionReconciler
 from nmisim.controller.intake import Intake
+from nmisim.controller.migration import namespace, service_account
 from nmisim.controller.peering import CLUSTER_PATH, NAMESPACED_PATH, PeeringGate
 from nmisim.controller.projector import CONFIG_KEY, WorkKey
 from nmisim.controller.records import ObjectRecord, VerdictRecord
@@ -37,6 +38,7 @@ from nmisim.controller.verdicts import VerdictReconciler
 from nmisim.controller.workqueue import WorkQueue
 from nmisim.controller.writer import WriteError, WriterLike
 from nmisim.engine.config import CONFIG_NAME
+from nmisim.engine.migration.objects import PodSpec
 from nmisim.engine.models import (
     KIND_ASSIGNED,
     KIND_BINDING,
@@ -47,7 +49,7 @@ from nmisim.engine.models import (
     Model,
     PodIdentityException,
 )
-from nmisim.engine.resources import KIND_VERDICT, resource
+from nmisim.engine.resources import KIND_NAMESPACE, KIND_SERVICE_ACCOUNT, KIND_VERDICT, resource
 from nmisim.kube.client import APIClient
 from nmisim.kube.informer import Informer, Watched
 
@@ -66,6 +68,9 @@ WATCHED: Final = (
     Watched(KIND_BINDING, resource(KIND_BINDING).path()),
     Watched(KIND_ASSIGNED, resource(KIND_ASSIGNED).path()),
     Watched(KIND_VERDICT, resource(KIND_VERDICT).path()),
+    # read for the migration's status only (controller/migration.py)
+    Watched(KIND_SERVICE_ACCOUNT, resource(KIND_SERVICE_ACCOUNT).path()),
+    Watched(KIND_NAMESPACE, resource(KIND_NAMESPACE).path()),
     # LIST and WATCH (the RBAC grants those, not get), of `default` only
     Watched(KIND_CONFIG, resource(KIND_CONFIG).path(), field_selector=f"metadata.name={CONFIG_NAME}"),
 )
@@ -258,12 +263,27 @@ class Controller:
         exceptions: Iterable[tuple[PodIdentityException, ObjectRecord]],
         verdicts: Mapping[tuple[str, str], VerdictRecord],
         config: Mapping[str, Any] | None,
+        *,
+        specs: Mapping[tuple[str, str], PodSpec] | None = None,
+        migration_objects: Iterable[Mapping[str, Any]] = (),
     ) -> None:
-        """Store these objects as if the informers had listed them, then seed."""
+        """Store these objects as if the informers had listed them, then seed. ``specs``: the pods' specs
+        as the webhook reads them (a pod without one has no migration status); ``migration_objects``:
+        ServiceAccount and Namespace bodies."""
         if config is not None:
             self.store.apply_config(config)
         for obj in objects:
             self.store.world.upsert(obj)
+        for key, spec in (specs or {}).items():
+            self.store.migration.set_spec(key, spec)
+        migration = self.store.migration
+        for body in migration_objects:
+            meta = body.get("metadata") or {}
+            if body.get("kind") == KIND_SERVICE_ACCOUNT:
+                sa = service_account(body)
+                migration.set_service_account((sa.namespace, sa.name), sa)
+            elif body.get("kind") == KIND_NAMESPACE:
+                migration.set_namespace(str(meta.get("name") or ""), namespace(body))
         for exc, record in exceptions:
             self.store.world.upsert(exc)
             self.store.exceptions[(exc.namespace, exc.name)] = record

@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from nmisim.controller import status as S
 from nmisim.controller.events import EventRecorder, pod_event
+from nmisim.controller.migration import namespace as parse_namespace
+from nmisim.controller.migration import service_account as parse_service_account
 from nmisim.controller.projector import (
     CONFIG_KEY,
     WorkKey,
@@ -27,9 +29,13 @@ from nmisim.controller.verdicts import plan
 from nmisim.controller.workqueue import WorkQueue
 from nmisim.engine.config import CONFIG_NAME, SimulationConfig
 from nmisim.engine.findings import HOST_NETWORK_IDENTITY_EXPOSED
+from nmisim.engine.migration.objects import PodSpec
 from nmisim.engine.models import (
+    KIND_ASSIGNED,
+    KIND_BINDING,
     KIND_CONFIG,
     KIND_EXCEPTION,
+    KIND_IDENTITY,
     KIND_POD,
     AzureAssignedIdentity,
     AzureIdentity,
@@ -38,7 +44,7 @@ from nmisim.engine.models import (
     Pod,
     PodIdentityException,
 )
-from nmisim.engine.resources import KIND_VERDICT, resource
+from nmisim.engine.resources import KIND_NAMESPACE, KIND_SERVICE_ACCOUNT, KIND_VERDICT, resource
 from nmisim.engine.resources import parse as parse_body
 from nmisim.engine.world import World
 
@@ -67,6 +73,7 @@ class Intake:
         self.seeded = False
         self._batches: set[str] = set()
         self._announced_missing = False
+        self._touched: set[tuple[str, str]] = set()  # pods evaluated since the last settle
 
     # --- the Sink protocol (nmisim.kube.informer) --------------------------------------------------
 
@@ -79,12 +86,15 @@ class Intake:
         elif kind == KIND_CONFIG:
             if meta.get("name") == CONFIG_NAME:
                 await self.config_changed(body)
+        elif kind in (KIND_SERVICE_ACCOUNT, KIND_NAMESPACE):
+            await self.migration_object_changed(kind, body)
         else:
             obj = parse(kind, body)
             if obj is None:  # one the engine cannot read is as good as gone
                 await self.delete(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""), "")
             elif isinstance(obj, Pod):
-                self.pod_changed(obj, terminating=meta.get("deletionTimestamp") is not None)
+                terminating = meta.get("deletionTimestamp") is not None
+                self.pod_changed(obj, terminating=terminating, spec=pod_spec(body))
             elif isinstance(obj, PodIdentityException):
                 await self.exception_changed(obj, ObjectRecord.from_body(body))
             else:
@@ -103,6 +113,8 @@ class Intake:
         elif kind == KIND_CONFIG:
             if name == CONFIG_NAME:
                 await self.config_changed(None)
+        elif kind in (KIND_SERVICE_ACCOUNT, KIND_NAMESPACE):
+            await self.migration_object_deleted(kind, namespace, name)
         else:
             await self.identity_object_deleted(kind, namespace, name)
 
@@ -130,6 +142,7 @@ class Intake:
                 )
         for pod in list(store.world.pods()):
             self._evaluate(pod)
+        self._settle()
         self.seeded = True
         for ns, name in list(store.verdicts):
             if store.world.get_pod(ns, name) is None:
@@ -176,7 +189,9 @@ class Intake:
 
     # --- per kind ----------------------------------------------------------------------------------
 
-    def pod_changed(self, pod: Pod, terminating: bool = False) -> None:
+    def pod_changed(self, pod: Pod, terminating: bool = False, spec: PodSpec | None = None) -> None:
+        """A pod as listed or watched, with its spec as the Workload Identity webhook reads it (None: none
+        could be read, and the pod has no migration status)."""
         store, key = self.store, (pod.namespace, pod.name)
         known = store.world.get_pod(*key)
         if (
@@ -190,9 +205,14 @@ class Intake:
         else:
             store.terminating.discard(key)
         store.world.upsert(pod)
+        if known is None or _moved(known, pod):
+            store.migration.located(key, (pod.node_name, pod.pod_ip))
+            store.migration.mark(key)
+        store.migration.set_spec(key, spec)
         if self.seeded:
             self._evaluate(pod)
             self._evaluate_neighbours(known, pod)
+            self._settle()
 
     def pod_deleted(self, namespace: str, name: str) -> None:
         pod = self.store.world.get_pod(namespace, name)
@@ -206,6 +226,7 @@ class Intake:
         if (namespace, name) in self.store.verdicts:
             self.queue.add(verdict_key(namespace, name))
         self._evaluate_neighbours(pod)
+        self._settle()
 
     def _evaluate_neighbours(self, *changed: Pod | None) -> None:
         """The pods whose answer names who shares their IP, at the addresses a pod change touched."""
@@ -234,14 +255,74 @@ class Intake:
     async def identity_object_changed(
         self, obj: AzureIdentity | AzureIdentityBinding | AzureAssignedIdentity
     ) -> None:
-        if _lookup(self.store.world, obj) == obj:
+        old = _lookup(self.store.world, obj)
+        if old == obj:
             return
+        self._mark_users(old, obj)
         self.store.world.upsert(obj)
         await self._reevaluate(obj.kind, obj.namespace, obj.name)
 
     async def identity_object_deleted(self, kind: str, namespace: str, name: str) -> None:
-        if self.store.world.remove(kind, namespace, name):
+        world = self.store.world
+        old: Model | None = None
+        if kind == KIND_IDENTITY:
+            old = world.get_identity(namespace, name)
+        elif kind == KIND_BINDING:
+            old = world.get_binding(namespace, name)
+        elif kind == KIND_ASSIGNED:
+            old = world.get_assigned(namespace, name)
+        if world.remove(kind, namespace, name):
+            self._mark_users(old)
             await self._reevaluate(kind, namespace, name)
+
+    def _mark_users(self, *objs: Model | None) -> None:
+        """Before an identity object changes: the workloads whose migration it can change though their pods'
+        results do not (the pods whose results name the identity concerned; an AzureAssignedIdentity's pod).
+        A changed result marks its pod by itself (:meth:`Store.evaluate`)."""
+        if not self.seeded:
+            return
+        keys: set[str] = set()
+        migration = self.store.migration
+        for obj in objs:
+            if isinstance(obj, AzureIdentity):
+                keys.add(obj.key)
+            elif isinstance(obj, AzureIdentityBinding):
+                keys.add(f"{obj.namespace}/{obj.azure_identity}")
+            elif isinstance(obj, AzureAssignedIdentity):
+                migration.mark((obj.pod_namespace, obj.pod))
+                if obj.identity is not None:
+                    keys.add(obj.identity.key)
+        if not keys:
+            return
+        for r in self.store.results():
+            if r.token_request.identity in keys or not keys.isdisjoint(r.identities):
+                migration.mark_workload_of((r.namespace, r.name))
+
+    async def migration_object_changed(self, kind: str, body: Mapping[str, Any]) -> None:
+        """A ServiceAccount or Namespace (read for the migration only): the pods it concerns are assessed
+        again. One that cannot be read is as good as gone."""
+        meta = body.get("metadata") or {}
+        ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        try:
+            if kind == KIND_SERVICE_ACCOUNT:
+                changed = self.store.migration.set_service_account((ns, name), parse_service_account(body))
+            else:
+                changed = self.store.migration.set_namespace(name, parse_namespace(body))
+        except ValueError as exc:
+            log.warning("ignored: %s %s/%s: %s", kind, ns, name, exc)
+            await self.migration_object_deleted(kind, ns, name)
+            return
+        if changed:
+            await self._settle_all()
+
+    async def migration_object_deleted(self, kind: str, namespace: str, name: str) -> None:
+        migration = self.store.migration
+        if kind == KIND_SERVICE_ACCOUNT:
+            changed = migration.set_service_account((namespace, name), None)
+        else:
+            changed = migration.set_namespace(name, None)
+        if changed:
+            await self._settle_all()
 
     async def config_changed(self, body: Mapping[str, Any] | None) -> None:
         if self.store.apply_config(body):
@@ -272,10 +353,27 @@ class Intake:
     # --- evaluation --------------------------------------------------------------------------------
 
     def _evaluate(self, pod: Pod) -> None:
+        """Evaluate a pod; its verdict is looked at when the store settles (:meth:`_settle`)."""
         evaluation = self.store.evaluate(pod)
         if evaluation.changed and evaluation.exceptions_touched:
             self._mark_exceptions(pod.namespace)
-        self._queue_if_owed((pod.namespace, pod.name))
+        self._touched.add((pod.namespace, pod.name))
+
+    def _settle(self, budget: int | None = None) -> None:
+        """The store builds what changed (migration assessments, desired statuses); queue what is owed."""
+        keys = self.store.settle(budget) | self._touched
+        self._touched = set()
+        for key in keys:
+            self._queue_if_owed(key)
+
+    async def _settle_all(self) -> None:
+        """:meth:`_settle`, a chunk of assessments at a time, yielding to the event loop in between."""
+        if not self.seeded:
+            return
+        self._settle(CHUNK)
+        while self.store.unsettled:
+            await asyncio.sleep(0)
+            self._settle(CHUNK)
 
     def _queue_if_owed(self, key: tuple[str, str]) -> None:
         """The verdict reconciler's plan as a predicate (handlers only enqueue keys; reconcile decides)."""
@@ -289,6 +387,7 @@ class Intake:
             self._evaluate(pod)
             if i % CHUNK == 0:
                 await asyncio.sleep(0)
+        await self._settle_all()
         if kind == KIND_CONFIG:
             self.queue.add(CONFIG_KEY)
 
@@ -320,6 +419,22 @@ def parse(kind: str, body: Mapping[str, Any]) -> Model | None:
         log.warning("ignored: %s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), exc)
         return None
     return model
+
+
+def pod_spec(body: Mapping[str, Any]) -> PodSpec | None:
+    """The pod as the Workload Identity webhook reads it; None, with a warning, when it cannot be read
+    (the pod keeps its verdict, without a migration status)."""
+    try:
+        return PodSpec.from_k8s(body)
+    except ValueError as exc:
+        meta = body.get("metadata") or {}
+        log.warning("pod %s/%s: no migration status: %s", meta.get("namespace"), meta.get("name"), exc)
+        return None
+
+
+def _moved(old: Pod, new: Pod) -> bool:
+    """Whether a pod changed in more than its resourceVersion (what the migration reads of it)."""
+    return old.model_copy(update={"resource_version": new.resource_version}) != new
 
 
 def _lookup(world: World, obj: Model) -> Model | None:

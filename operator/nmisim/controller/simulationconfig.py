@@ -1,5 +1,6 @@
-"""The SimulationConfig/default status reconciler: totals per verdict, findings per code, and whether
-NMI would accept the configuration (a Ready condition)."""
+"""The SimulationConfig/default status reconciler: totals per verdict, findings per code, pods per
+migration class in each phase, and whether NMI would accept the configuration (a Ready condition).
+Written only when one of them changed."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ class ConfigReconciler:
         if record is None:
             return
         desired = S.config_status(
-            S.totals(store.results()), record.generation, store.config_error, record.status
+            S.totals(store.results()),
+            record.generation,
+            store.config_error,
+            record.status,
+            store.migration_counts(),
         )
         if S.config_semantic(desired) == S.config_semantic(record.status):
             return

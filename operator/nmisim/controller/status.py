@@ -81,8 +81,10 @@ def semantic(status: Mapping[str, Any] | None) -> str:
 # --- NMIVerdict -----------------------------------------------------------------------------------------
 
 
-def verdict_status(result: PodResult, pod: Pod) -> dict[str, Any]:
-    """The NMIVerdict status for a result, fitted to the CRD's bounds. Nulls are kept (they delete)."""
+def verdict_status(result: PodResult, pod: Pod, migration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The NMIVerdict status for a result and the pod's migration status (:mod:`.migration`), fitted to
+    the CRD's bounds. Nulls are kept (they delete): a pod without a migration status has ``migration``
+    null."""
     body = result.to_json()
     del body["namespace"], body["name"]
     body["exceptions"] = body["exceptions"][:_MAX_ITEMS]
@@ -94,6 +96,7 @@ def verdict_status(result: PodResult, pod: Pod) -> dict[str, Any]:
     if token.get("error"):
         token["error"] = token["error"][:_MAX_ERROR]
     body["podUID"] = pod.uid
+    body["migration"] = dict(migration) if migration is not None else None
     return body
 
 
@@ -240,22 +243,30 @@ def totals(results: Iterable[PodResult]) -> Totals:
 
 
 def config_status(
-    t: Totals, generation: int, error: str | None, old: Mapping[str, Any] | None
+    t: Totals,
+    generation: int,
+    error: str | None,
+    old: Mapping[str, Any] | None,
+    migration: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Desired SimulationConfig status: totals per verdict, findings per code, a Ready condition."""
+    """Desired SimulationConfig status: totals per verdict, findings per code, pods per migration class
+    in each phase (every class, zeros included), a Ready condition."""
     counts = {v: t.verdicts.get(v, 0) for v in VERDICTS}
     state, reason = ("False", "Refused") if error else ("True", "Applied")
     message = f"NMI would refuse this configuration: {error}" if error else "every pod is evaluated with it"
     return {
         "totals": {"pods": sum(counts.values()), **counts},
         "findings": dict(sorted(t.findings.items())),
+        "migration": {p: dict(c) for p, c in migration.items()} if migration is not None else None,
         "observedGeneration": generation,
         "conditions": [ready(state, reason, message, generation, old)],
     }
 
 
 def config_semantic(status: Mapping[str, Any] | None) -> str:
-    return _object_semantic(status, {"totals": None, "findings": {}, "observedGeneration": None})
+    return _object_semantic(
+        status, {"totals": None, "findings": {}, "migration": None, "observedGeneration": None}
+    )
 
 
 __all__ = [

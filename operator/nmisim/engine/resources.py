@@ -32,6 +32,9 @@ AAD_GROUP: Final = "aadpodidentity.k8s.io"
 NMISIM_GROUP: Final = "nmisim.dev"
 KIND_VERDICT: Final = "NMIVerdict"
 KIND_EVENT: Final = "Event"
+#: read by the operator for the migration's status (nmisim.engine.migration.objects parses them)
+KIND_SERVICE_ACCOUNT: Final = "ServiceAccount"
+KIND_NAMESPACE: Final = "Namespace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ RESOURCES: Final[Mapping[str, Resource]] = {
         Resource(KIND_CONFIG, NMISIM_GROUP, "v1alpha1", "simulationconfigs", False, SimulationConfig),
         Resource(KIND_VERDICT, NMISIM_GROUP, "v1alpha1", "nmiverdicts", True),
         Resource(KIND_EVENT, "", "v1", "events", True),
+        Resource(KIND_SERVICE_ACCOUNT, "", "v1", "serviceaccounts", True),
+        Resource(KIND_NAMESPACE, "", "v1", "namespaces", False),
     )
 }
 
