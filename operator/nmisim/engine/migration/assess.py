@@ -26,8 +26,10 @@ from nmisim.engine.migration.classify import (
     SHAPE_RES_ID,
     VIA_IMDS,
     AfterState,
+    Answer,
     Identities,
     Row,
+    Shape,
     assess_rows,
     pod_classes,
     shapes_for,
@@ -407,11 +409,9 @@ def _cleanup(inp: MigrationInput, drafts: list[tuple[_Group, WorkloadPlan]]) -> 
     wi = inp.config
     users: dict[str, set[str]] = defaultdict(set)  # binding key -> workloads whose pods select it
     for g, _ in drafts:
-        for e in g.entries:
-            sel = e.pod.binding_label
-            for b in world.bindings():
-                if sel and b.selector == sel:
-                    users[b.key].add(g.ref.key)
+        for sel in {e.pod.binding_label for e in g.entries if e.pod.binding_label}:
+            for b in world.bindings_with_selector(sel):
+                users[b.key].add(g.ref.key)
     out: dict[str, tuple[str, ...]] = {}
     rg = wi.resource_group or "$RESOURCE_GROUP"
     cluster = wi.cluster_name or "$CLUSTER_NAME"
@@ -420,9 +420,7 @@ def _cleanup(inp: MigrationInput, drafts: list[tuple[_Group, WorkloadPlan]]) -> 
             continue
         steps = [f"after verifying: remove the {BINDING_LABEL} label from the pod template"]
         sels = {e.pod.binding_label for e in g.entries if e.pod.binding_label}
-        for b in sorted(world.bindings(), key=lambda b: b.key):
-            if b.selector not in sels:
-                continue
+        for b in sorted((b for sel in sels for b in world.bindings_with_selector(sel)), key=lambda b: b.key):
             others = sorted(users[b.key] - {g.ref.key})
             ns, name = b.key.split("/", 1)
             ident_name = b.azure_identity
@@ -698,7 +696,7 @@ def assess(inp: MigrationInput, mode: str = MODE_PLAN) -> Report:
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected plan or verify")
     world, wi = inp.world, inp.config
-    ids = Identities(world)
+    ids = Identities.of(world)
     # a finished pod (a Job's) is assessed as its workload's next pod: running, as NMI would see it
     inp.pods = [
         replace(e, pod=e.pod.model_copy(update={"phase": None})) if e.pod.phase in FINISHED_PHASES else e
@@ -736,12 +734,24 @@ def assess(inp: MigrationInput, mode: str = MODE_PLAN) -> Report:
         state = AfterState(spec, adm, tuple(creds), sdks, cap)
         shapes = shapes_for(idents)
         assessed_cap = sdk.CAP_WORKLOAD_IDENTITY if cap == sdk.CAP_UNKNOWN else cap
-        rows = assess_rows(world, ids, entry.pod, shapes=shapes, state=state, wi=wi, capability=assessed_cap)
+        befores: dict[Shape, Answer] = {}
+        rows = assess_rows(
+            world, ids, entry.pod, shapes=shapes, state=state, wi=wi, capability=assessed_cap, befores=befores
+        )
         classes = pod_classes(rows)
         too_old = None
         if cap == sdk.CAP_UNKNOWN and (idents or spec.labelled):
             too_old = pod_classes(
-                assess_rows(world, ids, entry.pod, shapes=shapes, state=state, wi=wi, capability=sdk.CAP_IMDS)
+                assess_rows(
+                    world,
+                    ids,
+                    entry.pod,
+                    shapes=shapes,
+                    state=state,
+                    wi=wi,
+                    capability=sdk.CAP_IMDS,
+                    befores=befores,
+                )
             )
             if too_old == classes:
                 too_old = None

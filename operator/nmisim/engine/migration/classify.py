@@ -16,8 +16,10 @@ there) and ``removed`` (NMI gone). Where the request goes after the migration:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -85,10 +87,16 @@ class Shape:
         return self.kind if self.kind == SHAPE_DEFAULT else f"{self.kind}={self.value}"
 
     def request(self) -> HttpRequest:
-        query: list[tuple[str, str]] = [("api-version", "2018-02-01"), ("resource", RESOURCE)]
-        if self.kind != SHAPE_DEFAULT:
-            query.append((self.kind, self.value))
-        return HttpRequest(path=TOKEN_PATH, query=tuple(query), headers=DEFAULT_HEADERS, raw=urlencode(query))
+        return _shape_request(self.kind, self.value)
+
+
+@lru_cache(maxsize=4096)
+def _shape_request(kind: str, value: str) -> HttpRequest:
+    """The token request of one shape (memoised: a pure function of the shape, asked for by every pod)."""
+    query: list[tuple[str, str]] = [("api-version", "2018-02-01"), ("resource", RESOURCE)]
+    if kind != SHAPE_DEFAULT:
+        query.append((kind, value))
+    return HttpRequest(path=TOKEN_PATH, query=tuple(query), headers=DEFAULT_HEADERS, raw=urlencode(query))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +158,19 @@ class AfterState:
 
 
 class Identities:
-    """Client IDs, resource IDs and AzureIdentity keys of the world, to compare answers across routes."""
+    """Client IDs, resource IDs and AzureIdentity keys of the world, to compare answers across routes.
+    :meth:`of` builds it once per world generation (the operator assesses one workload at a time)."""
+
+    _cache: weakref.WeakKeyDictionary[World, tuple[int, Identities]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, world: World) -> Identities:
+        hit = cls._cache.get(world)
+        if hit is not None and hit[0] == world.generation:
+            return hit[1]
+        ids = cls(world)
+        cls._cache[world] = (world.generation, ids)
+        return ids
 
     def __init__(self, world: World) -> None:
         self._by_key: dict[str, AzureIdentity] = {i.key: i for i in world.identities()}
@@ -208,10 +228,17 @@ def before_answer(world: World, ids: Identities, pod: Pod, shape: Shape) -> Answ
 
 
 def _imds_after(
-    world: World, ids: Identities, pod: Pod, shape: Shape, *, phase: str, wi: WorkloadIdentityConfig
+    world: World,
+    ids: Identities,
+    pod: Pod,
+    shape: Shape,
+    *,
+    phase: str,
+    wi: WorkloadIdentityConfig,
+    before: Answer | None = None,
 ) -> Answer:
-    if phase == PHASE_PARALLEL:
-        return before_answer(world, ids, pod, shape)
+    if phase == PHASE_PARALLEL:  # NMI still answers: today's answer
+        return before if before is not None else before_answer(world, ids, pod, shape)
     if wi.pod_link_local_access == POD_LINK_LOCAL_NONE and not pod.host_network:
         return Answer(VIA_NOTHING, None, error="169.254.169.254 unreachable (podLinkLocalAccess: None)")
     vm = world.config.imds.vm_for(pod.node_name)
@@ -258,6 +285,7 @@ def after_answer(
     state: AfterState,
     wi: WorkloadIdentityConfig,
     capability: str,
+    before: Answer | None = None,
 ) -> Answer:
     adm = state.admission
     if adm.denied:
@@ -290,7 +318,7 @@ def after_answer(
         if ans.status == 200:
             return Answer(VIA_PROXY, 200, ans.identity.lower())
         return Answer(VIA_PROXY, ans.status, error=ans.error)
-    return _imds_after(world, ids, pod, shape, phase=phase, wi=wi)
+    return _imds_after(world, ids, pod, shape, phase=phase, wi=wi, before=before)
 
 
 def _runs_as_proxy_uid(state: AfterState) -> bool:
@@ -328,12 +356,20 @@ def assess_rows(
     state: AfterState,
     wi: WorkloadIdentityConfig,
     capability: str,
+    befores: dict[Shape, Answer] | None = None,
 ) -> tuple[Row, ...]:
+    """One row per shape. ``befores`` memoises NMI's answers today across calls for the same pod (the
+    ``classIfSDKTooOld`` pass asks the same questions)."""
     rows = []
+    known = befores if befores is not None else {}
     for shape in shapes:
-        before = before_answer(world, ids, pod, shape)
+        before = known.get(shape)
+        if before is None:
+            before = known[shape] = before_answer(world, ids, pod, shape)
         after = {
-            p: after_answer(world, ids, pod, shape, phase=p, state=state, wi=wi, capability=capability)
+            p: after_answer(
+                world, ids, pod, shape, phase=p, state=state, wi=wi, capability=capability, before=before
+            )
             for p in PHASES
         }
         rows.append(Row(shape, before, after, {p: row_class(before, a) for p, a in after.items()}))
