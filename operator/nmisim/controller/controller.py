@@ -69,8 +69,9 @@ WATCHED: Final = (
     Watched(KIND_ASSIGNED, resource(KIND_ASSIGNED).path()),
     Watched(KIND_VERDICT, resource(KIND_VERDICT).path()),
     # read for the migration's status only (controller/migration.py)
-    Watched(KIND_SERVICE_ACCOUNT, resource(KIND_SERVICE_ACCOUNT).path()),
-    Watched(KIND_NAMESPACE, resource(KIND_NAMESPACE).path()),
+    # (optional: with RBAC from before them, the verdicts go on without the migration's inputs)
+    Watched(KIND_SERVICE_ACCOUNT, resource(KIND_SERVICE_ACCOUNT).path(), optional=True),
+    Watched(KIND_NAMESPACE, resource(KIND_NAMESPACE).path(), optional=True),
     # LIST and WATCH (the RBAC grants those, not get), of `default` only
     Watched(KIND_CONFIG, resource(KIND_CONFIG).path(), field_selector=f"metadata.name={CONFIG_NAME}"),
 )

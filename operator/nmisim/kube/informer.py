@@ -50,6 +50,9 @@ class Watched:
     path: str
     field_selector: str = ""
     label_selector: str = ""
+    #: the controller can do without it: a list refused with 403 (RBAC older than the operator) counts as
+    #: a kind not served (nothing listed, synced, retried later) instead of holding up the start
+    optional: bool = False
 
 
 class Gone(Exception):
@@ -84,6 +87,7 @@ class Informer:
         self.synced = asyncio.Event()  #: set after the first complete list
         self.lists = 0
         self.keys: set[Key] = set()
+        self.forbidden = False
 
     def _query(self, **params: str) -> str:
         query = dict(params)
@@ -104,7 +108,13 @@ class Informer:
                 params["continue"] = token
             resp = await self.transport.get(self._query(**params), 60, kind=self.watched.kind)
             async with resp:
-                if resp.status == 404:
+                if resp.status == 404 or (resp.status == 403 and self.watched.optional):
+                    if resp.status == 403 and not self.forbidden:
+                        log.warning(
+                            "%s: list forbidden (403): going on without it; grant list/watch to use it",
+                            self.watched.kind,
+                        )
+                    self.forbidden = resp.status == 403
                     await self._forget_except(set(), rv)
                     return None
                 if resp.status == 410 and token:  # the continue token expired: start the list again
