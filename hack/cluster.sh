@@ -46,8 +46,28 @@ component_running() {
   [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$2" ]]
 }
 
+# A free port below the kernel's ephemeral range: a port the kernel handed out (bind to 0) can be taken by
+# any outgoing connection before the component binds it ("bind: address already in use", seen once in CI).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  python3 - <<'PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+for port in random.sample(range(10000, max(low, 10001)), min(200, max(low - 10000, 1))):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
 }
 
 ensure_ports() {
