@@ -47,15 +47,19 @@ component_running() {
 }
 
 # A free port below the kernel's ephemeral range: a port the kernel handed out (bind to 0) can be taken by
-# any outgoing connection before the component binds it ("bind: address already in use", seen once in CI).
-free_port() {
-  python3 - <<'PY'
-import random, socket
+# any outgoing connection before the component binds it, and bind(0) twice can give the same port (etcd and
+# kube-apiserver both got 56047 in CI run r10: "bind: address already in use").
+free_port() { # free_port [TAKEN...]: a port none of TAKEN is
+  python3 - "$@" <<'PY'
+import random, socket, sys
+taken = {int(p) for p in sys.argv[1:] if p.isdigit()}
 try:
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 except (OSError, ValueError, IndexError):
     low = 32768
 for port in random.sample(range(10000, max(low, 10001)), min(200, max(low - 10000, 1))):
+    if port in taken:
+        continue
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", port))
@@ -75,7 +79,8 @@ ensure_ports() {
   touch "$D/ports.env"
   for name in ETCD_PORT ETCD_PEER_PORT API_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT \
               KUBE_PROXY_METRICS_PORT; do
-    grep -q "^$name=" "$D/ports.env" || echo "$name=$(free_port)" >> "$D/ports.env"
+    # distinct ports: the same port must not be handed to two components
+    grep -q "^$name=" "$D/ports.env" || echo "$name=$(free_port $(cut -d= -f2 "$D/ports.env"))" >> "$D/ports.env"
   done
   # shellcheck disable=SC1091
   source "$D/ports.env"
@@ -268,6 +273,8 @@ up() {
     return 0
   fi
   mkdir -p "$D"
+  # a start that fails half-way stops what it started (the host as found: no etcd left listening)
+  trap 'rc=$?; if ((rc)); then say "up failed: stopping what it started"; down >/dev/null 2>&1 || true; fi' EXIT
   ensure_ports
   ensure_pki
   write_kubeconfig "$D/kubeconfig" admin
@@ -287,6 +294,7 @@ up() {
   node_up
   say "up in $((SECONDS - t0)) s: $NODES kwok nodes$(node_running && echo " and the real node $NODE_NAME"), API at https://127.0.0.1:$API_PORT"
   say "export KUBECONFIG=$D/kubeconfig"
+  trap - EXIT
 }
 
 down() {
