@@ -80,7 +80,8 @@ ensure_ports() {
   for name in ETCD_PORT ETCD_PEER_PORT API_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT \
               KUBE_PROXY_METRICS_PORT; do
     # distinct ports: the same port must not be handed to two components
-    grep -q "^$name=" "$D/ports.env" || echo "$name=$(free_port $(cut -d= -f2 "$D/ports.env"))" >> "$D/ports.env"
+    local taken; mapfile -t taken < <(cut -d= -f2 "$D/ports.env")
+    grep -q "^$name=" "$D/ports.env" || echo "$name=$(free_port "${taken[@]}")" >> "$D/ports.env"
   done
   # shellcheck disable=SC1091
   source "$D/ports.env"
