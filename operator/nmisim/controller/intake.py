@@ -46,6 +46,7 @@ from nmisim.engine.models import (
 )
 from nmisim.engine.resources import KIND_NAMESPACE, KIND_SERVICE_ACCOUNT, KIND_VERDICT, resource
 from nmisim.engine.resources import parse as parse_body
+from nmisim.engine.verdict import VERDICT_INACTIVE
 from nmisim.engine.world import World
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,13 @@ class Intake:
         if not keys:
             return
         for r in self.store.results():
-            if r.token_request.identity in keys or not keys.isdisjoint(r.identities):
+            # a finished pod's result names no identity, but the migration engine assesses it as its
+            # workload's next pod, running: any identity change may be its
+            if (
+                r.verdict == VERDICT_INACTIVE
+                or r.token_request.identity in keys
+                or not keys.isdisjoint(r.identities)
+            ):
                 migration.mark_workload_of((r.namespace, r.name))
 
     async def migration_object_changed(self, kind: str, body: Mapping[str, Any]) -> None:
