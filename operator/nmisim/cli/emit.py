@@ -31,6 +31,7 @@ from nmisim.engine.config import CONFIG_NAME
 from nmisim.engine.migration.assess import MigrationInput, Report
 from nmisim.engine.migration.objects import INJECT_PROXY_ANNOTATION, USE_LABEL
 from nmisim.engine.migration.plan import SA_KEEP, WorkloadPlan
+from nmisim.engine.workloads import API_VERSIONS
 from nmisim.sources.files import LoadError, expand_paths
 
 #: kinds whose pod template cannot be patched in place
@@ -50,16 +51,6 @@ _JOB_LABELS: Final = (
     "job-name",
     "batch.kubernetes.io/job-name",
 )
-
-
-_API_VERSIONS: Final = {
-    "Deployment": "apps/v1",
-    "StatefulSet": "apps/v1",
-    "DaemonSet": "apps/v1",
-    "ReplicaSet": "apps/v1",
-    "Job": "batch/v1",
-    "CronJob": "batch/v1",
-}
 
 
 def _template_patch(plan: WorkloadPlan) -> dict[str, Any]:
@@ -177,7 +168,7 @@ def _emit(root: Path, report: Report, inp: MigrationInput, args: argparse.Namesp
         obj = inp.objects.get(w.key)
         # a strategic-merge patch names its object, as kustomize needs (kubectl patch accepts it too)
         patch = {
-            "apiVersion": str((obj or {}).get("apiVersion") or _API_VERSIONS.get(w.kind, "v1")),
+            "apiVersion": str((obj or {}).get("apiVersion") or API_VERSIONS.get(w.kind, "v1")),
             "kind": w.kind,
             "metadata": {"name": w.name, "namespace": w.namespace},
             **workload_patch(p),

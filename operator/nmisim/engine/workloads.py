@@ -61,7 +61,8 @@ WORKLOAD_KINDS: Final = (
     KIND_REPLICATION_CONTROLLER,
     KIND_POD_TEMPLATE,
 )
-_API_VERSION: Final = {
+#: the apiVersion of each workload kind (a PodTemplate's is v1)
+API_VERSIONS: Final = {
     KIND_DEPLOYMENT: "apps/v1",
     KIND_REPLICASET: "apps/v1",
     KIND_STATEFULSET: "apps/v1",
@@ -221,7 +222,7 @@ def expand(obj: Mapping[str, Any]) -> Workload:
     kind = str(obj.get("kind"))
     meta = parse_metadata(obj)
     ns, name = meta.namespace, meta.name
-    api_version = _API_VERSION.get(kind, "v1")
+    api_version = API_VERSIONS.get(kind, "v1")
     spec = get_map(obj, "spec", "")
     pods: list[dict[str, Any]] = []
     replicas: int | None

@@ -14,10 +14,10 @@ from typing import Final
 
 from nmisim.engine.http import JSON_UTF8_CT, HttpRequest, RequestResult
 from nmisim.engine.imds import fake_token, imds_http, token_subject
-from nmisim.engine.migration import entra, sdk
 from nmisim.engine.migration import proxy as proxy_sidecar
+from nmisim.engine.migration import sdk
 from nmisim.engine.migration.assess import MigrationInput, PodAssessment
-from nmisim.engine.migration.classify import PHASE_PARALLEL
+from nmisim.engine.migration.classify import PHASE_PARALLEL, exchange_error
 from nmisim.engine.migration.webhook import ENV_CLIENT_ID, ENV_TENANT_ID, ENV_TOKEN_FILE, PROXY_CONTAINER
 
 ROUTE_BLOCKED: Final = "not-admitted"
@@ -60,17 +60,10 @@ def request_after(inp: MigrationInput, pod: PodAssessment, req: HttpRequest, pha
         )
         if req.q("msi_res_id") or req.q("mi_res_id"):
             why.append("a resource ID cannot be named: the SDK asks for AZURE_CLIENT_ID's identity")
-        ex = entra.exchange(
-            state.credentials,
-            client_id=client_id,
-            issuer=wi.issuer,
-            namespace=state.spec.namespace,
-            service_account=state.spec.service_account,
-            audience=adm.audience,
-        )
-        if not ex.ok:
-            why.append(f"Entra refuses: {ex.error}")
-            body = json.dumps({"error": "invalid_request", "error_description": ex.error})
+        problem = exchange_error(state, wi, client_id)
+        if problem:
+            why.append(f"Entra refuses: {problem}")
+            body = json.dumps({"error": "invalid_request", "error_description": problem})
             return RequestResult(
                 ROUTE_WORKLOAD_IDENTITY,
                 400,
@@ -80,7 +73,7 @@ def request_after(inp: MigrationInput, pod: PodAssessment, req: HttpRequest, pha
                 None,
                 0.0,
                 tuple(why),
-                error=ex.error,
+                error=problem,
             )
         why.append("a federated credential matches issuer, subject and audience: Entra issues the token")
         body = json.dumps(fake_token(req.q("resource"), token_subject(client_id)), separators=(",", ":"))
@@ -98,21 +91,11 @@ def request_after(inp: MigrationInput, pod: PodAssessment, req: HttpRequest, pha
         penv = adm.env.get(PROXY_CONTAINER, {})
         why.append(f"azwi-proxy-init redirects 169.254.169.254:80 to the proxy on port {adm.proxy.port}")
 
-        def exchange(client_id: str) -> str:
-            return entra.exchange(
-                state.credentials,
-                client_id=client_id,
-                issuer=wi.issuer,
-                namespace=state.spec.namespace,
-                service_account=state.spec.service_account,
-                audience=adm.audience,
-            ).error
-
         ans = proxy_sidecar.handle(
             req,
             env_client_id=penv.get(ENV_CLIENT_ID, ""),
             env_tenant_id=penv.get(ENV_TENANT_ID, ""),
-            exchange=exchange,
+            exchange=lambda client_id: exchange_error(state, wi, client_id),
         )
         if ans.route != proxy_sidecar.ROUTE_PROXY_FORWARD:
             why.append(f"the proxy answers ({ans.route}): " + (ans.error or f"token for {ans.identity}"))

@@ -309,9 +309,7 @@ def _plans(inp: MigrationInput, groups: list[_Group], mode: str) -> tuple[list[W
         # the expiration as azwi and the guide write it: the pod template's (or the ServiceAccount's), else
         # the webhook's default, explicit
         expiration = first.annotations.get(EXPIRATION_ANNOTATION) or (
-            current_sa.annotations.get(EXPIRATION_ANNOTATION, "")
-            if (current_sa := inp.service_accounts.get(key))
-            else ""
+            current.annotations.get(EXPIRATION_ANNOTATION, "") if current is not None else ""
         )
         want = {
             CLIENT_ID_ANNOTATION: default.client_id,
@@ -463,6 +461,7 @@ def _admission(
             adm,
             denied=f'pods "{spec.name}" is forbidden: violates PodSecurity "{ns.pod_security}:latest": '
             'privileged (container "azwi-proxy-init" must not set securityContext.privileged=true)',
+            denied_code=H.PROXY_POD_SECURITY,
         )
     return adm
 
@@ -509,18 +508,7 @@ def _pod_hazards(
             )
     if adm.denied:
         text = adm.denied
-        code = (
-            H.TOKEN_EXPIRATION_OUT_OF_BOUNDS
-            if "token expiration" in text or ("ParseInt" in text and "proxy" not in text)
-            else H.PROXY_PORT_INVALID
-            if "proxy sidecar port" in text
-            else H.PROXY_ON_HOST_NETWORK
-            if "hostNetwork" in text
-            else H.PROXY_POD_SECURITY
-            if "PodSecurity" in text
-            else H.SERVICE_ACCOUNT_MISSING
-        )
-        out.append(Finding(code, f"denied at admission: {text}"))
+        out.append(Finding(adm.denied_code, f"denied at admission: {text}"))
     if migrating and not adm.called:
         out.append(Finding(H.NOT_ADMITTED_BY_WEBHOOK, f"the webhook is not called: {adm.not_called_because}"))
     if adm.mutated:

@@ -263,7 +263,8 @@ def _app_env(state: AfterState) -> Mapping[str, str]:
     return _env(state.admission, first)
 
 
-def _exchange(state: AfterState, wi: WorkloadIdentityConfig, client_id: str) -> str:
+def exchange_error(state: AfterState, wi: WorkloadIdentityConfig, client_id: str) -> str:
+    """Entra's answer to the pod's projected token exchanged for ``client_id``: the error ("" if issued)."""
     ex = entra.exchange(
         state.credentials,
         client_id=client_id,
@@ -300,7 +301,7 @@ def after_answer(
     if exchanging:
         client_id = shape.value if shape.kind == SHAPE_CLIENT_ID else env.get(ENV_CLIENT_ID, "")
         if client_id:
-            problem = _exchange(state, wi, client_id)
+            problem = exchange_error(state, wi, client_id)
             if problem:
                 return Answer(VIA_WORKLOAD_IDENTITY, 400, error=problem)
             return Answer(VIA_WORKLOAD_IDENTITY, 200, client_id.lower())
@@ -313,7 +314,7 @@ def after_answer(
             shape.request(),
             env_client_id=penv.get(ENV_CLIENT_ID, ""),
             env_tenant_id=penv.get(ENV_TENANT_ID, ""),
-            exchange=lambda cid: _exchange(state, wi, cid),
+            exchange=lambda cid: exchange_error(state, wi, cid),
         )
         if ans.status == 200:
             return Answer(VIA_PROXY, 200, ans.identity.lower())

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from nmisim.engine.config import WI_PLATFORM_AKS, WorkloadIdentityConfig, version_tuple
+from nmisim.engine.migration import hazards as H
 from nmisim.engine.migration.objects import (
     CLIENT_ID_ANNOTATION,
     EXPIRATION_ANNOTATION,
@@ -72,6 +73,8 @@ class Admission:
     not_called_because: str = ""
     #: the webhook's denial text (``admission.Errored(400, ...)``), "" when admitted
     denied: str = ""
+    #: the hazard code of the denial (:mod:`.hazards`), decided where the denial is made
+    denied_code: str = ""
     #: env vars each container ends up with for the four webhook variables (mutated pods only)
     env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     token_file: str = ""
@@ -167,23 +170,32 @@ def admit(
         return Admission(
             called=True,
             denied=f'serviceaccounts "{pod.service_account}" not found',
+            denied_code=H.SERVICE_ACCOUNT_MISSING,
         )
     proxy: ProxyInjection | None = None
     if INJECT_PROXY_ANNOTATION in pod.annotations:  # presence only: "false" injects too
         if pod.host_network:
-            return Admission(called=True, denied="hostNetwork is set to true, cannot inject proxy sidecar")
+            return Admission(
+                called=True,
+                denied="hostNetwork is set to true, cannot inject proxy sidecar",
+                denied_code=H.PROXY_ON_HOST_NETWORK,
+            )
         port = DEFAULT_PROXY_PORT
         if PROXY_PORT_ANNOTATION in pod.annotations:  # present, even empty: parsed (getProxyPort)
             port, problem = parse_int(pod.annotations[PROXY_PORT_ANNOTATION], 32)
             if problem:
-                return Admission(called=True, denied=f"failed to parse proxy sidecar port: {problem}")
+                return Admission(
+                    called=True,
+                    denied=f"failed to parse proxy sidecar port: {problem}",
+                    denied_code=H.PROXY_PORT_INVALID,
+                )
         native = version_at_least(config.kubernetes_version, _NATIVE_SIDECAR_FROM_KUBERNETES) and (
             version_at_least(config.webhook_version, _NATIVE_SIDECAR_FROM_WEBHOOK)
         )
         proxy = ProxyInjection(port, native)
     expiration, problem = _expiration(pod, sa)
     if problem:
-        return Admission(called=True, denied=problem)
+        return Admission(called=True, denied=problem, denied_code=H.TOKEN_EXPIRATION_OUT_OF_BOUNDS)
     client_id = sa.annotations.get(CLIENT_ID_ANNOTATION, "")
     # the key's presence wins, even with an empty value (webhook.go)
     tenant_id = sa.annotations.get(TENANT_ID_ANNOTATION, config.tenant_id)
