@@ -72,7 +72,7 @@ demo: install binaries host-deps ## the main job: local cluster, operator, sampl
 	@IN_CLUSTER=$(IN_CLUSTER) hack/demo.sh
 
 TIER ?= S
-bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; TIER=M: 10,000) -> .bench/
+bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; M: 10,000; L: 50,000) -> .bench/
 	$(PY) hack/bench --tier $(TIER)
 
 # Needs the real node (root): starts the cluster if none runs, and stops it afterwards if it did.

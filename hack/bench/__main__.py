@@ -1,4 +1,4 @@
-"""``python hack/bench [--tier XS|S|M]`` (what `make bench` runs): see the package's docstring."""
+"""``python hack/bench [--tier XS|S|M|L]`` (what `make bench` runs): see the package's docstring."""
 
 from __future__ import annotations
 

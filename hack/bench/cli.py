@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import subprocess
 import time
 
 import bench
@@ -23,6 +24,18 @@ def machine() -> Machine:
     return Machine(cores=os.cpu_count(), memory_gib=round(memory / 2**30))
 
 
+def commit(paths: Paths) -> str | None:
+    """The commit measured, with '-dirty' when the tree differs from it."""
+    git = ["git", "-C", str(paths.root)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=False
+    )
+    if head.returncode != 0:
+        return None
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "operator", "hack/bench"], check=False)
+    return head.stdout.strip() + ("-dirty" if dirty.returncode else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="hack/bench", description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -37,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster_down(paths, environ)
     shutil.rmtree(paths.cluster, ignore_errors=True)
     started = time.monotonic()
+    measured = commit(paths)  # before the run: the tree may change while it runs
     try:
         results, series = asyncio.run(run_all(paths, TIERS[args.tier], environ))
     finally:
@@ -46,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_engine:
         doc.engine = engine_bench(paths)
     results.date = time.strftime("%Y-%m-%d")
+    results.commit = measured
     results.machine = machine()
     results.duration_s = round(time.monotonic() - started, 1)
     write_json(doc, paths.results_json)

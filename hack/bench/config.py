@@ -22,6 +22,12 @@ class Tier:
     namespaces: int
     fanout: int  # pods under one exception for the fan-out
     change_seconds: float  # seconds of label changes
+    nodes: int = 2  # kwok's fake nodes (20,000 pods each, hack/cluster.sh)
+
+    @property
+    def scale(self) -> float:
+        """How much longer than at tier M the waits for a whole-cluster phase may take."""
+        return max(1.0, self.pods / 10_000)
 
 
 TIERS: Final = {
@@ -30,6 +36,7 @@ TIERS: Final = {
         Tier("XS", 60, 6, 50, 3.0),
         Tier("S", 1_000, 50, 1_000, 30.0),
         Tier("M", 10_000, 500, 1_000, 30.0),
+        Tier("L", 50_000, 2_500, 1_000, 30.0, nodes=3),
     )
 }
 

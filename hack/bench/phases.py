@@ -100,7 +100,7 @@ async def start_cluster(paths: Paths, tier: Tier, environ: dict[str, str]) -> Ru
         f"tier {tier.name}: {tier.pods} pods in {tier.namespaces} namespaces (+{tier.fanout} fan-out pods); "
         f"cluster in {paths.cluster}"
     )
-    cluster_up(paths, environ)
+    cluster_up(paths, {"NMISIM_NODES": str(tier.nodes), **environ})
     kubectl(paths, "apply", "-f", str(paths.root / "crds"))
     kubectl(paths, "wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=nmisim")
     for f in ("namespace", "serviceaccount", "rbac", "simulationconfig"):
@@ -280,7 +280,7 @@ async def cold_start(run: Run) -> None:
     # The verdicts are right; the rest (exception status, totals) follows. Count it all, then go on from
     # a quiet operator, so that the next phases count only their own writes.
     whole = Audit(audit.path, offset=audit.offset)
-    tail_s = await quiesce(audit)
+    tail_s = await quiesce(audit, timeout=300 * run.tier.scale)
     cold = whole.writes_since_mark()
     run.results.cold = ColdStart(
         cold_s=cold_s,
@@ -296,7 +296,7 @@ async def noop_updates(run: Run) -> None:
     """Annotations on pods cannot change a verdict: the writes they cost."""
     say("no-op pod updates")
     audit = run.need_audit()
-    await quiesce(audit)
+    await quiesce(audit, timeout=300 * run.tier.scale)
     audit.mark()
     sample = random.Random(1).sample(run.pods, min(500, len(run.pods)))
 
@@ -315,7 +315,7 @@ async def freshness(run: Run) -> None:
     say(f"verdict changes at {CHANGE_RATE:g}/s for {seconds:g}s: freshness")
     audit = run.need_audit()
     assert run.verdicts is not None
-    await quiesce(audit)
+    await quiesce(audit, timeout=300 * run.tier.scale)
     audit.mark()
     pod_watch = Watcher(run.info, "/api/v1/pods")
     pending_pod: dict[Key, tuple[float, str]] = {}  # key -> (accepted, expected team label)
@@ -446,7 +446,7 @@ async def restart(run: Run) -> None:
     op2.start()
     t_restart = time.monotonic()
     while op2.seeded_count() <= seeded_before:
-        if time.monotonic() - t_restart > 120:
+        if time.monotonic() - t_restart > 120 * run.tier.scale:
             raise RuntimeError(f"restarted operator did not seed; see {op2.log}")
         if op2.exited:
             raise RuntimeError(f"restarted operator exited; see {op2.log}")

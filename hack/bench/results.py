@@ -94,6 +94,7 @@ class Results:
     restart: Restart | None = None
     http_429: int | None = None
     date: str | None = None
+    commit: str | None = None
     machine: Machine | None = None
     duration_s: float | None = None
 
@@ -124,6 +125,8 @@ class Results:
             out["http_429"] = self.http_429
         if self.date is not None:
             out["date"] = self.date
+        if self.commit is not None:
+            out["commit"] = self.commit
         if self.machine is not None:
             out["machine"] = dataclasses.asdict(self.machine)
         if self.duration_s is not None:
@@ -146,6 +149,7 @@ class Results:
             verdict_mix=dict(doc.get("verdictMix") or {}),
             http_429=doc.get("http_429"),
             date=doc.get("date"),
+            commit=doc.get("commit"),
             machine=machine,
             duration_s=doc.get("duration_s"),
             **phases,
