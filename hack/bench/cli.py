@@ -9,9 +9,11 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import bench
-from bench.config import TIERS, Paths
+from bench import scaling
+from bench.config import RESULTS_DIR, TIERS, Paths
 from bench.kube import cluster_down
 from bench.phases import run_all
 from bench.progress import say
@@ -43,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier", choices=sorted(TIERS), default="S")
     ap.add_argument("--keep-cluster", action="store_true", help="leave .cluster-bench running")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine benchmark")
+    ap.add_argument(
+        "--scaling",
+        nargs="?",
+        const=str(RESULTS_DIR),
+        metavar="DIR",
+        help="no run: the stored tiers side by side (DIR/results-*.json -> DIR/scaling.png and a table)",
+    )
     args = ap.parse_args(argv)
+    if args.scaling is not None:
+        return scaling.main(Path(args.scaling))
     paths = Paths.from_env()
     environ = dict(os.environ)
     paths.out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 ROOT: Final = Path(__file__).resolve().parents[2]
+RESULTS_DIR: Final = ROOT / "hack" / "bench-results"  # the copies docs/performance.md shows
 OPERATOR_USER: Final = "system:serviceaccount:nmisim-system:nmisim"
 CHANGE_RATE: Final = 20.0  # label changes per second (freshness)
 
