@@ -175,7 +175,10 @@ class Writer:
             "lastTimestamp": timestamp,
             "count": 1,
         }
-        resp = await self.api.request("POST", resource(KIND_EVENT).path(namespace), body, kind="events")
+        # an Event follows the status it reports (already written): it yields the rate limit to statuses
+        resp = await self.api.request(
+            "POST", resource(KIND_EVENT).path(namespace), body, kind="events", background=True
+        )
         if resp.ok:
             metrics.WRITES.labels(kind="events").inc()
         return _check(f"post event {namespace}/{name}", resp, 409, 404, 403)

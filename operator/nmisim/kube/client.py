@@ -103,7 +103,11 @@ class ListError(RuntimeError):
 
 
 class TokenBucket:
-    """At most ``qps`` acquisitions per second on average, bursts up to ``burst``."""
+    """At most ``qps`` acquisitions per second on average, bursts up to ``burst``.
+
+    Two priorities: a background acquisition (an Event, whose status is already written) waits while any
+    foreground one (a status, an object) is waiting, so a burst of Events never delays the statuses of
+    the next change; with no foreground waiter, background acquisitions take tokens as they come."""
 
     def __init__(self, qps: float, burst: int) -> None:
         self.qps = qps
@@ -111,18 +115,41 @@ class TokenBucket:
         self.tokens = self.capacity
         self.stamp = time.monotonic()
         self._lock = asyncio.Lock()
+        self._foreground = 0  # foreground acquisitions waiting or taking a token
+        self._no_foreground = asyncio.Event()
+        self._no_foreground.set()
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, background: bool = False) -> None:
         if self.qps <= 0:
             return
+        if background:
+            while True:
+                while self._foreground:
+                    await self._no_foreground.wait()
+                if await self._take(background=True):
+                    return
+        self._foreground += 1
+        self._no_foreground.clear()
+        try:
+            await self._take(background=False)
+        finally:
+            self._foreground -= 1
+            if not self._foreground:
+                self._no_foreground.set()
+
+    async def _take(self, *, background: bool) -> bool:
+        """A token, waiting for it in turn; a background taker gives up its turn (False) as soon as a
+        foreground one waits."""
         async with self._lock:
             while True:
+                if background and self._foreground:
+                    return False
                 now = time.monotonic()
                 self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.qps)
                 self.stamp = now
                 if self.tokens >= 1:
                     self.tokens -= 1
-                    return
+                    return True
                 await asyncio.sleep((1 - self.tokens) / self.qps)
 
 
@@ -211,9 +238,11 @@ class APIClient:
         content_type: str = "application/json",
         kind: str = "",
         accept: str | None = None,
+        background: bool = False,
     ) -> Response:
         """Send one request; retry 429 (honouring Retry-After), 5xx and connection errors, and a 401 once
-        the credentials changed."""
+        the credentials changed. ``background``: the rate limiter serves it after every waiting
+        foreground request (:class:`TokenBucket`)."""
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if data is not None else {}
         if accept:
@@ -221,7 +250,7 @@ class APIClient:
         backoff = Backoff(base=0.2, cap=10.0)
         reauthenticated = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            await self._bucket.acquire()
+            await self._bucket.acquire(background=background)
             started = time.monotonic()
             auth = dict(self.credentials.headers())
             try:
