@@ -410,15 +410,23 @@ async def fanout(run: Run) -> None:
         "metadata": {"name": "fanout", "namespace": FANOUT_NAMESPACE},
         "spec": {"podLabels": {"fanout": "YES"}},
     }
+    audit = run.need_audit()
+    await quiesce(audit, timeout=300 * run.tier.scale)
     t_fan = time.monotonic()
+    audit.mark()
     await run.setup.request("POST", api_path(exc), exc)
     create_s = await wait_fan("exempt")
+    create_writes = audit.writes_since_mark()
+    audit.mark()
     await run.setup.request("DELETE", api_path(exc, name=True))
     delete_s = await wait_fan("intercepted")
+    delete_writes = audit.writes_since_mark()
     run.results.fanout = Fanout(
         fanout_create_s=round(create_s, 2),
         fanout_delete_s=round(delete_s, 2),
         fanout_s=round(time.monotonic() - t_fan, 2),
+        fanout_create_writes={k: int(v) for k, v in by_resource(create_writes, 1).items()},
+        fanout_delete_writes={k: int(v) for k, v in by_resource(delete_writes, 1).items()},
     )
 
 

@@ -52,6 +52,10 @@ class Fanout:
     fanout_create_s: float
     fanout_delete_s: float
     fanout_s: float
+    # where each direction's time went: the operator's writes, by resource, from the exception's create
+    # (delete) until every verdict was right, and how many of the writes before it were Events
+    fanout_create_writes: dict[str, int] = field(default_factory=dict)
+    fanout_delete_writes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -120,7 +124,9 @@ class Results:
         for name in self.PHASES:
             phase = getattr(self, name)
             if phase is not None:
-                out.update(dataclasses.asdict(phase))
+                fields = dataclasses.fields(phase)
+                optional = {f.name for f in fields if f.default_factory is not dataclasses.MISSING}
+                out.update({k: v for k, v in dataclasses.asdict(phase).items() if v or k not in optional})
         if self.http_429 is not None:
             out["http_429"] = self.http_429
         if self.date is not None:
@@ -138,8 +144,9 @@ class Results:
         phases: dict[str, Any] = {}
         for name, kind in cls.PHASES.items():
             names = [f.name for f in dataclasses.fields(kind)]
-            if all(n in doc for n in names):
-                phases[name] = kind(**{n: doc[n] for n in names})
+            needed = [f.name for f in dataclasses.fields(kind) if f.default_factory is dataclasses.MISSING]
+            if all(n in doc for n in needed):
+                phases[name] = kind(**{n: doc[n] for n in names if n in doc})
         machine = Machine(**doc["machine"]) if "machine" in doc else None
         return cls(
             tier=doc["tier"],
@@ -250,6 +257,8 @@ def summary_rows(results: Results) -> list[tuple[str, str, str | None]]:
         ("watch p50 / p99 (floor)", f"{r('watch_p50_ms')} / {r('watch_p99_ms')} ms", None),
         ("fan-out create + delete", f"{r('fanout_create_s')} + {r('fanout_delete_s')} s", "fanout_create_s"),
         ("", "", "fanout_delete_s"),
+        ("fan-out writes, create", _writes(r("fanout_create_writes")), None),
+        ("fan-out writes, delete", _writes(r("fanout_delete_writes")), None),
         ("writes per no-op update", str(r("writes_per_noop")), "writes_per_noop"),
         ("writes per verdict change", str(r("writes_per_change")), "writes_per_change"),
         ("writes after restart", str(r("restart_writes")), "restart_writes"),
@@ -258,6 +267,13 @@ def summary_rows(results: Results) -> list[tuple[str, str, str | None]]:
         ("API write QPS peak", str(r("api_qps_peak")), None),
         ("HTTP 429 answers", str(r("http_429")), "http_429"),
     ]
+
+
+def _writes(by_resource: Any) -> str:
+    """A fan-out direction's writes: 'status 1000, events 612, ...'."""
+    if not by_resource:
+        return "-"
+    return ", ".join(f"{k.split(' ', 1)[-1].split('/')[-1]} {v}" for k, v in by_resource.items())
 
 
 def title(results: Results, cores: int | None) -> str:
