@@ -85,7 +85,7 @@ def summary_lines(doc: Document) -> list[str]:
     lines = [f"\n[bold]nmisim benchmark[/bold] tier {r.tier}"]
     for label, value, key in summary_rows(r):
         mark = ""
-        if key:
+        if key and key in reached:
             t = reached[key]
             word = "[green]met[/green]" if t.met else "[red]MISSED[/red]"
             mark = f"{word} ({key} {r.value(key)} {t.op} {t.target})"

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bench.config import CHANGE_RATE, TARGETS, Op
+from bench.config import CHANGE_RATE, NOT_AT_TIER, TARGETS, Op
 
 
 @dataclass(slots=True)
@@ -191,7 +191,13 @@ class TargetResult:
 
 
 def targets(results: Results) -> dict[str, TargetResult]:
-    return {k: TargetResult(op, t, met(results.value(k), op, t)) for k, (op, t) in TARGETS.items()}
+    """The targets that apply to the run's tier, each met or not."""
+    skip = NOT_AT_TIER.get(results.tier, frozenset())
+    return {
+        k: TargetResult(op, t, met(results.value(k), op, t))
+        for k, (op, t) in TARGETS.items()
+        if k not in skip
+    }
 
 
 @dataclass(slots=True)

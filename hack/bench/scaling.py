@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.results import Results
+from bench.results import Results, summary_rows, targets
 
 #: figures that grow with the number of pods, projected by a straight line
 LINEAR: tuple[tuple[str, str, str], ...] = (
@@ -66,15 +66,21 @@ def fit(xs: Sequence[float], ys: Sequence[float]) -> Line:
     return Line(slope, line.intercept, worst)
 
 
-def load(directory: Path) -> list[Results]:
-    """The stored tiers, smallest first (at least two)."""
+def load_documents(directory: Path) -> list[tuple[Results, dict[str, object] | None]]:
+    """The stored tiers with their engine figures, smallest first (at least two)."""
     found = []
     for path in sorted(directory.glob("results-*.json")):
-        found.append(Results.from_json(json.loads(path.read_text())["results"]))
-    found.sort(key=lambda r: r.pods)
+        doc = json.loads(path.read_text())
+        found.append((Results.from_json(doc["results"]), doc.get("engine")))
+    found.sort(key=lambda d: d[0].pods)
     if len(found) < 2:
         raise SystemExit(f"hack/bench --scaling: needs two tiers' results-*.json in {directory}")
     return found
+
+
+def load(directory: Path) -> list[Results]:
+    """The stored tiers, smallest first (at least two)."""
+    return [r for r, _ in load_documents(directory)]
 
 
 def pod_count(r: Results) -> int:
@@ -134,6 +140,32 @@ def table(tiers: Sequence[Results]) -> list[str]:
     return lines
 
 
+def tier_table(r: Results, engine: dict[str, object] | None = None) -> list[str]:
+    """Markdown: one tier's run (date, commit, duration), each figure and its targets, met or missed."""
+    reached = targets(r)
+    when = f"{r.date or '?'}, commit {r.commit or '?'}, {r.duration_s or '?'} s"
+    size = f"{r.pods:,} pods in {r.namespaces:,} namespaces (+{r.fanout_pods:,} fan-out)"
+    rows: list[list[str]] = []
+    for label, value, key in summary_rows(r):
+        if label:
+            rows.append([label, value, ""])
+        if key and key in reached:
+            t = reached[key]
+            goal = f"{key} {t.op} {t.target:g}: " + ("met" if t.met else "**missed**")
+            rows[-1][2] = f"{rows[-1][2]}; {goal}" if rows[-1][2] else goal
+    results = (engine or {}).get("results")
+    if isinstance(results, list) and results and isinstance(results[0], dict):
+        e = results[0]
+        rate = int(str(e.get("indexedEvaluatePodsPerSecond", 0)))
+        rows.append([
+            f"engine, {e.get('pods', 0):,} pods x {e.get('exceptions', 0):,} exceptions",
+            f"{rate:,} pods/s ({e.get('indexedEvaluateSeconds')} s)",
+            "30,000 pods/s: " + ("met" if rate >= 30_000 else "**missed**"),
+        ])  # fmt: skip
+    head = [f"Tier {r.tier}: {size}; {when}", "", "| figure | value | target |", "|---|---|---|"]
+    return head + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+
+
 def _cell(v: object, unit: str) -> str:
     if v is None:
         return "-"
@@ -184,8 +216,11 @@ def plot(tiers: Sequence[Results], path: Path) -> None:
 
 
 def main(directory: Path) -> int:
-    tiers = load(directory)
+    docs = load_documents(directory)
+    tiers = [r for r, _ in docs]
     plot(tiers, directory / "scaling.png")
+    for r, engine in docs:
+        print("\n".join(tier_table(r, engine)), end="\n\n")
     print("\n".join(table(tiers)))
     print(f"\nwrote {directory / 'scaling.png'}")
     return 0
