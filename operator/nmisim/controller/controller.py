@@ -186,7 +186,7 @@ class Controller:
 
     async def _seed_when_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
-        self.intake.seed()
+        await self.intake.seed_chunked()
         self.intake.announce_missing()
 
     async def _announcer(self) -> None:

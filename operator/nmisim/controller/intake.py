@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from nmisim.controller import status as S
@@ -72,6 +72,10 @@ class Intake:
         self.exception_batch = exception_batch
         self.namespaces = tuple(namespaces)  # glob patterns; none: every namespace
         self.seeded = False
+        # while the seed yields to the event loop: what changed under it, to evaluate (again) before it ends
+        self._seeding = False
+        self._seed_pods: set[tuple[str, str]] = set()
+        self._seed_objects: list[tuple[str, str, str]] = []
         self._batches: set[str] = set()
         self._announced_missing = False
         self._touched: set[tuple[str, str]] = set()  # pods evaluated since the last settle
@@ -130,8 +134,20 @@ class Intake:
     # --- seeding -----------------------------------------------------------------------------------
 
     def seed(self) -> None:
-        """Every informer has listed once: evaluate every pod, queue what differs."""
-        if self.seeded:
+        """Every informer has listed once: evaluate every pod, queue what differs (in one go: the unit
+        tests; the controller runs :meth:`seed_chunked`)."""
+        for _ in self._seed_steps():
+            pass
+
+    async def seed_chunked(self) -> None:
+        """:meth:`seed`, yielding to the event loop every CHUNK pods, so that the health endpoint and the
+        watches are served during a large seed (50,000 pods: tens of seconds of assessments). What changes
+        meanwhile is stored, and evaluated again before the seed ends."""
+        for _ in self._seed_steps():
+            await asyncio.sleep(0)
+
+    def _seed_steps(self) -> Iterator[None]:
+        if self.seeded or self._seeding:
             return
         store = self.store
         for verdict in store.verdicts.values():
@@ -141,10 +157,31 @@ class Intake:
                     S.event_reason(verdict.status),
                     int(verdict.status.get("transitions") or 0),
                 )
-        for pod in list(store.world.pods()):
-            self._evaluate(pod)
-        self._settle()
+        self._seeding = True
+        settled: set[tuple[str, str]] = set()
+        try:
+            todo: list[tuple[str, str]] = [(p.namespace, p.name) for p in store.world.pods()]
+            while True:
+                for i, key in enumerate(todo, 1):
+                    pod = store.world.get_pod(*key)
+                    if pod is not None:
+                        self._evaluate(pod)
+                    if i % CHUNK == 0:
+                        yield
+                settled |= self._settled(CHUNK)
+                while store.unsettled:
+                    yield
+                    settled |= self._settled(CHUNK)
+                todo = self._changed_while_seeding()
+                if not todo:
+                    break
+        finally:
+            self._seeding = False
         self.seeded = True
+        # nothing is queued while the seed yields (a worker must not record a transition before the
+        # Events of earlier runs are announced): what is owed now, from the plans as they are now
+        for key in settled:
+            self._queue_if_owed(key)
         for ns, name in list(store.verdicts):
             if store.world.get_pod(ns, name) is None:
                 self.queue.add(verdict_key(ns, name))
@@ -188,6 +225,15 @@ class Intake:
         for pod in list(self.store.world.pods()):
             self._queue_if_owed((pod.namespace, pod.name))
 
+    def _changed_while_seeding(self) -> list[tuple[str, str]]:
+        """The pods to evaluate again: those changed while the seed yielded, and those an object changed
+        meanwhile affects (the pods evaluated before it changed)."""
+        keys, self._seed_pods = self._seed_pods, set()
+        objects, self._seed_objects = self._seed_objects, []
+        for kind, namespace, name in objects:
+            keys.update((p.namespace, p.name) for p in pods_affected(self.store.world, kind, namespace, name))
+        return sorted(keys)
+
     # --- per kind ----------------------------------------------------------------------------------
 
     def pod_changed(self, pod: Pod, terminating: bool = False, spec: PodSpec | None = None) -> None:
@@ -214,6 +260,10 @@ class Intake:
             self._evaluate(pod)
             self._evaluate_neighbours(known, pod)
             self._settle()
+        elif self._seeding:
+            self._seed_pods.add(key)
+            neighbours = address_neighbours(store.world, (known, pod), self._exposed)
+            self._seed_pods.update((p.namespace, p.name) for p in neighbours)
 
     def pod_deleted(self, namespace: str, name: str) -> None:
         pod = self.store.world.get_pod(namespace, name)
@@ -221,6 +271,9 @@ class Intake:
             self.ledger.forget(pod.uid)
         old = self.store.forget_pod(namespace, name)
         if not self.seeded:
+            if self._seeding and pod is not None:
+                neighbours = address_neighbours(self.store.world, (pod,), self._exposed)
+                self._seed_pods.update((p.namespace, p.name) for p in neighbours)
             return
         if old is not None and old.exceptions:
             self._mark_exceptions(namespace)
@@ -280,7 +333,7 @@ class Intake:
         """Before an identity object changes: the workloads whose migration it can change though their pods'
         results do not (the pods whose results name the identity concerned; an AzureAssignedIdentity's pod).
         A changed result marks its pod by itself (:meth:`Store.evaluate`)."""
-        if not self.seeded:
+        if not (self.seeded or self._seeding):
             return
         keys: set[str] = set()
         migration = self.store.migration
@@ -368,10 +421,14 @@ class Intake:
 
     def _settle(self, budget: int | None = None) -> None:
         """The store builds what changed (migration assessments, desired statuses); queue what is owed."""
+        for key in self._settled(budget):
+            self._queue_if_owed(key)
+
+    def _settled(self, budget: int | None = None) -> set[tuple[str, str]]:
+        """The store builds what changed; the pods whose verdict may now be owed a write."""
         keys = self.store.settle(budget) | self._touched
         self._touched = set()
-        for key in keys:
-            self._queue_if_owed(key)
+        return keys
 
     async def _settle_all(self) -> None:
         """:meth:`_settle`, a chunk of assessments at a time, yielding to the event loop in between."""
@@ -389,6 +446,8 @@ class Intake:
 
     async def _reevaluate(self, kind: str, namespace: str, name: str) -> None:
         if not self.seeded:
+            if self._seeding:
+                self._seed_objects.append((kind, namespace, name))
             return
         for i, pod in enumerate(pods_affected(self.store.world, kind, namespace, name), 1):
             self._evaluate(pod)
