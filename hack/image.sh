@@ -29,6 +29,7 @@ MIRROR=${NMISIM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_PACKAGES=python3,python3-venv,ca-certificates,iptables  # iptables: nmisim serve (NMI's rules)
 CLIENTS_PACKAGES=python3,python3-venv,ca-certificates,curl
 AZURE_IDENTITY_VERSION=1.27.0   # PyPI
+AZURE_IDENTITY_OLD_VERSION=1.6.1  # PyPI: older than workload identity (asks IMDS: the AWI proxy sidecar)
 AZIDENTITY_VERSION=v1.15.0      # github.com/Azure/azure-sdk-for-go/sdk/azidentity, Go module proxy
 IMAGES=(pause base operator clients)
 DOCKER=$(command -v /usr/bin/docker || command -v docker || true)
@@ -191,13 +192,38 @@ build_operator() {
   echo "$((SECONDS - t0))" > "$IMG/operator.build-seconds"
 }
 
-# azure-identity and its dependencies for the clients image (CPython 3.11, manylinux)
+# azure-identity and its dependencies for the clients image (CPython 3.11, manylinux): the current SDK
+# (/opt/sdk) and the old one (/opt/azpy-old). The old one's directory is not named sdk-wheels-*, which
+# cached_download would take for a stale copy of the current one's.
 sdk_wheels() { cached_download sdk-wheels "$AZURE_IDENTITY_VERSION" \
   "downloading azure-identity $AZURE_IDENTITY_VERSION and its dependencies (wheels)" fetch_sdk_wheels; }
-fetch_sdk_wheels() { # fetch_sdk_wheels DIR
+fetch_sdk_wheels() { pip_download_cp311 "$1" "azure-identity==$AZURE_IDENTITY_VERSION"; }
+old_sdk_wheels() { cached_download oldsdk-wheels "$AZURE_IDENTITY_OLD_VERSION" \
+  "downloading azure-identity $AZURE_IDENTITY_OLD_VERSION (the old SDK) and its dependencies (wheels)" \
+  fetch_old_sdk_wheels; }
+fetch_old_sdk_wheels() { pip_download_cp311 "$1" "azure-identity==$AZURE_IDENTITY_OLD_VERSION"; }
+pip_download_cp311() { # pip_download_cp311 DIR REQUIREMENT
   "$PY" -m pip download -q --only-binary=:all: --implementation cp --python-version 3.11 \
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
-    -d "$1" "azure-identity==$AZURE_IDENTITY_VERSION" >&2
+    -d "$1" "$2" >&2
+}
+
+# entra_ca DIR: the simulated Entra's CA (the PEM file NMISIM_ENTRA_CA names) as DIR/nmisim-entra-ca.crt,
+# which the clients image adds to Debian's bundle; none when NMISIM_ENTRA_CA is unset (said once). Prints
+# the key part: the CA's sha256, or "no-entra-ca".
+entra_ca() {
+  local dir=$1
+  mkdir -p "$dir"
+  if [[ -z ${NMISIM_ENTRA_CA:-} ]]; then
+    say "NMISIM_ENTRA_CA is unset: the clients image trusts Debian's CAs only (no simulated Entra's)" >&2
+    echo no-entra-ca
+    return 0
+  fi
+  [[ -r $NMISIM_ENTRA_CA ]] || die "NMISIM_ENTRA_CA=$NMISIM_ENTRA_CA: not a readable file"
+  grep -q -- '-----BEGIN CERTIFICATE-----' "$NMISIM_ENTRA_CA" \
+    || die "NMISIM_ENTRA_CA=$NMISIM_ENTRA_CA: no PEM certificate in it"
+  cp "$NMISIM_ENTRA_CA" "$dir/nmisim-entra-ca.crt"
+  sha256sum < "$NMISIM_ENTRA_CA" | cut -c1-16
 }
 
 go_clients() { # hack/images/clients/{azgo,imdsload} as static binaries, azidentity from the Go module proxy
@@ -211,7 +237,8 @@ go_clients() { # hack/images/clients/{azgo,imdsload} as static binaries, azident
       && { [[ -f go.mod ]] || go mod init local/nmisim-clients >/dev/null 2>&1; } \
       && go get "github.com/Azure/azure-sdk-for-go/sdk/azidentity@$AZIDENTITY_VERSION" >&2 \
       && go mod tidy >&2 \
-      && go build -trimpath -ldflags "-s -w" -o "$out.tmp/" ./cmd/azgo ./cmd/imdsload >&2) \
+      && go build -trimpath -ldflags "-s -w -X main.sdkVersion=$AZIDENTITY_VERSION" -o "$out.tmp/" \
+        ./cmd/azgo ./cmd/imdsload >&2) \
       || die "building azgo and imdsload (azidentity $AZIDENTITY_VERSION) failed"
     find "$src" -mindepth 1 -maxdepth 1 -name 'bin-*' ! -name "$(basename "$out").tmp" -exec rm -rf {} +
     mv "$out.tmp" "$out"
@@ -223,14 +250,18 @@ build_clients() {
   rootfs_image clientroot nmisim-clientroot:dev "$CLIENTS_PACKAGES"
   local root_tar; root_tar=$(current clientroot)
   local w; w=$(sdk_wheels)
+  local wold; wold=$(old_sdk_wheels)
   local bin; bin=$(go_clients)
-  local k; k=$( { echo "$root_tar"; ls "$w"; basename "$bin"; files_key hack/images/clients; } | key)
-  fresh clients "$k" && return 0
   local t0=$SECONDS ctx="$IMG/work/clients-ctx"
   rm -rf "$ctx"; mkdir -p "$ctx"
+  local ca; ca=$(entra_ca "$ctx/ca") || exit 1
+  local k; k=$( { echo "$root_tar"; ls "$w"; echo old; ls "$wold"; basename "$bin"; echo "$ca"
+    files_key hack/images/clients; } | key)
+  if fresh clients "$k"; then rm -rf "$ctx"; return 0; fi
   cp "$ROOT/hack/images/clients/azpy.py" "$ctx/"
   cp "$bin/azgo" "$bin/imdsload" "$ctx/"
   cp -rl "$w" "$ctx/wheels" 2>/dev/null || cp -r "$w" "$ctx/wheels"
+  cp -rl "$wold" "$ctx/wheels-old" 2>/dev/null || cp -r "$wold" "$ctx/wheels-old"
   docker_image clients "$k" "$root_tar" "$ROOT/hack/images/clients/Dockerfile" "$ctx"
   say "nmisim-clients:dev built in $((SECONDS - t0)) s ($(du -h "$(current clients)" | cut -f1))"
 }
