@@ -54,11 +54,14 @@ class Pki:
 
 
 @functools.cache
-def pki(name: str, cn: str, *sans: str) -> Pki:
-    """A CA named ``cn`` and a server certificate for ``sans`` (``DNS:x``/``IP:y``) it signed."""
+def pki(name: str, cn: str, *sans: str, strict: bool = True) -> Pki:
+    """A CA named ``cn`` and a server certificate for ``sans`` (``DNS:x``/``IP:y``) it signed. ``strict``:
+    the recipe the report gives the lead, which clients with ``VERIFY_X509_STRICT`` (Python 3.13's default)
+    accept; otherwise hack/cluster.sh's recipe for the cluster's CA (no keyUsage on the CA)."""
     d = _DIR / name
     d.mkdir(exist_ok=True)
     ca, ca_key = d / "ca.crt", d / "ca.key"
+    usage = ["-addext", "keyUsage=critical,keyCertSign,cRLSign"] if strict else []
     openssl(
         "req",
         "-x509",
@@ -69,6 +72,7 @@ def pki(name: str, cn: str, *sans: str) -> Pki:
         "2",
         "-subj",
         f"/CN={cn}",
+        *usage,
         "-keyout",
         str(ca_key),
         "-out",
@@ -88,7 +92,10 @@ def pki(name: str, cn: str, *sans: str) -> Pki:
         str(csr),
     )
     ext = d / "ext.cnf"
-    ext.write_text(f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth\n")
+    leaf = "keyUsage=critical,digitalSignature,keyEncipherment\nbasicConstraints=critical,CA:FALSE\n"
+    ext.write_text(
+        f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth\n" + (leaf if strict else "")
+    )
     openssl(
         "x509",
         "-req",

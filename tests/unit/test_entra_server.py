@@ -53,7 +53,7 @@ class FakeIssuer:
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        p = pki("issuer", "nmisim-local-ca", "DNS:kubernetes.default.svc", "IP:127.0.0.1")
+        p = pki("issuer", "nmisim-local-ca", "DNS:kubernetes.default.svc", "IP:127.0.0.1", strict=False)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(p.cert, p.key)
         app = web.Application()
@@ -104,7 +104,11 @@ class Stack:
             listen=("127.0.0.1", 0),
             tls_cert=str(p.cert),
             tls_key=str(p.key),
-            issuer_ca=str(pki("issuer", "nmisim-local-ca", "DNS:kubernetes.default.svc", "IP:127.0.0.1").ca),
+            issuer_ca=str(
+                pki(
+                    "issuer", "nmisim-local-ca", "DNS:kubernetes.default.svc", "IP:127.0.0.1", strict=False
+                ).ca
+            ),
             issuer_addresses={"kubernetes.default.svc": ("127.0.0.1", self.issuer.port)},
             clock_offset=self.offset,
             metrics_listen=("127.0.0.1", 0),
@@ -130,6 +134,7 @@ class Stack:
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], Any]:
         ctx = ssl.create_default_context(cafile=str(pki("entra", ENTRA_CA, f"DNS:{HOST}").ca))
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT  # as Python 3.13's clients
         conn = _Conn(self.port, ctx)
         try:
             conn.request(method, path, body=body, headers=headers or {})

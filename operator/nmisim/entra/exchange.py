@@ -10,7 +10,8 @@ The checks, in this order (the first that fails answers; :data:`CHECKS` names th
    :data:`MAX_FIELDS` fields, no field twice: AADSTS90015/AADSTS9000411), with ``grant_type`` (AADSTS900144)
    ``client_credentials`` (AADSTS70003), ``client_id`` and ``scope`` (AADSTS900144), a scope that is one
    resource's ``/.default`` besides OIDC's ``openid``/``profile``/``offline_access``/``email``
-   (AADSTS1002012), and a ``client_assertion`` of type ``jwt-bearer`` (AADSTS7000216).
+   (AADSTS1002012), and a ``client_assertion`` of type ``jwt-bearer`` (AADSTS7000216). Other fields
+   (MSAL's ``client_info=1``, ``claims``) are accepted and ignored.
 3. ``client``: ``client_id`` is an application the directory knows (AADSTS700016).
 4. ``assertion``: a compact JWS whose claims hold ``iss``, ``sub`` (strings), ``aud`` (a string or a
    non-empty list of them) and a numeric ``exp`` (AADSTS50027).
