@@ -92,6 +92,8 @@ spec:
         ),
         pytest.param(["-f", "{cfg}", "--plain-http", "--reload", "-1"], "--reload -1", id="reload"),
         pytest.param(["-f", "/nope.yaml", "--plain-http"], "/nope.yaml", id="missing file"),
+        pytest.param(["-f", "{cfg}", "--cluster"], "exclude each other", id="files and cluster"),
+        pytest.param(["-f", "{cfg}", "--kubeconfig", "{cfg}"], "go with --cluster", id="kubeconfig"),
         pytest.param(["-f", "{bad}", "--plain-http"], "spec.workloadIdentity", id="bad config"),
     ],
 )
@@ -123,6 +125,7 @@ def _free_port() -> int:
 
 def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
     ctx = ssl.create_default_context(cafile=str(pki("entra", CA, f"DNS:{HOST}").ca))
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     with (
         socket.create_connection(("127.0.0.1", port), 10) as raw,
         ctx.wrap_socket(raw, server_hostname=HOST) as s,
@@ -186,3 +189,75 @@ def test_the_process_serves_tls_reloads_on_sighup_and_stops_on_sigterm(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cluster_input_reads_config_identities_and_aso_objects_never_pods(tmp_path: Path) -> None:
+    """``--cluster`` against a fake API server (aiohttp on a real socket): SimulationConfig/default, the
+    AzureIdentities and ASO's objects are read; the pods are not (the directory is re-read often)."""
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+    from aiohttp import web  # noqa: PLC0415
+
+    from nmisim.cli.entra import loader  # noqa: PLC0415
+    from nmisim.cli.main import build_parser  # noqa: PLC0415
+
+    config = yaml.safe_load(config_yaml())
+    aso = list(yaml.safe_load_all(ASO))
+    ident = {
+        "apiVersion": "aadpodidentity.k8s.io/v1",
+        "kind": "AzureIdentity",
+        "metadata": {"name": "id", "namespace": "ns"},
+        "spec": {"type": 0, "clientID": "ffffffff-0000-4000-8000-000000000006", "resourceID": "/x/id"},
+    }
+    lists = {
+        "/apis/aadpodidentity.k8s.io/v1/azureidentities": [ident],
+        "/apis/managedidentity.azure.com/v1api20230131/userassignedidentities": [aso[0]],
+        "/apis/managedidentity.azure.com/v1api20230131/federatedidentitycredentials": [aso[1]],
+    }
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if request.path == "/apis/nmisim.dev/v1alpha1/simulationconfigs/default":
+            return web.json_response(config)
+        if request.path in lists:
+            return web.json_response({"metadata": {}, "items": lists[request.path]})
+        return web.json_response({"kind": "Status", "code": 404}, status=404)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner, int(runner.addresses[0][1])
+
+    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
+        )
+        args = build_parser().parse_args(["entra", "--cluster", "--kubeconfig", str(kubeconfig)])
+        d = loader(args)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    assert d.tenant_id == TENANT
+    assert {(f.client_id, f.subject) for f in d.credentials} == {
+        (CID, "system:serviceaccount:ns:app"),
+        (ASO_CID, "system:serviceaccount:ns:other"),
+    }
+    assert d.knows("ffffffff-0000-4000-8000-000000000006") and d.knows(ASO_CID) and d.knows(CID)
+    assert not [p for p in seen if p.endswith("/pods")], seen
+    assert "/apis/nmisim.dev/v1alpha1/simulationconfigs/default" in seen

@@ -339,3 +339,16 @@ def test_the_certificate_is_checked_by_clients() -> None:
             conn.request("GET", "/")
         conn.close()
     assert CID  # the module's client id is the one with a credential
+
+
+def test_the_issuer_fetch_is_not_strict_about_the_clusters_ca(stack: Stack) -> None:
+    """hack/cluster.sh's CA has no keyUsage, which VERIFY_X509_STRICT (Python 3.13's default) refuses."""
+
+    async def flags() -> int:
+        t = server_module.HttpsTransport(None, {}, lambda ok: None)
+        try:
+            return int(t.ssl_context.verify_flags)
+        finally:
+            await t.close()
+
+    assert not stack.run(flags()) & ssl.VERIFY_X509_STRICT

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nmisim.cli.common import UsageError, add_kubeconfig_options, warn
+from nmisim.cli.common import UsageError, add_kubeconfig_options, target_of, warn
+from nmisim.engine.config import SimulationConfig
 
 if TYPE_CHECKING:
     from nmisim.entra.exchange import Directory
@@ -46,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--cluster",
         action="store_true",
-        help="read SimulationConfig/default and the ASO objects from the cluster of the current kubeconfig",
+        help="read SimulationConfig/default (unless --config), AzureIdentities and the ASO objects from the "
+        "cluster of the current kubeconfig (never its pods)",
     )
     add_kubeconfig_options(p)
     p.add_argument(
@@ -134,20 +136,34 @@ def _readable(path: str | None, flag: str) -> None:
         raise UsageError(f"{flag} {path}: no such file")
 
 
+def _vm_client_ids(cfg: SimulationConfig) -> list[str]:
+    nodes = [u.client_id for ov in cfg.imds.nodes.values() for u in (ov.user_assigned or ())]
+    return [u.client_id for u in cfg.imds.user_assigned] + nodes
+
+
 def loader(args: argparse.Namespace) -> Directory:
-    """The directory from the same objects ``nmisim migrate`` reads."""
-    from nmisim.cli.migrate import migration_input  # noqa: PLC0415
+    """The directory from the objects ``nmisim migrate`` reads: with ``-f``, as migrate reads the files;
+    with ``--cluster``, only SimulationConfig/default (or ``--config``), AzureIdentities and ASO's objects
+    (never the pods: this runs every ``--reload`` seconds)."""
     from nmisim.entra.exchange import directory  # noqa: PLC0415
+
+    if args.cluster:
+        from nmisim.sources.cluster import load_entra  # noqa: PLC0415
+        from nmisim.sources.files import load_config  # noqa: PLC0415
+        from nmisim.sources.migration import credentials_from  # noqa: PLC0415
+
+        live = load_entra(target_of(args), warn)
+        cfg = load_config(args.config) if args.config else live.config or SimulationConfig.default()
+        creds = credentials_from(live.others, live.identities)
+        ids = [i.client_id for i in live.identities]
+        return directory(cfg.workload_identity, creds, [*ids, *_vm_client_ids(cfg)])
+    from nmisim.cli.migrate import migration_input  # noqa: PLC0415
 
     ns = argparse.Namespace(**vars(args))
     ns.kustomize, ns.strict, ns.namespace, ns.vm_identities = [], False, None, []
     inp = migration_input(ns)
-    cfg = inp.world.config
-    vms = [u.client_id for u in cfg.imds.user_assigned] + [
-        u.client_id for ov in cfg.imds.nodes.values() for u in (ov.user_assigned or ())
-    ]
     ids = [i.client_id for i in inp.world.identities()]
-    return directory(inp.config, inp.credentials, [*ids, *vms])
+    return directory(inp.config, inp.credentials, [*ids, *_vm_client_ids(inp.world.config)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,9 +171,13 @@ def run(args: argparse.Namespace) -> int:
     from nmisim.entra.server import EntraServer, Options  # noqa: PLC0415
 
     if not args.files and not args.cluster:
+        raise UsageError("no input: pass -f FILE (with the SimulationConfig, or --config FILE) or --cluster")
+    if args.files and args.cluster:
         raise UsageError(
-            "no input: pass -f FILE (with the SimulationConfig, or --config FILE) and/or --cluster"
+            "-f and --cluster exclude each other (with --cluster, --config FILE names the config)"
         )
+    if not args.cluster and (args.kubeconfig or args.context):
+        raise UsageError("--kubeconfig and --context go with --cluster")
     listen = address(args.listen, "--listen")
     metrics = address(args.metrics_listen, "--metrics-listen") if args.metrics_listen else None
     if bool(args.tls_cert) != bool(args.tls_key):
