@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from entra_support import CID, ISSUER, TENANT, key_file, pki
+from entra_support import CID, ISSUER, TENANT, key_file, openssl, pki
 
 from nmisim.cli.entra import issuer_addresses
 from nmisim.cli.main import main
@@ -92,6 +92,11 @@ spec:
         ),
         pytest.param(["-f", "{cfg}", "--plain-http", "--reload", "-1"], "--reload -1", id="reload"),
         pytest.param(["-f", "/nope.yaml", "--plain-http"], "/nope.yaml", id="missing file"),
+        pytest.param(
+            ["-f", "{cfg}", "--tls-cert", "{enc_cert}", "--tls-key", "{enc_key}"],
+            "--tls-cert/--tls-key:",
+            id="encrypted key: an error, not a password prompt",
+        ),
         pytest.param(["-f", "{cfg}", "--cluster"], "exclude each other", id="files and cluster"),
         pytest.param(["-f", "{cfg}", "--kubeconfig", "{cfg}"], "go with --cluster", id="kubeconfig"),
         pytest.param(["-f", "{bad}", "--plain-http"], "spec.workloadIdentity", id="bad config"),
@@ -104,7 +109,11 @@ def test_bad_input_is_one_line_and_exit_2(
     cfg.write_text(config_yaml())
     bad = tmp_path / "bad.yaml"
     bad.write_text(config_yaml().replace("tenantID", "tenant"))
-    argv = ["entra", *(a.format(cfg=cfg, bad=bad) for a in args)]
+    enc_key = tmp_path / "enc.key"
+    if "{enc_key}" in args:
+        openssl("genrsa", "-aes256", "-passout", "pass:secret", "-out", str(enc_key), "2048")
+    files = {"cfg": cfg, "bad": bad, "enc_key": enc_key, "enc_cert": pki("entra", CA, f"DNS:{HOST}").cert}
+    argv = ["entra", *(a.format(**files) for a in args)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("nmisim: error: ") and message in err, err

@@ -428,7 +428,9 @@ class EntraServer:
         if not o.tls_cert:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(o.tls_cert, o.tls_key)
+        ctx.load_cert_chain(
+            o.tls_cert, o.tls_key, password=lambda: b""
+        )  # encrypted: an error, never a prompt
         return ctx
 
     async def start(self) -> None:
