@@ -41,6 +41,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "nmisim.cli.diff",
     "nmisim.cli.migrate",
     "nmisim.agent.command",
+    "nmisim.cli.entra",
 )
 
 

@@ -36,7 +36,16 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InsecureRequestWarning
 
 from nmisim.engine.config import CONFIG_NAME, ConfigError, SimulationConfig
-from nmisim.engine.models import DEFAULT_NAMESPACE, KIND_CONFIG, KIND_EXCEPTION, KIND_POD, ModelError, Pod
+from nmisim.engine.models import (
+    DEFAULT_NAMESPACE,
+    KIND_CONFIG,
+    KIND_EXCEPTION,
+    KIND_IDENTITY,
+    KIND_POD,
+    AzureIdentity,
+    ModelError,
+    Pod,
+)
 from nmisim.engine.resources import AAD_KINDS as AAD_RESOURCE_KINDS
 from nmisim.engine.resources import parse, resource
 from nmisim.sources.files import ClusterError, Loaded, ignored_codes
@@ -480,3 +489,32 @@ def load_workload_identity(
             for w in (m.get("webhooks") or [])
         )
         return WorkloadIdentityObjects(pods, owners, sas, nss, others, installed)
+
+
+@dataclass(slots=True)
+class EntraObjects:
+    """What ``nmisim entra --cluster`` reads, and only that (it re-reads them every few seconds, so never the
+    pods): SimulationConfig/default, the AzureIdentities (their client IDs are applications of the tenant)
+    and Azure Service Operator UserAssignedIdentities and FederatedIdentityCredentials, raw."""
+
+    config: SimulationConfig | None
+    identities: list[AzureIdentity]
+    others: list[Mapping[str, Any]]
+
+
+def load_entra(target: Target, warn: Warn | None = None) -> EntraObjects:
+    """Raises ClusterError when the cluster cannot be read or SimulationConfig/default is invalid."""
+    with LiveReader(target, warn) as reader:
+        loaded = LiveLoaded()
+        try:
+            for obj in reader.custom_objects(resource(KIND_IDENTITY).plural):
+                reader.add(loaded, obj, KIND_IDENTITY)
+        except ApiException as exc:
+            raise ClusterError(_describe_api_error(exc, reader.server)) from None
+        others = [*_raw_list(reader, *_ASO_UAMI, None), *_raw_list(reader, *_ASO_FIC, None)]
+        raw = reader.simulation_config()
+        try:
+            config = SimulationConfig.from_k8s(raw) if raw is not None else None
+        except ConfigError as exc:
+            raise ClusterError(f"SimulationConfig/{CONFIG_NAME} is invalid: {_one_line(exc)}") from None
+    return EntraObjects(config, [o for o in loaded.objects if isinstance(o, AzureIdentity)], others)

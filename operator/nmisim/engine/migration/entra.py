@@ -55,7 +55,20 @@ def exchange(
     audience: str,
 ) -> Exchange:
     """Exchange the projected token of ``namespace/service_account`` for ``client_id``'s access token."""
-    subj = subject(namespace, service_account)
+    return exchange_subject(
+        credentials,
+        client_id=client_id,
+        issuer=issuer,
+        subj=subject(namespace, service_account),
+        audience=audience,
+    )
+
+
+def exchange_subject(
+    credentials: Iterable[FederatedCredential], *, client_id: str, issuer: str, subj: str, audience: str
+) -> Exchange:
+    """:func:`exchange` for an assertion's ``sub`` as it is (the simulated Entra's endpoint reads it from the
+    token, which need not be a ServiceAccount's): the one rule both the prediction and the endpoint use."""
     if not client_id:
         return Exchange("", AADSTS700016.format(client_id=client_id))
     for fic in credentials:
