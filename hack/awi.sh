@@ -111,6 +111,7 @@ build_bins() {
   start=$SECONDS t0=$SECONDS
   say "downloading the modules AWI $AWI_VERSION needs (go mod download, its own go.sum)"
   (cd "$src" && with_progress "go mod download" "${NICE[@]}" go mod download) || die "go mod download failed"
+  echo "go-mod-download $((SECONDS - t0))" >> "$BIN/build-seconds"
   say "  modules in $((SECONDS - t0)) s"
   for t in "${missing[@]}"; do
     name=${t%%=*} pkg=${t#*=} t0=$SECONDS
