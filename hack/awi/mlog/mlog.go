@@ -212,3 +212,9 @@ func (b *bridge) WithValues(kv ...any) logr.LogSink {
 func (b *bridge) WithName(name string) logr.LogSink {
 	return &bridge{names: append(append([]string{}, b.names...), name), values: b.values}
 }
+
+// WithName is New().WithName(name).
+func WithName(name string) Logger { return New().WithName(name) }
+
+// WithValues is New().WithValues(keysAndValues...).
+func WithValues(keysAndValues ...any) Logger { return New().WithValues(keysAndValues...) }
