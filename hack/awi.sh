@@ -79,10 +79,13 @@ module_dir() {
 smoke() { # smoke NAME: the binary reports the wanted version
   local out
   case "$1" in
-    azwi) out=$("$BIN/azwi" version 2>/dev/null) || return 1 ;;
-    *) out=$("$BIN/$1" --version 2>/dev/null) || return 1 ;;
+    azwi) # Version: v1.6.0 / GitCommit: 04d01a2 ...
+      out=$("$BIN/azwi" version 2>/dev/null) || return 1
+      [[ $out == *"Version: $AWI_VERSION"* && $out == *"GitCommit: $AWI_COMMIT"* ]] ;;
+    *) # {"buildVersion":"v1.6.0","gitCommit":"04d01a2",...}
+      out=$("$BIN/$1" --version 2>/dev/null) || return 1
+      [[ $out == *"\"buildVersion\":\"$AWI_VERSION\""* && $out == *"\"gitCommit\":\"$AWI_COMMIT\""* ]] ;;
   esac
-  [[ $out == *"\"buildVersion\":\"$AWI_VERSION\""* && $out == *"\"gitCommit\":\"$AWI_COMMIT\""* ]]
 }
 
 build_bins() {
