@@ -100,6 +100,12 @@ kind-down: ## delete the kind cluster, stop its dockerd, restore and compare the
 e2e-kind: install ## cluster tests on a kind cluster running the operator image (needs Docker and kind)
 	@PATH=$(CURDIR)/$(BIN):$$PATH hack/kind-e2e.sh
 
+.PHONY: awi
+# Azure Workload Identity v1.6.0, built here from its Go module (hack/awi.sh; docs/development.md): nothing is
+# pulled and nothing loaded; prints the cache paths (NAME=VALUE) at the end.
+awi: ## build AWI v1.6.0's webhook, proxy and azwi, their three images and the patched manifest into ~/.cache/nmisim/awi
+	@hack/awi.sh all
+
 .PHONY: helm
 helm: ## build helm (for charts/nmisim) from Go modules into ~/.cache/nmisim; tests/unit/test_chart.py calls it too
 	@hack/helm.sh >/dev/null
