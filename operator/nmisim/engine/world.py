@@ -96,6 +96,7 @@ class World:
         self._bindings_by_selector: dict[str, set[Key]] = {}
         self._bindings_by_folded_selector: dict[str, set[Key]] = {}
         self._bindings_by_ignored_selector: dict[str, set[Key]] = {}
+        self._bindings_by_identity: dict[Key, set[Key]] = {}  # (namespace, azureIdentity) -> bindings
         #: distinct selectors by one-deletion neighbourhood, built on the first "did you mean" question and
         #: kept up to date by upsert/remove from then on
         self._near_selectors: NearMissIndex | None = None
@@ -135,6 +136,7 @@ class World:
                 self._near_selectors.add(obj.selector)
             _add(self._bindings_by_selector, obj.selector, key)
             _add(self._bindings_by_folded_selector, fold(obj.selector), key)
+            _add(self._bindings_by_identity, (obj.namespace, obj.azure_identity), key)
             if obj.ignored_selector is not None:
                 _add(self._bindings_by_ignored_selector, obj.ignored_selector, key)
         elif isinstance(obj, AzureAssignedIdentity):
@@ -166,6 +168,7 @@ class World:
                 if self._near_selectors is not None and b.selector not in self._bindings_by_selector:
                     self._near_selectors.remove(b.selector)
                 _discard(self._bindings_by_folded_selector, fold(b.selector), key)
+                _discard(self._bindings_by_identity, (b.namespace, b.azure_identity), key)
                 if b.ignored_selector is not None:
                     _discard(self._bindings_by_ignored_selector, b.ignored_selector, key)
             return b is not None
@@ -255,6 +258,10 @@ class World:
 
     def get_assigned(self, namespace: str, name: str) -> AzureAssignedIdentity | None:
         return self._assigned.get((namespace, name))
+
+    def bindings_naming(self, namespace: str, identity: str) -> list[AzureIdentityBinding]:
+        """The bindings in ``namespace`` whose ``azureIdentity`` is ``identity`` (sorted by name)."""
+        return [self._bindings[k] for k in sorted(self._bindings_by_identity.get((namespace, identity), ()))]
 
     def bindings_with_selector(self, selector: str) -> list[AzureIdentityBinding]:
         """The bindings whose ``spec.selector`` is exactly ``selector``, sorted by (namespace, name)."""

@@ -429,11 +429,7 @@ def _cleanup(inp: MigrationInput, drafts: list[tuple[_Group, WorkloadPlan]]) -> 
                 )
                 continue
             steps.append(f"kubectl delete azureidentitybinding {name} -n {ns}")
-            still = [
-                x.key
-                for x in world.bindings()
-                if x.azure_identity == ident_name and x.key != b.key and x.key.startswith(ns + "/")
-            ]
+            still = [x.key for x in world.bindings_naming(ns, ident_name) if x.key != b.key]
             if still:
                 steps.append(f"keep AzureIdentity {ns}/{ident_name}: still named by {', '.join(still)}")
             else:
