@@ -15,7 +15,7 @@ import bench
 from bench import scaling
 from bench.config import RESULTS_DIR, TIERS, Paths
 from bench.kube import cluster_down
-from bench.phases import run_all
+from bench.phases import PhaseFailed, run_all
 from bench.progress import say
 from bench.report import engine_bench, plot, summary, write_json
 from bench.results import Document, Machine
@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(paths.cluster, ignore_errors=True)
     started = time.monotonic()
     measured = commit(paths)  # before the run: the tree may change while it runs
+    failed: PhaseFailed | None = None
     try:
         results, series = asyncio.run(run_all(paths, TIERS[args.tier], environ))
+    except PhaseFailed as exc:
+        failed, results, series = exc, exc.results, exc.series
+        say(f"{exc} ({exc.__cause__!r}): writing what the phases before it measured")
     finally:
         if not args.keep_cluster:
             cluster_down(paths, environ)
@@ -78,4 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(doc, paths.report_png)
     summary(doc)
     say(f"wrote {paths.results_json} and {paths.report_png} in {results.duration_s} s")
+    if failed is not None:
+        say(f"INCOMPLETE: {failed}; its figures and those after it are missing")
+        return 1
     return 0

@@ -471,20 +471,38 @@ def http_429(run: Run) -> None:
     run.results.http_429 = sum(1 for e in everything if e.get("responseStatus", {}).get("code") == 429)
 
 
+class PhaseFailed(RuntimeError):
+    """A phase failed; the figures of the phases before it."""
+
+    def __init__(self, phase: str, results: Results, series: Series) -> None:
+        super().__init__(f"phase {phase} failed")
+        self.phase, self.results, self.series = phase, results, series
+
+
 async def run_all(paths: Paths, tier: Tier, environ: dict[str, str] | None = None) -> tuple[Results, Series]:
     """Every phase, in order, on a cluster this starts (the caller stops it)."""
     run = await start_cluster(paths, tier, dict(os.environ if environ is None else environ))
+    phase = "create_workload"
     try:
-        await create_workload(run)
-        await expect(run)
-        await bare_client(run)
-        await cold_start(run)
-        await noop_updates(run)
-        await freshness(run)
-        await fanout(run)
-        await memory(run)
-        await restart(run)
+        steps = (
+            create_workload,
+            expect,
+            bare_client,
+            cold_start,
+            noop_updates,
+            freshness,
+            fanout,
+            memory,
+            restart,
+        )
+        for step in steps:
+            phase = step.__name__
+            await step(run)
+        phase = "http_429"
         http_429(run)
+    except Exception as exc:
+        # an hour of a large tier is not thrown away with its last phase: what was measured is kept
+        raise PhaseFailed(phase, run.results, run.series) from exc
     finally:
         if run.operator is not None:
             await run.operator.stop()

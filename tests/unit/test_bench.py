@@ -165,3 +165,25 @@ def test_login_equals_kopfs(tmp_path: Path) -> None:
     }
     assert mine == _kopf_login(kubeconfig)
     assert mine["token"] == "t0ken" and mine["ca"] == ca
+
+
+def test_a_failed_phase_keeps_what_the_phases_before_it_measured(tmp_path: Path, monkeypatch: Any) -> None:
+    """hack/bench writes results.json and the plot with the figures measured before a phase failed, says
+    which phase failed, and exits 1 (an hour of tier L is not thrown away with its last phase)."""
+    from bench import cli  # noqa: PLC0415
+    from bench.phases import PhaseFailed  # noqa: PLC0415
+    from bench.results import BareClient  # noqa: PLC0415
+
+    partial = Results(tier="XS", pods=60, namespaces=6, fanout_pods=50, bare=BareClient(bare_write_s=1.5))
+
+    async def failing(*_: Any, **__: Any) -> tuple[Results, Series]:
+        raise PhaseFailed("restart", partial, Series()) from RuntimeError("restarted operator did not seed")
+
+    monkeypatch.setattr(cli, "run_all", failing)
+    monkeypatch.setattr(cli, "cluster_down", lambda *_: None)
+    monkeypatch.setenv("NMISIM_BENCH_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("NMISIM_BENCH_CLUSTER", str(tmp_path / "cluster"))
+    assert cli.main(["--tier", "XS", "--no-engine"]) == 1
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["results"]["bare_write_s"] == 1.5 and "cold_s" not in written["results"]
+    assert (tmp_path / "out" / "report.png").stat().st_size > 0
