@@ -144,6 +144,7 @@ class Migrations:
         self._specs: dict[Key, PodSpec] = {}
         self._workload_of: dict[Key, WorkloadRef] = {}
         self._pods_of: dict[WorkloadRef, set[Key]] = {}
+        self._refs_in: dict[str, set[WorkloadRef]] = {}  # the workloads of each namespace
         self._status: dict[Key, dict[str, Any]] = {}
         self._signature: dict[WorkloadRef, Signature] = {}
         self._dirty: dict[WorkloadRef, set[Key] | None] = {}  # None: every pod
@@ -182,6 +183,7 @@ class Migrations:
             self._leave(key)
             self._workload_of[key] = ref
             self._pods_of.setdefault(ref, set()).add(key)
+            self._refs_in.setdefault(ref.namespace, set()).add(ref)
         self._specs[key] = spec
         self._index(key)
         self.mark(key)
@@ -233,9 +235,8 @@ class Migrations:
             del self.namespaces[name]
         else:
             self.namespaces[name] = ns
-        for ref in self._pods_of:
-            if ref.namespace == name:
-                self._dirty[ref] = None
+        for ref in self._refs_in.get(name, ()):
+            self._dirty[ref] = None
         return True
 
     def forget(self, key: Key) -> None:
@@ -262,6 +263,10 @@ class Migrations:
             del self._pods_of[ref]
             self._dirty.pop(ref, None)
             self._signature.pop(ref, None)
+            refs = self._refs_in[ref.namespace]
+            refs.discard(ref)
+            if not refs:
+                del self._refs_in[ref.namespace]
 
     # --- what makes a workload dirty ------------------------------------------------------------------
 
@@ -270,7 +275,10 @@ class Migrations:
         assess it again, and every other pod at its address (what NMI answers a request from an address
         depends on every Pending/Running pod there)."""
         addr = self._addr.get(key)
-        for k in self._at.get(addr, ()) if addr is not None else (key,):
+        self._mark_pods(self._at.get(addr, ()) if addr is not None else (key,))
+
+    def _mark_pods(self, keys: Iterable[Key]) -> None:
+        for k in keys:
             ref = self._workload_of.get(k)
             if ref is None:
                 continue
@@ -291,9 +299,11 @@ class Migrations:
         if addr is not None and addr[1]:
             self._addr[key] = addr
             self._at.setdefault(addr, set()).add(key)
+        # every pod at either address, once (marking each through mark() would walk its address again for
+        # each: cubic in the pods sharing a node IP, the hostNetwork pods of a 50,000-pod cluster)
         for a in {old, addr}:
-            for other in self._at.get(a, ()) if a is not None else ():
-                self.mark(other)
+            if a is not None:
+                self._mark_pods(self._at.get(a, ()))
 
     def mark_workload_of(self, key: Key) -> None:
         """Assess every pod of the pod's workload again (and the pods at its address)."""
