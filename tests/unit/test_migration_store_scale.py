@@ -57,3 +57,27 @@ def test_a_namespace_event_marks_its_own_workloads_only() -> None:
     m._dirty.clear()
     assert m.set_namespace("a", Namespace.from_k8s({"metadata": {"name": "a", "labels": {"x": "z"}}}))
     assert not m._dirty  # no workload left in a
+
+
+def test_the_identities_view_is_kept_across_pod_changes_and_rebuilt_on_identity_changes() -> None:
+    """classify.Identities (client IDs and resource IDs of every AzureIdentity) was rebuilt after every
+    pod change (it was keyed on World.generation): O(identities) per verdict change."""
+    from factories import ident, pod  # noqa: PLC0415
+
+    from nmisim.engine.migration.classify import Identities  # noqa: PLC0415
+    from nmisim.engine.models import KIND_IDENTITY  # noqa: PLC0415
+    from nmisim.engine.world import World  # noqa: PLC0415
+
+    w = World()
+    w.upsert(ident("id-a", "ns"))
+    first = Identities.of(w)
+    w.upsert(pod("p1", "ns", {"app": "x"}))
+    assert Identities.of(w) is first
+    w.upsert(ident("id-b", "ns", "00000000-0000-0000-0000-0000000000b2"))
+    second = Identities.of(w)
+    assert second is not first and second.get("ns/id-b") is not None
+    w.remove(KIND_IDENTITY, "ns", "id-b")
+    assert Identities.of(w).get("ns/id-b") is None
+    before = Identities.of(w)
+    w.set_config(w.config)
+    assert Identities.of(w) is not before  # the VM identities of the configuration may have changed

@@ -105,6 +105,9 @@ class World:
         #: bumped by every change (objects or configuration): an answer computed at one generation holds
         #: until the next, the engine being a pure function of the world (the agent caches by it)
         self.generation = 0
+        #: bumped by a change to an AzureIdentity or the configuration only (what depends on identities
+        #: alone is kept across the pod changes that bump ``generation``)
+        self.identity_generation = 0
 
     # ----------------------------------------------------------------- state
     @property
@@ -114,6 +117,7 @@ class World:
     def set_config(self, config: SimulationConfig) -> None:
         self._config = config
         self.generation += 1
+        self.identity_generation += 1
 
     def upsert(self, obj: Model) -> None:
         """Add or replace an object, keyed by (kind, namespace, name)."""
@@ -130,6 +134,7 @@ class World:
             self._exc_ignored_index.add(obj)
         elif isinstance(obj, AzureIdentity):
             self._identities[key] = obj
+            self.identity_generation += 1
         elif isinstance(obj, AzureIdentityBinding):
             self._bindings[key] = obj
             if self._near_selectors is not None and obj.selector not in self._bindings_by_selector:
@@ -160,7 +165,10 @@ class World:
             self._exc_ignored_index.remove(namespace, name)
             return exc is not None
         if kind == KIND_IDENTITY:
-            return self._identities.pop(key, None) is not None
+            if self._identities.pop(key, None) is None:
+                return False
+            self.identity_generation += 1
+            return True
         if kind == KIND_BINDING:
             b = self._bindings.pop(key, None)
             if b is not None:

@@ -159,17 +159,18 @@ class AfterState:
 
 class Identities:
     """Client IDs, resource IDs and AzureIdentity keys of the world, to compare answers across routes.
-    :meth:`of` builds it once per world generation (the operator assesses one workload at a time)."""
+    :meth:`of` builds it once per identity generation (the operator assesses one workload at a time, and
+    a pod change does not change it)."""
 
     _cache: weakref.WeakKeyDictionary[World, tuple[int, Identities]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def of(cls, world: World) -> Identities:
         hit = cls._cache.get(world)
-        if hit is not None and hit[0] == world.generation:
+        if hit is not None and hit[0] == world.identity_generation:
             return hit[1]
         ids = cls(world)
-        cls._cache[world] = (world.generation, ids)
+        cls._cache[world] = (world.identity_generation, ids)
         return ids
 
     def __init__(self, world: World) -> None:
