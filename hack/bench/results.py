@@ -276,10 +276,10 @@ def summary_rows(results: Results) -> list[tuple[str, str, str | None]]:
 
 
 def _writes(by_resource: Any) -> str:
-    """A fan-out direction's writes: 'status 1000, events 612, ...'."""
+    """A fan-out direction's writes: 'nmiverdicts/status 1000, events 612, ...'."""
     if not by_resource:
         return "-"
-    return ", ".join(f"{k.split(' ', 1)[-1].split('/')[-1]} {v}" for k, v in by_resource.items())
+    return ", ".join(f"{k.split(' ', 1)[-1]} {v}" for k, v in by_resource.items())
 
 
 def title(results: Results, cores: int | None) -> str:
