@@ -147,6 +147,10 @@ current-context: nmisim-local
 EOF
 }
 
+# kube-apiserver: --enable-aggregator-routing dials an admission webhook's (Azure Workload Identity's, on
+# the real node) or an aggregated API's endpoints at their pod addresses, which the real node's bridge
+# routes, instead of their Service address, which only kube-proxy's rules translate (and which
+# hack/node.sh's NMISIM-OUTPUT refuses untranslated, so it never follows the default route).
 args_for() {
   case "$1" in
     etcd) echo "--name=nmisim --data-dir=$D/etcd \
@@ -163,7 +167,8 @@ args_for() {
       --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction \
       --kubelet-client-certificate=$D/pki/apiserver-kubelet-client.crt --kubelet-client-key=$D/pki/apiserver-kubelet-client.key \
       --kubelet-preferred-address-types=InternalIP,Hostname \
-      --endpoint-reconciler-type=none --profiling=false --v=0 ${NMISIM_APISERVER_EXTRA_ARGS:-}" ;;
+      --endpoint-reconciler-type=none --enable-aggregator-routing=true \
+      --profiling=false --v=0 ${NMISIM_APISERVER_EXTRA_ARGS:-}" ;;
     kube-controller-manager) echo "--kubeconfig=$D/kube-controller-manager.kubeconfig \
       --authentication-kubeconfig=$D/kube-controller-manager.kubeconfig \
       --authorization-kubeconfig=$D/kube-controller-manager.kubeconfig \

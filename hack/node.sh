@@ -38,6 +38,8 @@ NODE_NAME=nmisim-node
 BRIDGE=${NMISIM_NODE_BRIDGE:-nmisim0}
 POD_SUBNET=${NMISIM_NODE_SUBNET:-10.89.0.0/24}
 NODE_IP=${POD_SUBNET%.*/*}.1        # the bridge's address: the node IP, the kubelet's listen address
+SERVICE_RANGE=10.96.0.0/16          # kube-apiserver's --service-cluster-ip-range (hack/cluster.sh)
+KWOK_POD_RANGE=10.244.0.0/16        # kwok's --cidr: the fake nodes' pod addresses (hack/cluster.sh)
 KUBE_SVC_IP=10.96.0.1               # the `kubernetes` Service (first address of --service-cluster-ip-range)
 NODE_TAINT=nmisim.dev/node=real:NoSchedule
 NODE_LABEL=nmisim.dev/node=real
@@ -295,6 +297,11 @@ ip6t() { ip6tables -w 5 "$@"; }
 #  * filter INPUT: from the pod subnet to 169.254.0.0/16 that was not DNATed: REJECT (a link-local
 #    address on the host itself). NMI's DNAT turns 169.254.169.254:80 into 127.0.0.1:2579 before INPUT.
 #  * ip6tables FORWARD from the bridge: REJECT (pods get no IPv6 address; belt and braces).
+#  * filter OUTPUT, this machine's own packets: to a Service address kube-proxy did not translate
+#    ($SERVICE_RANGE) or to kwok's fake pod addresses ($KWOK_POD_RANGE): REJECT. The API server dials a
+#    webhook's or an aggregated API's endpoints (--enable-aggregator-routing), never a Service address;
+#    should it, or anything on the host, try one of these ranges, the packet is refused here instead of
+#    following the default route off the machine.
 #  * nat: pods (PREROUTING) and hostNetwork pods (OUTPUT) reach the API server through the `kubernetes`
 #    Service address, DNATed to 127.0.0.1:<port> (the API server stays on loopback; route_localnet on the
 #    bridge only). The API server certificate names $KUBE_SVC_IP.
@@ -311,6 +318,9 @@ net_up() {
   ipt -A NMISIM-FORWARD -s "$POD_SUBNET" ! -d "$POD_SUBNET" -m comment --comment "nmisim: pods never leave this machine" -j REJECT
   ipt -N NMISIM-INPUT 2>/dev/null || ipt -F NMISIM-INPUT
   ipt -A NMISIM-INPUT -s "$POD_SUBNET" -d 169.254.0.0/16 -m comment --comment "nmisim: pods never reach link-local" -j REJECT
+  ipt -N NMISIM-OUTPUT 2>/dev/null || ipt -F NMISIM-OUTPUT
+  ipt -A NMISIM-OUTPUT -d "$SERVICE_RANGE" -m comment --comment "nmisim: untranslated Service addresses never leave" -j REJECT
+  ipt -A NMISIM-OUTPUT -d "$KWOK_POD_RANGE" -m comment --comment "nmisim: kwok pod addresses are not real" -j REJECT
   ip6t -N NMISIM-FORWARD 2>/dev/null || ip6t -F NMISIM-FORWARD
   ip6t -A NMISIM-FORWARD -i "$BRIDGE" -m comment --comment "nmisim: no IPv6 off the pod bridge" -j REJECT
   ipt -t nat -N NMISIM-APISERVER 2>/dev/null || ipt -t nat -F NMISIM-APISERVER
@@ -349,6 +359,7 @@ kube_proxy_jumps_settled() {
 jumps_first() {
   ensure_first iptables filter FORWARD -j NMISIM-FORWARD
   ensure_first iptables filter INPUT -j NMISIM-INPUT
+  ensure_first iptables filter OUTPUT -j NMISIM-OUTPUT
   ensure_first iptables nat PREROUTING -s "$POD_SUBNET" -j NMISIM-APISERVER
   ensure_first iptables nat OUTPUT -j NMISIM-APISERVER
   ensure_first ip6tables filter FORWARD -j NMISIM-FORWARD

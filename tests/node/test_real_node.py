@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -105,6 +106,30 @@ def test_safety_rules_come_first(node: object) -> None:
     forward = iptables("-S", "NMISIM-FORWARD")
     assert "-s 10.89.0.0/24 -d 169.254.0.0/16" in forward and "-j REJECT" in forward
     assert "-s 10.89.0.0/24 ! -d 10.89.0.0/24" in forward
+    assert iptables("-S", "OUTPUT").splitlines()[1] == "-A OUTPUT -j NMISIM-OUTPUT"
+    output = iptables("-S", "NMISIM-OUTPUT")
+    assert "-d 10.96.0.0/16" in output and "-d 10.244.0.0/16" in output and "-j REJECT" in output
+
+
+def test_the_host_never_sends_to_an_untranslated_service_or_kwok_address(node: object) -> None:
+    """This machine's own connections to a Service address kube-proxy has no rule for and to a kwok
+    pod's fake address are refused at once by NMISIM-OUTPUT (its counters move) instead of following
+    the default route off the machine: the API server dials webhooks at their endpoints
+    (--enable-aggregator-routing), and nothing on the host may reach these ranges otherwise."""
+    targets = {
+        "10.96.255.254": "untranslated Service addresses never leave",
+        "10.244.255.254": "kwok pod addresses are not real",
+    }
+    for address, comment in targets.items():
+        route = subprocess.run(["ip", "-4", "route", "get", address], check=False, capture_output=True)
+        if route.returncode != 0:  # no route at all: nothing could leave, and OUTPUT is never reached
+            pytest.skip(f"this machine has no route to {address}: nothing to refuse")
+        before = rule_packets("NMISIM-OUTPUT", comment)
+        with socket.socket() as s:
+            s.settimeout(5)  # a packet that left would time out (TimeoutError), not be refused
+            with pytest.raises(ConnectionRefusedError):
+                s.connect((address, 443))
+        assert rule_packets("NMISIM-OUTPUT", comment) >= before + 1
 
 
 PROBE = """
