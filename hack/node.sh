@@ -40,6 +40,7 @@ POD_SUBNET=${NMISIM_NODE_SUBNET:-10.89.0.0/24}
 NODE_IP=${POD_SUBNET%.*/*}.1        # the bridge's address: the node IP, the kubelet's listen address
 SERVICE_RANGE=10.96.0.0/16          # kube-apiserver's --service-cluster-ip-range (hack/cluster.sh)
 KWOK_POD_RANGE=10.244.0.0/16        # kwok's --cidr: the fake nodes' pod addresses (hack/cluster.sh)
+KWOK_NODE_RANGE=10.240.0.0/24       # the fake nodes' InternalIPs (hack/cluster.sh ensure_nodes)
 KUBE_SVC_IP=10.96.0.1               # the `kubernetes` Service (first address of --service-cluster-ip-range)
 NODE_TAINT=nmisim.dev/node=real:NoSchedule
 NODE_LABEL=nmisim.dev/node=real
@@ -298,10 +299,11 @@ ip6t() { ip6tables -w 5 "$@"; }
 #    address on the host itself). NMI's DNAT turns 169.254.169.254:80 into 127.0.0.1:2579 before INPUT.
 #  * ip6tables FORWARD from the bridge: REJECT (pods get no IPv6 address; belt and braces).
 #  * filter OUTPUT, this machine's own packets: to a Service address kube-proxy did not translate
-#    ($SERVICE_RANGE) or to kwok's fake pod addresses ($KWOK_POD_RANGE): REJECT. The API server dials a
-#    webhook's or an aggregated API's endpoints (--enable-aggregator-routing), never a Service address;
-#    should it, or anything on the host, try one of these ranges, the packet is refused here instead of
-#    following the default route off the machine.
+#    ($SERVICE_RANGE) or to kwok's fake pod and node addresses ($KWOK_POD_RANGE, $KWOK_NODE_RANGE):
+#    REJECT. The API server dials a webhook's or an aggregated API's endpoints
+#    (--enable-aggregator-routing), never a Service address, and a node's InternalIP for `kubectl logs`
+#    or `exec` (a kwok node has no kubelet behind it); should it, or anything on the host, try one of
+#    these ranges, the packet is refused here instead of following the default route off the machine.
 #  * nat: pods (PREROUTING) and hostNetwork pods (OUTPUT) reach the API server through the `kubernetes`
 #    Service address, DNATed to 127.0.0.1:<port> (the API server stays on loopback; route_localnet on the
 #    bridge only). The API server certificate names $KUBE_SVC_IP.
@@ -321,6 +323,7 @@ net_up() {
   ipt -N NMISIM-OUTPUT 2>/dev/null || ipt -F NMISIM-OUTPUT
   ipt -A NMISIM-OUTPUT -d "$SERVICE_RANGE" -m comment --comment "nmisim: untranslated Service addresses never leave" -j REJECT
   ipt -A NMISIM-OUTPUT -d "$KWOK_POD_RANGE" -m comment --comment "nmisim: kwok pod addresses are not real" -j REJECT
+  ipt -A NMISIM-OUTPUT -d "$KWOK_NODE_RANGE" -m comment --comment "nmisim: kwok node addresses are not real" -j REJECT
   ip6t -N NMISIM-FORWARD 2>/dev/null || ip6t -F NMISIM-FORWARD
   ip6t -A NMISIM-FORWARD -i "$BRIDGE" -m comment --comment "nmisim: no IPv6 off the pod bridge" -j REJECT
   ipt -t nat -N NMISIM-APISERVER 2>/dev/null || ipt -t nat -F NMISIM-APISERVER

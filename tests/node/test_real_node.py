@@ -108,17 +108,21 @@ def test_safety_rules_come_first(node: object) -> None:
     assert "-s 10.89.0.0/24 ! -d 10.89.0.0/24" in forward
     assert iptables("-S", "OUTPUT").splitlines()[1] == "-A OUTPUT -j NMISIM-OUTPUT"
     output = iptables("-S", "NMISIM-OUTPUT")
-    assert "-d 10.96.0.0/16" in output and "-d 10.244.0.0/16" in output and "-j REJECT" in output
+    for cidr in ("10.96.0.0/16", "10.244.0.0/16", "10.240.0.0/24"):
+        assert f"-d {cidr}" in output
+    assert "-j REJECT" in output
 
 
 def test_the_host_never_sends_to_an_untranslated_service_or_kwok_address(node: object) -> None:
-    """This machine's own connections to a Service address kube-proxy has no rule for and to a kwok
-    pod's fake address are refused at once by NMISIM-OUTPUT (its counters move) instead of following
-    the default route off the machine: the API server dials webhooks at their endpoints
-    (--enable-aggregator-routing), and nothing on the host may reach these ranges otherwise."""
+    """This machine's own connections to a Service address kube-proxy has no rule for, to a kwok
+    pod's fake address and to a kwok node's (where the API server would dial its kubelet) are refused
+    at once by NMISIM-OUTPUT (its counters move) instead of following the default route off the
+    machine: the API server dials webhooks at their endpoints (--enable-aggregator-routing), and
+    nothing on the host may reach these ranges otherwise."""
     targets = {
         "10.96.255.254": "untranslated Service addresses never leave",
         "10.244.255.254": "kwok pod addresses are not real",
+        "10.240.0.4": "kwok node addresses are not real",  # kwok-node-1's InternalIP: its "kubelet"
     }
     for address, comment in targets.items():
         route = subprocess.run(["ip", "-4", "route", "get", address], check=False, capture_output=True)
@@ -128,7 +132,7 @@ def test_the_host_never_sends_to_an_untranslated_service_or_kwok_address(node: o
         with socket.socket() as s:
             s.settimeout(5)  # a packet that left would time out (TimeoutError), not be refused
             with pytest.raises(ConnectionRefusedError):
-                s.connect((address, 443))
+                s.connect((address, 10250))
         assert rule_packets("NMISIM-OUTPUT", comment) >= before + 1
 
 
