@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -211,7 +212,9 @@ def test_explain_text(cluster: Cluster, app_ns: str, config_file: str) -> None:
     assert f"NMI finds Pod {app_ns}/app by IP" in out  # the real lookup by IP, among the node's pods
     assert f"AzureIdentityBinding {app_ns}/app-binding (selector '{selector_of(app_ns)}')" in out
     assert "Findings (0)" in out
-    assert lines[-1] == f"  nmisim request --cluster --pod {app_ns}/app --query client_id={CLIENT_ID}"
+    assert lines[-1] == (
+        f"  nmisim request --cluster --config {config_file} --pod {app_ns}/app --query client_id={CLIENT_ID}"
+    )
     assert "\033[" not in out  # not a terminal: no colour
 
 
@@ -228,6 +231,31 @@ def test_explain_denied_and_exempt(cluster: Cluster, app_ns: str, config_file: s
     assert (
         f"AzurePodIdentityException {app_ns}/infra-exception (matched podLabels: role=infra)" in infra.stdout
     )
+
+
+def test_explain_takes_nmis_flags_as_request_does(cluster: Cluster, app_ns: str, config_file: str) -> None:
+    """NMI's flags change explain's answer as they change request's: a pod without an identity gets 503
+    with Retry-After after 2 retries 1 s apart under --set-retry-after-header, and the request explain
+    suggests, run as printed, answers the same."""
+    flags = (
+        "--retry-attempts-for-created=2",
+        "--find-identity-retry-interval=1",
+        "--set-retry-after-header=true",
+    )
+    base = ("explain", "lonely", "-n", app_ns, "--config", config_file)
+    plain = json.loads(nmisim(cluster, *base, "-o", "json").stdout)
+    proc = nmisim(cluster, *base, *flags, "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert plain["request"]["status"] == 404
+    assert doc["request"]["status"] == 503
+    text = nmisim(cluster, *base, *flags).stdout
+    assert f"(configuration: --config {config_file} with {' '.join(flags)})" in text
+    suggested = shlex.split(text.splitlines()[-1])
+    assert suggested[:2] == ["nmisim", "request"] and set(flags) <= set(suggested)
+    answer = nmisim(cluster, *suggested[1:], "-o", "json")
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["status"] == 503
 
 
 def test_explain_json_and_yaml(cluster: Cluster, app_ns: str, config_file: str) -> None:

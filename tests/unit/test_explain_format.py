@@ -18,6 +18,7 @@ from nmisim.cli.explain import (
     headline,
     parse_pod_arg,
     request_command,
+    settings_argv,
     use_color,
     wait_note,
 )
@@ -223,6 +224,38 @@ def test_request_command_carries_kubeconfig_and_context() -> None:
         "kubectl", "nmisim", "request", "--cluster", "--kubeconfig", "/tmp/k c", "--context", "aks-prod",
         "--pod", "shop/web", "--query", f"client_id={CID1}",
     )  # fmt: skip
+
+
+def test_the_suggested_request_carries_the_config_and_nmis_settings_as_given() -> None:
+    """explain takes NMI's flags, --nmi-values and --config as evaluate and request do; the request it
+    suggests carries them, and request parses them back to the same settings."""
+    from nmisim.cli.main import build_parser  # noqa: PLC0415
+
+    parser = build_parser()
+    flags = [
+        "--config", "/tmp/c.yaml", "--nmi-values", "v1.yaml", "--nmi-values", "v2.yaml",
+        "--nmi-release-namespace", "kube-system", "--forceNamespaced", "--set-retry-after-header=false",
+        "--find-identity-retry-interval", "2", "--operation-mode=managed", "--MICNamespace", "mic",
+    ]  # fmt: skip
+    args = parser.parse_args(["explain", "pod/web", "-n", "shop", *flags])
+    given = settings_argv(args)
+    assert given == (
+        "--config", "/tmp/c.yaml", "--nmi-values", "v1.yaml", "--nmi-values", "v2.yaml",
+        "--nmi-release-namespace", "kube-system", "--forceNamespaced=true", "--MICNamespace=mic",
+        "--find-identity-retry-interval=2", "--operation-mode=managed", "--set-retry-after-header=false",
+    )  # fmt: skip
+    assert settings_argv(args, config=False)[:2] == ("--nmi-values", "v1.yaml")
+    argv = request_command(
+        pod("web", "shop"), CID1, kubeconfig=None, context=None, kubectl=False, settings=given
+    )
+    back = parser.parse_args(list(argv[1:]))
+    names = ["config", "nmi_values", "nmi_release_namespace", "forceNamespaced", "MICNamespace",
+             "find_identity_retry_interval", "operation_mode", "set_retry_after_header",
+             "retry_attempts_for_created", "block_instance_metadata"]  # fmt: skip
+    assert {n: getattr(back, n) for n in names} == {n: getattr(args, n) for n in names}
+    assert back.retry_attempts_for_created is None  # not given: not passed on
+    plain = parser.parse_args(["explain", "pod/web"])
+    assert settings_argv(plain) == ()
 
 
 @pytest.mark.parametrize(

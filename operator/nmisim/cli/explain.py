@@ -26,6 +26,7 @@ from nmisim.cli.output import render_data
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.http import HttpRequest, RequestResult, json_number
 from nmisim.engine.models import Pod
+from nmisim.engine.nmiflags import CONFIG_FLAGS
 from nmisim.engine.verdict import (
     VERDICT_BYPASS,
     VERDICT_EXEMPT,
@@ -34,7 +35,9 @@ from nmisim.engine.verdict import (
     PodResult,
 )
 from nmisim.engine.world import World
-from nmisim.sources.files import load_config
+from nmisim.sources.files import LoadError, load_config
+from nmisim.sources.nmiconfig import dest_of, nmi_settings
+from nmisim.sources.nmioptions import add_nmi_options
 
 POD_KINDS: Final = frozenset({"pod", "pods", "po"})
 PLACEHOLDER_CLIENT_ID: Final = "<client-id>"
@@ -84,16 +87,42 @@ def client_id_hint(world: World, pod: Pod, result: PodResult) -> str:
 
 
 def request_command(
-    pod: Pod, client_id: str, *, kubeconfig: str | None, context: str | None, kubectl: bool
+    pod: Pod,
+    client_id: str,
+    *,
+    kubeconfig: str | None,
+    context: str | None,
+    kubectl: bool,
+    settings: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
-    """The ``nmisim request`` argv equivalent to this explanation, with a client_id to try."""
+    """The ``nmisim request`` argv equivalent to this explanation, with a client_id to try; ``settings``
+    are the ``--config`` and NMI's flags the explanation was made with (:func:`settings_argv`)."""
     argv = ["kubectl", "nmisim"] if kubectl else ["nmisim"]
     argv += ["request", "--cluster"]
     if kubeconfig:
         argv += ["--kubeconfig", kubeconfig]
     if context:
         argv += ["--context", context]
-    argv += ["--pod", f"{pod.namespace}/{pod.name}", "--query", f"client_id={client_id}"]
+    argv += [*settings, "--pod", f"{pod.namespace}/{pod.name}", "--query", f"client_id={client_id}"]
+    return tuple(argv)
+
+
+def settings_argv(args: argparse.Namespace, *, config: bool = True) -> tuple[str, ...]:
+    """``--config`` (unless not ``config``), ``--nmi-values``, ``--nmi-release-namespace`` and NMI's flags
+    as given, so that the suggested ``nmisim request`` simulates the same NMI."""
+    argv: list[str] = []
+    if config and getattr(args, "config", None):
+        argv += ["--config", args.config]
+    for values in getattr(args, "nmi_values", None) or ():
+        argv += ["--nmi-values", values]
+    release = getattr(args, "nmi_release_namespace", "default")
+    if release and release != "default":
+        argv += ["--nmi-release-namespace", release]
+    for flag in CONFIG_FLAGS:
+        value = getattr(args, dest_of(flag.name), None)
+        if value is not None:
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            argv.append(f"--{flag.name}={text}")
     return tuple(argv)
 
 
@@ -105,6 +134,7 @@ def explain(
     context: str | None = None,
     kubectl: bool = False,
     config_source: str = "NMI's defaults",
+    settings: tuple[str, ...] = (),
 ) -> Explanation:
     """The explanation of ``pod`` in ``world``: its verdict and the default token request, simulated."""
     result = world.evaluate(pod, trace=True)
@@ -115,7 +145,9 @@ def explain(
         result=result,
         request=request,
         deciders=tuple(d.text for d in result.trace),
-        command=request_command(pod, cid, kubeconfig=kubeconfig, context=context, kubectl=kubectl),
+        command=request_command(
+            pod, cid, kubeconfig=kubeconfig, context=context, kubectl=kubectl, settings=settings
+        ),
         config_source=config_source,
     )
 
@@ -270,6 +302,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="FILE",
         help="SimulationConfig YAML to use instead of the cluster's SimulationConfig/default",
     )
+    add_nmi_options(p)  # NMI's flags and --nmi-values, as evaluate and request take them
     add_output_option(p)
     p.set_defaults(func=run)
 
@@ -316,8 +349,22 @@ def run(args: argparse.Namespace) -> int:
         if file_config
         else ("SimulationConfig/default from the cluster" if loaded.config else "NMI's defaults")
     )
+    # NMI's settings from an NMI DaemonSet among the objects read, --nmi-values and NMI's flags, layered
+    # as evaluate and request layer them (sources/nmiconfig.py)
+    try:
+        nmi = nmi_settings(
+            config, [obj for _, obj in loaded.raw], args, config_source=source, stdin=sys.stdin
+        )
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
+    for line in nmi.warnings:
+        warn(line)
+    config = nmi.config
+    nmi_given = settings_argv(args, config=False)
+    if nmi_given:
+        source += " with " + " ".join(nmi_given)
     world = World(config)
-    for model in loaded.objects:
+    for model in [*nmi.objects, *loaded.objects]:  # the chart's objects: the cluster's replace them
         world.upsert(model)
     pod = world.get_pod(namespace, name)
     if pod is None:  # the parsers rejected it (a warning said why)
@@ -329,6 +376,7 @@ def run(args: argparse.Namespace) -> int:
         context=args.context,
         kubectl=_invoked_as_kubectl_plugin(),
         config_source=source,
+        settings=settings_argv(args),
     )
     if args.output == "table":
         sys.stdout.write(explain_text(ex, Style(use_color(sys.stdout))))
