@@ -304,7 +304,9 @@ def test_kubectl_plugin(cluster: Cluster, app_ns: str, config_file: str) -> None
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{app_ns}/app: INTERCEPTED — NMI serves tokens for {app_ns}/app-identity")
-    assert proc.stdout.splitlines()[-1].startswith(f"  kubectl nmisim request --cluster --pod {app_ns}/app")
+    assert proc.stdout.splitlines()[-1].startswith(
+        f"  kubectl nmisim request --cluster --config {config_file} --pod {app_ns}/app"
+    )
     missing = nmisim(cluster, "nmisim", "explain", "pod/nope", "-n", app_ns, exe=kubectl, env=env)
     assert missing.returncode == 2
 
