@@ -128,6 +128,20 @@ def warn(message: str) -> None:
     print(f"nmisim: warning: {message}", file=sys.stderr)
 
 
+def layer_nmi_settings(
+    config: SimulationConfig | None, loaded: Loaded, args: argparse.Namespace, *, config_source: str | None
+) -> tuple[SimulationConfig | None, list[Model]]:
+    """NMI's settings from an NMI DaemonSet among what ``loaded`` read, ``--nmi-values`` and NMI's flags,
+    layered on ``config`` (sources/nmiconfig.py); its warnings printed. Returns the config and the objects
+    the chart installs, which go before the input's (input or cluster objects replace them)."""
+    nmi = nmi_settings(
+        config, [obj for _, obj in loaded.raw], args, config_source=config_source, stdin=sys.stdin
+    )
+    for line in nmi.warnings:
+        warn(line)
+    return nmi.config, nmi.objects
+
+
 @dataclass(slots=True)
 class Input:
     world: World
@@ -190,10 +204,7 @@ def build_input(args: argparse.Namespace, *, keep_going: bool = False) -> Input:
     # NMI's settings from an NMI DaemonSet in the input, --nmi-values and NMI's flags (sources/nmiconfig.py)
     where = f"--config {args.config}" if args.config else "-f" if loaded.configs else "the cluster"
     named = f"SimulationConfig/{config.name} ({where})" if config is not None else None
-    nmi = nmi_settings(config, [obj for _, obj in loaded.raw], args, config_source=named, stdin=sys.stdin)
-    config, objects[:0] = nmi.config, nmi.objects  # the chart's objects: input or cluster ones replace them
-    for line in nmi.warnings:
-        warn(line)
+    config, objects[:0] = layer_nmi_settings(config, loaded, args, config_source=named)
     if getattr(args, "vm_identities", None):
         try:
             extra = [vm_identity(v) for v in args.vm_identities]

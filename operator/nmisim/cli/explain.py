@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from nmisim.cli.common import UsageError, add_kubeconfig_options, add_output_option, warn
+from nmisim.cli.common import (
+    UsageError,
+    add_kubeconfig_options,
+    add_output_option,
+    layer_nmi_settings,
+    warn,
+)
 from nmisim.cli.output import render_data
 from nmisim.engine.config import SimulationConfig
 from nmisim.engine.http import HttpRequest, RequestResult, json_number
@@ -35,8 +41,8 @@ from nmisim.engine.verdict import (
     PodResult,
 )
 from nmisim.engine.world import World
-from nmisim.sources.files import LoadError, load_config
-from nmisim.sources.nmiconfig import dest_of, nmi_settings
+from nmisim.sources.files import load_config
+from nmisim.sources.nmiconfig import dest_of
 from nmisim.sources.nmioptions import add_nmi_options
 
 POD_KINDS: Final = frozenset({"pod", "pods", "po"})
@@ -349,22 +355,13 @@ def run(args: argparse.Namespace) -> int:
         if file_config
         else ("SimulationConfig/default from the cluster" if loaded.config else "NMI's defaults")
     )
-    # NMI's settings from an NMI DaemonSet among the objects read, --nmi-values and NMI's flags, layered
-    # as evaluate and request layer them (sources/nmiconfig.py)
-    try:
-        nmi = nmi_settings(
-            config, [obj for _, obj in loaded.raw], args, config_source=source, stdin=sys.stdin
-        )
-    except LoadError as exc:
-        raise UsageError(str(exc)) from None
-    for line in nmi.warnings:
-        warn(line)
-    config = nmi.config
+    # NMI's settings layered as evaluate and request layer them (a bad --nmi-values is a LoadError: exit 2)
+    config, chart_objects = layer_nmi_settings(config, loaded, args, config_source=source)
     nmi_given = settings_argv(args, config=False)
     if nmi_given:
         source += " with " + " ".join(nmi_given)
     world = World(config)
-    for model in [*nmi.objects, *loaded.objects]:  # the chart's objects: the cluster's replace them
+    for model in [*chart_objects, *loaded.objects]:
         world.upsert(model)
     pod = world.get_pod(namespace, name)
     if pod is None:  # the parsers rejected it (a warning said why)
