@@ -56,7 +56,7 @@ lint: install ## ruff and mypy --strict over operator/, tests/ and hack/; the la
 test-unit: install ## unit tests of the engine and CLI (no cluster)
 	$(BIN)/pytest tests/unit -q
 
-test: install binaries host-deps helm lint image-if-node ## lint, then all tests in two phases (hack/test.sh; starts the cluster if none runs)
+test: install binaries host-deps helm lint awi-if-node image-if-node ## lint, then all tests in two phases (hack/test.sh; starts the cluster if none runs)
 	@hack/test.sh
 
 # Fault tests restart cluster components: always on a cluster of their own (.cluster-faults, started if
@@ -105,6 +105,17 @@ e2e-kind: install ## cluster tests on a kind cluster running the operator image 
 # pulled and nothing loaded; prints the cache paths (NAME=VALUE) at the end.
 awi: ## build AWI v1.6.0's webhook, proxy and azwi, their three images and the patched manifest into ~/.cache/nmisim/awi
 	@hack/awi.sh all
+
+# Where the real node runs: `make test` installs the webhook on it (tests/incluster/test_awi.py, hack/awi-up.sh).
+.PHONY: awi-if-node awi-up awi-down
+awi-if-node:
+	@if [ "$$(id -u)" = 0 ] && [ "$${NMISIM_REAL_NODE:-auto}" != 0 ]; then hack/awi.sh all >/dev/null; fi
+
+awi-up: awi ## install the AWI webhook on the running cluster's real node and start the simulated Entra (hack/awi-up.sh)
+	@hack/awi-up.sh up
+
+awi-down: ## stop the simulated Entra and remove the AWI webhook
+	@hack/awi-up.sh down
 
 .PHONY: helm
 helm: ## build helm (for charts/nmisim) from Go modules into ~/.cache/nmisim; tests/unit/test_chart.py calls it too

@@ -29,7 +29,7 @@ MLOG_MODULE=monis.app/mlog@v0.0.4   # AWI's logging library (go.mod:33)
 REGISTRY=mcr.microsoft.com/oss/azure/workload-identity   # upstream's names: no image field changes anywhere
 ENTRA_CA_CN='nmisim simulated Entra CA - not Microsoft'
 ENTRA_DNS=(login.microsoftonline.com entra.nmisim.test)
-NICE=(nice -n 19 ionice -c3)  # the machine is shared: builds at the lowest priority, one package at a time
+NICE=(nice -n 19 ionice -c3)  # the machine is shared: builds at the lowest priority
 
 LOG_PREFIX=awi
 # shellcheck source=hack/lib.sh
@@ -118,8 +118,8 @@ build_bins() {
   say "  modules in $((SECONDS - t0)) s"
   for t in "${missing[@]}"; do
     name=${t%%=*} pkg=${t#*=} t0=$SECONDS
-    say "building $name ($pkg, CGO_ENABLED=0 -trimpath -p 1, niced)"
-    (cd "$src" && with_progress "$name" "${NICE[@]}" go build -p 1 -trimpath -ldflags "$ld" -o "$BIN/$name.tmp" "$pkg") \
+    say "building $name ($pkg, CGO_ENABLED=0 -trimpath, niced)"
+    (cd "$src" && with_progress "$name" "${NICE[@]}" go build -trimpath -ldflags "$ld" -o "$BIN/$name.tmp" "$pkg") \
       || die "building $name failed"
     mv "$BIN/$name.tmp" "$BIN/$name"
     smoke "$name" || die "$BIN/$name does not report $AWI_VERSION ($AWI_COMMIT)"

@@ -208,16 +208,20 @@ pip_download_cp311() { # pip_download_cp311 DIR REQUIREMENT
     -d "$1" "$2" >&2
 }
 
-# entra_ca DIR: the simulated Entra's CA (the PEM file NMISIM_ENTRA_CA names) as DIR/nmisim-entra-ca.crt,
-# which the clients image adds to Debian's bundle; none when NMISIM_ENTRA_CA is unset (said once). Prints
-# the key part: the CA's sha256, or "no-entra-ca".
+# entra_ca DIR: the simulated Entra's CA (the PEM file NMISIM_ENTRA_CA names; by default the one
+# `hack/awi.sh entra-ca` makes once, which the Workload Identity tests' `nmisim entra` serves with) as
+# DIR/nmisim-entra-ca.crt, which the clients image adds to Debian's bundle; NMISIM_ENTRA_CA=none: no
+# simulated Entra's CA. Prints the key part: the CA's sha256, or "no-entra-ca".
 entra_ca() {
   local dir=$1
   mkdir -p "$dir"
-  if [[ -z ${NMISIM_ENTRA_CA:-} ]]; then
-    say "NMISIM_ENTRA_CA is unset: the clients image trusts Debian's CAs only (no simulated Entra's)" >&2
+  if [[ ${NMISIM_ENTRA_CA:-} == none ]]; then
+    say "NMISIM_ENTRA_CA=none: the clients image trusts Debian's CAs only (no simulated Entra's)" >&2
     echo no-entra-ca
     return 0
+  fi
+  if [[ -z ${NMISIM_ENTRA_CA:-} ]]; then
+    NMISIM_ENTRA_CA=$("$ROOT/hack/awi.sh" entra-ca)/ca.crt || die "hack/awi.sh entra-ca failed"
   fi
   [[ -r $NMISIM_ENTRA_CA ]] || die "NMISIM_ENTRA_CA=$NMISIM_ENTRA_CA: not a readable file"
   grep -q -- '-----BEGIN CERTIFICATE-----' "$NMISIM_ENTRA_CA" \

@@ -255,6 +255,9 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 serializeImagePulls: false
 nodeStatusUpdateFrequency: 10s
+# Secret volumes follow their Secret within 10 s (default 1 min): the Workload Identity webhook waits for the
+# certificates its cert-controller writes into one (hack/awi-up.sh).
+syncFrequency: 10s
 maxPods: 110
 shutdownGracePeriod: 0s
 EOF

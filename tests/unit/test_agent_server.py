@@ -3,6 +3,7 @@ the engine's (``nmisim request``) for the same objects, and waits are real witho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -13,9 +14,12 @@ from agent_support import NODE, AgentThread, Answer, assert_same, build, engine_
 from factories import CID1, CID2, binding, config, exc, ident, pod, world
 from tests.support import eventually
 
+from nmisim.agent.app import Agent, Options
+from nmisim.agent.hostimds import HostImdsHandler
 from nmisim.engine.http import HttpRequest, RequestResult
 from nmisim.engine.models import Pod
 from nmisim.engine.paths import go_parse_query
+from nmisim.engine.routes import simulate_imds
 from nmisim.engine.world import World
 
 BOUND, UNBOUND, EXEMPT, TWO = "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"
@@ -338,3 +342,34 @@ def test_two_host_network_pods_on_the_node_ip_are_500_chunked_like_go() -> None:
     )
     assert ans.header("Transfer-Encoding") == "chunked" and ans.header("Content-Length") is None
     assert ans.header("Content-Type") == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("src", [BOUND, UNBOUND, EXEMPT])
+def test_nmi_removed_answers_every_pod_with_the_node_imds_model(src: str) -> None:
+    """``--nmi-removed`` (the migration's removed phase): the intercepted port is the node's IMDS model,
+    the answer ``nmisim request`` gives a hostNetwork caller; no NMI route, wait or binding applies."""
+    opts = Options(
+        node=NODE, nmi_port=0, http_probe_port=0, prometheus_port=0, iptables=False, nmi_removed=True
+    )
+    agent = Agent(opts)
+    w = fixture_world(imds={"systemAssigned": True})
+    agent.world = w
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(agent.start_servers(), loop).result(10)
+        server = agent.server("nmi")
+        assert isinstance(server.handler, HostImdsHandler)
+        t0 = time.monotonic()
+        ans = send(server.port, build(target=TOKEN, headers=MD), src=src)
+        assert time.monotonic() - t0 < 1  # NMI's unbound pod would wait; the IMDS never does
+        want = simulate_imds(w.config, req(), NODE)
+        assert (ans.status, json.loads(ans.body)) == (want.status, json.loads(want.body))
+        assert b"system-assigned" in ans.body
+        for s in agent.servers:
+            asyncio.run_coroutine_threadsafe(s.close(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

@@ -79,6 +79,9 @@ class FakeIssuer:
 
     async def jwks(self, request: web.Request) -> web.Response:
         self.hits.append(request.path)
+        # as kube-apiserver: 406 unless the Accept header admits application/jwk-set+json
+        if "application/jwk-set+json" not in request.headers.get("Accept", ""):
+            return web.Response(status=406, text='{"kind":"Status","code":406}')
         return web.Response(body=self.docs()[1], content_type="application/jwk-set+json")
 
 

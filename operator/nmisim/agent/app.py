@@ -71,6 +71,8 @@ class Options:
     iptables_argv: Sequence[str] = ("iptables",)
     route_localnet: Sequence[str] = ()
     host_imds_address: str = ""
+    #: ``--nmi-removed``: the intercepted port is the node's IMDS model, not NMI
+    nmi_removed: bool = False
     files: Sequence[str] = ()
     config_file: str | None = None
     kubeconfig: str | None = None
@@ -146,8 +148,13 @@ class Agent:
     # ----------------------------------------------------------- servers
     async def start_servers(self) -> None:
         o = self.opts
+        intercepted: Handler = (
+            HostImdsHandler(self.world, o.node)
+            if o.nmi_removed
+            else NmiHandler(self.world, o.node, self.metrics)
+        )
         handlers: list[tuple[Handler, str, int, str]] = [
-            (NmiHandler(self.world, o.node, self.metrics), o.nmi_listen_address, o.nmi_port, "nmi"),
+            (intercepted, o.nmi_listen_address, o.nmi_port, "nmi"),
             (HealthHandler(lambda: self.active), o.probe_listen_address, o.http_probe_port, "probe"),
             (MetricsHandler(self.metrics), o.prometheus_listen_address, o.prometheus_port, "metrics"),
         ]
@@ -241,7 +248,13 @@ class Agent:
                 log.error("%s", exc)
                 await self.shutdown_quietly()
                 return 1
-            log.info("nmisim serve: NMI v%s simulated on node %s", NMI_VERSION, self.opts.node)
+            if self.opts.nmi_removed:
+                log.info(
+                    "nmisim serve: NMI removed; the node's IMDS model answers every pod on node %s",
+                    self.opts.node,
+                )
+            else:
+                log.info("nmisim serve: NMI v%s simulated on node %s", NMI_VERSION, self.opts.node)
             await self.stop.wait()
             if self.fatal:
                 log.error("%s", self.fatal)

@@ -91,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="also serve the IMDS model here for hostNetwork callers (whose traffic NMI never sees): "
         "point SDKs at it with AZURE_POD_IDENTITY_AUTHORITY_HOST=http://HOST:PORT",
     )
+    own.add_argument(
+        "--nmi-removed",
+        action="store_true",
+        help="NMI is gone (the migration's 'removed' phase, nmisim request --after): the intercepted "
+        "address answers every pod with the node's IMDS model (its VM's identities), as the real IMDS "
+        "would, so no pod ever reaches the real one; NMI's routes, waits and bindings are off",
+    )
     own.add_argument("--probe-listen-address", default="", help="address of /healthz (all, as NMI)")
     own.add_argument("--prometheus-listen-address", default="", help="address of /metrics (all, as NMI)")
     own.add_argument(
@@ -185,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         iptables_argv=tuple(args.iptables_command.split()),
         route_localnet=tuple(args.route_localnet),
         host_imds_address=args.host_imds_address,
+        nmi_removed=bool(args.nmi_removed),
         files=tuple(args.files),
         config_file=args.config,
         kubeconfig=args.kubeconfig,

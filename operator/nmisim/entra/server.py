@@ -69,6 +69,11 @@ def link_local(host: str) -> bool:
         return False
 
 
+#: kube-apiserver answers /openid/v1/jwks as application/jwk-set+json and 406 to an Accept without it
+#: (measured on the real node: ``jwks: HTTP 406`` with application/json alone)
+ISSUER_ACCEPT: Final = "application/json, application/jwk-set+json"
+
+
 class OverrideResolver(AbstractResolver):
     """Names in ``overrides`` (``"*"``: every name) resolve to their ``(ip, port)``; others through the
     system resolver; a link-local answer is refused."""
@@ -122,7 +127,7 @@ class HttpsTransport:
             if link_local(host):
                 raise DiscoveryError(f"{url}: link-local addresses are never dialled")
             async with self.session.get(
-                url, allow_redirects=False, headers={"Accept": "application/json"}
+                url, allow_redirects=False, headers={"Accept": ISSUER_ACCEPT}
             ) as resp:
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(64 << 10):
