@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from nmisim.engine.migration.webhook import TOKEN_FILE_V16
 from tests.incluster.test_agent import (  # noqa: F401 (fixture)
@@ -425,3 +426,253 @@ def test_after_nmi_is_removed_a_denied_pod_reaches_the_nodes_identities_through_
             "-p",
             json.dumps([{"op": "replace", "path": "/spec", "value": spec}]),
         )
+
+
+# ------------------------------------------------------------------ azwi podidentity detect vs nmisim
+# Two workloads as teams run them under NMI, each bound to its own identity: one with an SDK too old for
+# workload identity (asks IMDS), one with a current SDK (WorkloadIdentityCredential once migrated).
+COMPARED = {
+    "old-sdk": (OLD_SDK, ("azpy-old", "mi"), f"5a1e0000-0000-4000-8000-{11:012d}"),
+    "new-sdk": (NEW_SDK, ("azpy", "wi"), f"5a1e0000-0000-4000-8000-{12:012d}"),
+}
+
+
+def compared_objects(namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for name, (sdk_text, _, cid) in COMPARED.items():
+        items += identity_and_binding(name, cid, name)
+        template = wi_pod(
+            name, labels={"app": name, "aadpodidbinding": name}, annotations={SDK_ANNOTATION: sdk_text}
+        )
+        del template["spec"]["serviceAccountName"]  # the default ServiceAccount, as most NMI workloads
+        items.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": template["metadata"], "spec": template["spec"]},
+                },
+            }
+        )
+    return items
+
+
+def newest_pod(cluster: Cluster, namespace: str, app: str, after: set[str]) -> dict[str, Any]:
+    """The workload's pod created after ``after`` (its names then), once its application container runs."""
+
+    def started() -> dict[str, Any] | None:
+        for p in cluster.get_json("pods", "-n", namespace, "-l", f"app={app}")["items"]:
+            if p["metadata"]["name"] in after or p["metadata"].get("deletionTimestamp"):
+                continue
+            main = [s for s in p["status"].get("containerStatuses", []) if s["name"] == "main"]
+            if main and main[0].get("state", {}).get("running"):
+                return dict(p)
+        return None
+
+    pod: dict[str, Any] = eventually(started, timeout=180, what=f"a new pod of {namespace}/{app} running")
+    return pod
+
+
+def pod_names(cluster: Cluster, namespace: str, app: str) -> set[str]:
+    return {
+        p["metadata"]["name"] for p in cluster.get_json("pods", "-n", namespace, "-l", f"app={app}")["items"]
+    }
+
+
+def outcome(cluster: Cluster, namespace: str, pod: str, argv: tuple[str, ...]) -> str:
+    """The client ID the application's own request got a token for, else why not (one line)."""
+    proc = exec_in(cluster, namespace, pod, *argv, "--timeout", "20", "--retries", "0", timeout=120)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return f"no token: {proc.stderr.strip()[-120:]}"
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if got.get("ok"):
+        return str(got.get("claims", {}).get("appid") or got.get("token", "")[:40]).lower()
+    return f"no token: {got.get('error')}: {str(got.get('message', ''))[:120]}"
+
+
+def settled_outcome(cluster: Cluster, namespace: str, pod: str, argv: tuple[str, ...], wait: bool) -> str:
+    """:func:`outcome`; with ``wait``, the first token within 90 s (a sidecar may still be starting)."""
+    if not wait:
+        return outcome(cluster, namespace, pod, argv)
+    last: list[str] = []
+
+    def token() -> str | None:
+        last[:] = [outcome(cluster, namespace, pod, argv)]
+        return None if last[0].startswith("no token") else last[0]
+
+    try:
+        got: str = eventually(token, timeout=90, what=f"a token in {namespace}/{pod}")
+    except AssertionError:
+        return last[0] if last else "no token"
+    return got
+
+
+def proxy_said(cluster: Cluster, namespace: str, pod: str) -> str:
+    """The ``error`` of the last line ``azwi-proxy`` logged (this run's, else the previous run's)."""
+
+    def said() -> str | None:
+        for extra in ((), ("--previous",)):
+            log = cluster.kubectl("logs", pod, "-n", namespace, "-c", "azwi-proxy", *extra, check=False)
+            lines = log.stdout.strip().splitlines()
+            if lines:
+                try:
+                    return str(json.loads(lines[-1]).get("error") or lines[-1])
+                except ValueError:
+                    return lines[-1][-100:]
+        return None
+
+    got: str = eventually(said, timeout=60, what=f"azwi-proxy's log in {namespace}/{pod}")
+    return got
+
+
+def nmi_identity(cluster: Cluster, namespace: str, pod: str) -> str:
+    """The identity NMI gives the pod today: the simulated token names its client ID."""
+    got = curl(cluster, namespace, pod)
+    assert got.get("status") == 200, got
+    token = str(json.loads(got["body"])["access_token"])  # FAKE_TOKEN_PREFIX.<client ID>
+    return token.rpartition(".")[2].lower()
+
+
+def test_azwi_podidentity_detect_and_nmisim_migrate_emit_side_by_side(
+    cluster: Cluster, wi: str, awi: dict[str, str], tmp_path: Path
+) -> None:
+    """Each tool's output applied to its own copy of the same workloads; per pod, does the application end
+    with the identity NMI gave it? The table goes to .cluster/awi-comparison.md (docs/migration.md)."""
+    spaces = {"azwi": f"{NS}-azwi", "nmisim": f"{NS}-nmisim"}
+    rows: dict[str, dict[str, str]] = {name: {} for name in COMPARED}
+    try:
+        for ns in spaces.values():
+            cluster.kubectl("create", "namespace", ns, check=False)
+            apply_list(cluster, ns, compared_objects(ns))
+            for name in COMPARED:
+                cluster.kubectl(
+                    "rollout", "status", f"deployment/{name}", "-n", ns, "--timeout=120s", timeout=150
+                )
+                pod = newest_pod(cluster, ns, name, set())["metadata"]["name"]
+                rows[name]["nmi"] = nmi_identity(cluster, ns, pod)
+                assert rows[name]["nmi"] == COMPARED[name][2]
+        before = {tool: {n: pod_names(cluster, ns, n) for n in COMPARED} for tool, ns in spaces.items()}
+
+        # azwi podidentity detect: its files applied as its "Next steps" say, with the federated credential
+        # it tells the user to create (recorded for the simulated Entra as az would create it)
+        out = tmp_path / "azwi"
+        ns = spaces["azwi"]
+        proc = subprocess.run(
+            [
+                f"{awi['AWI_BIN']}/azwi",
+                "podidentity",
+                "detect",
+                "--namespace",
+                ns,
+                "--output-dir",
+                str(out),
+                "--tenant-id",
+                awi["AWI_TENANT_ID"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={
+                "KUBECONFIG": str(Path(cluster.kubeconfig).resolve()),
+                "PATH": "/usr/bin:/bin",
+                "HOME": str(tmp_path),
+            },
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        files = sorted(out.iterdir())
+        assert files, proc.stdout + proc.stderr
+        credentials = []
+        for f in files:
+            for doc in yaml.safe_load_all(f.read_text()):
+                if doc and doc.get("kind") == "ServiceAccount":
+                    cid = doc["metadata"]["annotations"][CLIENT_ID_ANNOTATION]
+                    subject = f"system:serviceaccount:{ns}:{doc['metadata']['name']}"
+                    credentials.append(
+                        {
+                            "clientID": cid,
+                            "name": doc["metadata"]["name"],
+                            "issuer": ISSUER,
+                            "subject": subject,
+                        }
+                    )
+        assert len(credentials) == len(COMPARED), files
+        spec = cluster.get_json("simulationconfig", "default")["spec"]
+        spec["workloadIdentity"]["federatedCredentials"] += credentials
+        cluster.kubectl(
+            "patch",
+            "simulationconfig",
+            "default",
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "replace", "path": "/spec", "value": spec}]),
+        )
+        applied = cluster.kubectl("apply", "-n", ns, "-f", str(out), check=False)
+        assert applied.returncode == 0, applied.stderr
+
+        # nmisim migrate --emit: its apply.sh, as docs/migration.md says
+        emit = tmp_path / "emit"
+        ns = spaces["nmisim"]
+        run = subprocess.run(
+            [NMISIM, "migrate", "--cluster", "-n", ns, "--emit", str(emit)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        planned = json.loads(
+            subprocess.run(
+                [NMISIM, "migrate", "--cluster", "-n", ns, "-o", "json", "--pods"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout
+        )
+        applied_sh = subprocess.run(
+            ["sh", str(emit / "apply.sh")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=emit,
+            env={
+                "PATH": f"{Path(cluster.kubectl_bin).parent}:/usr/bin:/bin",
+                "KUBECONFIG": str(Path(cluster.kubeconfig).resolve()),
+            },
+        )
+        assert applied_sh.returncode == 0, applied_sh.stdout + applied_sh.stderr
+
+        for tool, ns in spaces.items():
+            for name, (_, argv, _) in COMPARED.items():
+                pod = newest_pod(cluster, ns, name, before[tool][name])["metadata"]["name"]
+                rows[name][tool] = settled_outcome(cluster, ns, pod, argv, wait=tool == "nmisim")
+                if tool == "azwi":  # the hand-added proxy: not mutated, so no AZURE_TENANT_ID
+                    rows[name]["proxy"] = proxy_said(cluster, ns, pod)
+        predicted_class = {p["workload"].split("/")[-1]: p["class"]["removed"] for p in planned["pods"]}
+    finally:
+        for ns in spaces.values():
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+    lines = [
+        "| workload | SDK | NMI gave | after `azwi podidentity detect` | its `azwi-proxy` logged "
+        "| after `nmisim migrate --emit` | nmisim predicted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (sdk_text, _, _) in COMPARED.items():
+        r = rows[name]
+        lines.append(
+            f"| {name} | `{sdk_text}` | `{r['nmi']}` | {r['azwi']} | `{r.get('proxy', '')}` "
+            f"| `{r['nmisim']}` | {predicted_class[name]} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (ROOT / ".cluster").mkdir(exist_ok=True)
+    (Path(str(cluster.kubeconfig)).parent / "awi-comparison.md").write_text(table)
+    print(table)
+    for name, r in rows.items():
+        assert r["nmisim"] == r["nmi"], table  # nmisim's plan keeps every identity NMI gave
+        assert predicted_class[name] == "same-identity", table
