@@ -67,9 +67,9 @@ test-faults: install binaries ## SIGKILL, API server/etcd restarts, 410, drift, 
 		$(BIN)/pytest tests/faults -m faults -q
 
 # IN_CLUSTER=1: the operator as a pod on the real node, installed from manifests/ (needs the real node).
-demo: install binaries host-deps ## the main job: local cluster, operator, sample AKS-like cluster, verdicts (IN_CLUSTER=1: operator in a pod)
+demo: install binaries host-deps ## the main job: local cluster, operator, sample AKS-like cluster, verdicts (IN_CLUSTER=1: operator in a pod; AWI=1: one pod before/after Workload Identity)
 	@if [ -n "$(IN_CLUSTER)" ]; then hack/image.sh build; fi
-	@IN_CLUSTER=$(IN_CLUSTER) hack/demo.sh
+	@IN_CLUSTER=$(IN_CLUSTER) AWI=$(AWI) hack/demo.sh
 
 TIER ?= S
 bench: install binaries ## cluster benchmark (TIER=S: 1,000 pods; M: 10,000; L: 50,000) -> .bench/

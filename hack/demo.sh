@@ -83,6 +83,16 @@ elif [[ ${NMISIM_DEMO_LIVE:-1} == 0 ]]; then
 else
   say "no real node here (needs root): the live requests to nmisim serve are skipped"
 fi
+# AWI=1 (make demo AWI=1), where the real node runs: one pod before and after, live, through AWI v1.6.0's
+# real webhook and the simulated Entra (hack/awi.sh builds AWI once, ~7 min; then cached).
+if [[ -n ${AWI:-} ]] && [[ ${NMISIM_DEMO_LIVE:-1} != 0 ]] && kubectl get node nmisim-node >/dev/null 2>&1; then
+  "$ROOT/hack/awi.sh" all >/dev/null
+  "$ROOT/hack/awi-up.sh" up
+  python "$ROOT/hack/demo_awi.py"
+  step "one pod before and after the migration, live (real webhook, simulated Entra)"
+elif [[ -n ${AWI:-} ]]; then
+  say "AWI=1 needs the real node and the live part (root; NMISIM_DEMO_LIVE unset): skipped"
+fi
 say "leaving NMI: what Azure Workload Identity will give every sample pod (nmisim migrate --cluster; docs/migration.md)"
 nmisim migrate --cluster
 step "the migration table"
