@@ -82,6 +82,26 @@ def agent_pod(cluster: Cluster) -> str:
     return str(pods["items"][0]["metadata"]["name"]) if pods["items"] else ""
 
 
+def wait_for_agent(cluster: Cluster) -> None:
+    """The DaemonSet rolled out, one agent Ready and not terminating on the real node, NMI's chain in place:
+    from then on a pod's IMDS request meets the agent (not a closed port mid-restart)."""
+    cluster.kubectl("rollout", "status", "daemonset", "-n", "nmisim-agent", "--timeout=120s", timeout=150)
+
+    def ready_on_real_node() -> bool:
+        pods = cluster.get_json(
+            "pods", "-n", "nmisim-agent", "--field-selector", f"spec.nodeName={NODE_NAME}"
+        )
+        return len(pods["items"]) == 1 and all(
+            all(c.get("ready") for c in p["status"].get("containerStatuses", []))
+            and p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            for p in pods["items"]
+        )
+
+    eventually(ready_on_real_node, timeout=120, what="the agent Ready on the real node")
+    eventually(aad_chain_present, timeout=60, what="NMI's nat chain aad-metadata on the real node")
+
+
 def agent_log(cluster: Cluster) -> str:
     return cluster.kubectl("logs", "-n", "nmisim-agent", agent_pod(cluster), check=False).stdout
 
@@ -90,19 +110,7 @@ def agent_log(cluster: Cluster) -> str:
 def agent(cluster: Cluster) -> Iterator[None]:
     require_real_node(cluster)
     cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "nmi"))
-
-    def ready_on_real_node() -> bool:
-        pods = cluster.get_json(
-            "pods", "-n", "nmisim-agent", "--field-selector", f"spec.nodeName={NODE_NAME}"
-        )
-        return any(
-            all(c.get("ready") for c in p["status"].get("containerStatuses", []))
-            and p["status"].get("phase") == "Running"
-            for p in pods["items"]
-        )
-
-    eventually(ready_on_real_node, timeout=120, what="the agent Ready on the real node")
-    eventually(aad_chain_present, timeout=60, what="NMI's nat chain aad-metadata on the real node")
+    wait_for_agent(cluster)
     try:
         yield
     finally:

@@ -34,6 +34,7 @@ from tests.incluster.test_agent import (  # noqa: F401 (fixture)
     exec_in,
     identity_and_binding,
     resource_id,
+    wait_for_agent,
 )
 from tests.realnode import NODE_LABEL, TOLERATION, require_real_node
 from tests.support import ROOT, Cluster, eventually, parse_metrics
@@ -425,6 +426,16 @@ def test_after_nmi_is_removed_a_denied_pod_reaches_the_nodes_identities_through_
             "--type=json",
             "-p",
             json.dumps([{"op": "replace", "path": "/spec", "value": spec}]),
+        )
+        # NMI back before the next test asks it (a fresh-clone run met the closed port mid-restart)
+        wait_for_agent(cluster)
+        eventually(
+            lambda: (
+                "NMI removed"
+                not in cluster.kubectl("logs", "-n", "nmisim-agent", agent_pod(cluster), check=False).stdout
+            ),
+            timeout=60,
+            what="the agent restarted without --nmi-removed",
         )
 
 
