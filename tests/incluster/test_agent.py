@@ -119,6 +119,12 @@ def agent(cluster: Cluster) -> Iterator[None]:
         )
 
 
+def replace_simulation_spec(cluster: Cluster, spec: dict[str, Any], *, check: bool = True) -> None:
+    """SimulationConfig/default's whole spec replaced by ``spec`` (a JSON patch, as a user's edit would)."""
+    patch = json.dumps([{"op": "replace", "path": "/spec", "value": spec}])
+    cluster.kubectl("patch", "simulationconfig", "default", "--type=json", "-p", patch, check=check)
+
+
 @contextmanager
 def configured(
     cluster: Cluster, nmi: dict[str, Any] | None = None, imds: dict[str, Any] | None = None
@@ -132,8 +138,7 @@ def configured(
 
     def set_spec(value: dict[str, Any]) -> None:
         seen = agent_log(cluster).count("configuration: ")
-        patch = [{"op": "replace", "path": "/spec", "value": value}]
-        cluster.kubectl("patch", "simulationconfig", "default", "--type=json", "-p", json.dumps(patch))
+        replace_simulation_spec(cluster, value)
         eventually(
             lambda: agent_log(cluster).count("configuration: ") > seen,
             timeout=30,

@@ -33,6 +33,7 @@ from tests.incluster.test_agent import (  # noqa: F401 (fixture)
     curl,
     exec_in,
     identity_and_binding,
+    replace_simulation_spec,
     resource_id,
     wait_for_agent,
 )
@@ -92,8 +93,7 @@ def wi(installed: Cluster, awi: dict[str, str], agent: None) -> Iterator[str]:  
             {"clientID": SECOND, "name": "second", "issuer": ISSUER, "subject": subject},
         ],
     }
-    patch = json.dumps([{"op": "replace", "path": "/spec", "value": spec}])
-    cluster.kubectl("patch", "simulationconfig", "default", "--type=json", "-p", patch)
+    replace_simulation_spec(cluster, spec)
     items = [
         *identity_and_binding("app", APP, "app"),
         *identity_and_binding("second", SECOND, "second"),
@@ -115,8 +115,7 @@ def wi(installed: Cluster, awi: dict[str, str], agent: None) -> Iterator[str]:  
     try:
         yield NS
     finally:
-        restore = json.dumps([{"op": "replace", "path": "/spec", "value": before}])
-        cluster.kubectl("patch", "simulationconfig", "default", "--type=json", "-p", restore, check=False)
+        replace_simulation_spec(cluster, before, check=False)
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
@@ -361,38 +360,28 @@ def test_the_webhook_refuses_at_admission_as_predicted(cluster: Cluster, wi: str
     assert denied == webhook_text, (denied, webhook_text)
 
 
+def set_agent_args(cluster: Cluster, daemonset: str, args: list[str]) -> None:
+    """The agent container's arguments in its DaemonSet (whose controller then replaces the agent pod)."""
+    patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}]
+    cluster.kubectl(
+        "patch", "daemonset", daemonset, "-n", "nmisim-agent", "--type=json", "-p", json.dumps(patch)
+    )
+
+
 def test_after_nmi_is_removed_a_denied_pod_reaches_the_nodes_identities_through_the_imds_model(
     cluster: Cluster, wi: str
 ) -> None:
     running(cluster, wi, wi_pod("denied", service_account="plain"))
     spec = cluster.get_json("simulationconfig", "default")["spec"]
     imds = {**spec.get("imds", {}), "systemAssigned": True}
-    patch = [{"op": "replace", "path": "/spec", "value": {**spec, "imds": imds}}]
-    cluster.kubectl("patch", "simulationconfig", "default", "--type=json", "-p", json.dumps(patch))
+    replace_simulation_spec(cluster, {**spec, "imds": imds})
     want = predicted(wi, "denied", phase="removed")
     assert want["today"]["status"] in (403, 404) and want["after"]["status"] == 200, want
     ds = cluster.get_json("daemonset", "-n", "nmisim-agent")["items"][0]
     args = ds["spec"]["template"]["spec"]["containers"][0].get("args", [])
     name = ds["metadata"]["name"]
     old_pod = agent_pod(cluster)
-    cluster.kubectl(
-        "patch",
-        "daemonset",
-        name,
-        "-n",
-        "nmisim-agent",
-        "--type=json",
-        "-p",
-        json.dumps(
-            [
-                {
-                    "op": "replace",
-                    "path": "/spec/template/spec/containers/0/args",
-                    "value": [*args, "--nmi-removed"],
-                }
-            ]
-        ),
-    )
+    set_agent_args(cluster, name, [*args, "--nmi-removed"])
     try:
         eventually(
             lambda: (
@@ -409,24 +398,8 @@ def test_after_nmi_is_removed_a_denied_pod_reaches_the_nodes_identities_through_
         )
         assert json.loads(got["body"])["access_token"] == json.loads(want["after"]["body"])["access_token"]
     finally:
-        cluster.kubectl(
-            "patch",
-            "daemonset",
-            name,
-            "-n",
-            "nmisim-agent",
-            "--type=json",
-            "-p",
-            json.dumps([{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}]),
-        )
-        cluster.kubectl(
-            "patch",
-            "simulationconfig",
-            "default",
-            "--type=json",
-            "-p",
-            json.dumps([{"op": "replace", "path": "/spec", "value": spec}]),
-        )
+        set_agent_args(cluster, name, args)
+        replace_simulation_spec(cluster, spec)
         # NMI back before the next test asks it (a fresh-clone run met the closed port mid-restart)
         wait_for_agent(cluster)
         eventually(
@@ -613,14 +586,7 @@ def test_azwi_podidentity_detect_and_nmisim_migrate_emit_side_by_side(
         assert len(credentials) == len(COMPARED), files
         spec = cluster.get_json("simulationconfig", "default")["spec"]
         spec["workloadIdentity"]["federatedCredentials"] += credentials
-        cluster.kubectl(
-            "patch",
-            "simulationconfig",
-            "default",
-            "--type=json",
-            "-p",
-            json.dumps([{"op": "replace", "path": "/spec", "value": spec}]),
-        )
+        replace_simulation_spec(cluster, spec)
         applied = cluster.kubectl("apply", "-n", ns, "-f", str(out), check=False)
         assert applied.returncode == 0, applied.stderr
 
