@@ -117,21 +117,6 @@ start_entra() {
   } > "$ENV_FILE"
 }
 
-# A webhook pod that outlived a cluster restart (hack/cluster.sh keeps etcd) is restarted in place by the
-# kubelet, in its old pod cgroup. Under the manifest's 30Mi memory limit (cgroup v1 charges the page cache
-# to it) that container thrashed: memory.failcnt 7.5 million, 12,890 major faults, /healthz not listening
-# after 3 minutes, killed by its liveness probe. A new pod from the ReplicaSet was Ready in 10 s (measured
-# 2026-12-03). So: such a pod (not Ready, restarted at least once) is replaced, not waited for.
-replace_restarted_pods() {
-  local name ready restarts
-  while read -r name ready restarts; do
-    [[ -n $name && $ready != true && ${restarts:-0} -gt 0 ]] || continue
-    say "replacing webhook pod $name (restarted $restarts times in place, not Ready)"
-    kc delete pod -n "$NS" "$name" --wait=false >/dev/null
-  done < <(kc get pods -n "$NS" -l azure-workload-identity.io/system=true -o \
-    jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}{"\n"}{end}' 2>/dev/null)
-}
-
 up() {
   local t0=$SECONDS
   if ! [[ -s $D/kubeconfig ]] || ! kc get --raw /readyz >/dev/null 2>&1; then die "no cluster runs in $D (hack/cluster.sh up)"; fi
@@ -139,7 +124,6 @@ up() {
   paths
   import_images
   kc apply -f "$AWI_MANIFEST" >/dev/null
-  replace_restarted_pods
   # the simulated Entra reads /.well-known/openid-configuration and /openid/v1/jwks without credentials,
   # as Entra reads an AKS cluster's public issuer URL
   kc create clusterrolebinding "$DISCOVERY_CRB" --clusterrole=system:service-account-issuer-discovery \

@@ -79,6 +79,9 @@ def expected_objects(source: str, tenant: str) -> list[dict[str, Any]]:
             assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"} and "tolerations" not in pod
             pod["nodeSelector"]["nmisim.dev/node"] = "real"
             pod["tolerations"] = [TOLERATION]
+            (manager,) = pod["containers"]
+            assert manager["resources"]["limits"] == {"cpu": "100m", "memory": "30Mi"}
+            manager["resources"]["limits"]["memory"] = "64Mi"
             changed.add(kind)
     assert changed == {"ConfigMap", "Deployment"}
     return want
@@ -99,6 +102,7 @@ def test_the_patched_manifest_differs_from_upstreams_only_where_it_must(tmp_path
             "  AZURE_ENVIRONMENT: ${AZURE_ENVIRONMENT:-AzurePublicCloud}",
             "  AZURE_TENANT_ID: ${AZURE_TENANT_ID}",
             "  replicas: 2",
+            "            memory: 30Mi",
         ]
     )
     assert added == sorted(
@@ -112,6 +116,7 @@ def test_the_patched_manifest_differs_from_upstreams_only_where_it_must(tmp_path
             "        key: nmisim.dev/node",
             "        operator: Equal",
             "        value: real",
+            "            memory: 64Mi",
         ]
     )
     assert "${" not in text
